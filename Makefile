@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`.  Both install missing Debian
+# packages (as root), configure, build, then run.  Extra CMake flags: make test CMAKE_ARGS=...
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+DEMO_PROMPT ?= def fibonacci(n):
+
+.PHONY: all deps build demo test test-asan fuzz bench clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j$(JOBS)
+
+demo: build
+	$(BUILD)/dsv3-inspect/dsv3-inspect models/dsv3-tiny
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+# The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only).
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDSV3_SANITIZE=ON $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
+# libFuzzer on the safetensors header parser for FUZZ_SECONDS (needs clang).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

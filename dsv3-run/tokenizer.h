@@ -1,0 +1,49 @@
+/* tokenizer.h - Hugging Face `tokenizer.json` byte-level BPE in C (DeepSeek-V3's tokenizer).
+ *
+ * Encoding follows `tokenizers`: added/special tokens are matched first and never split;
+ * the rest goes through the pre-tokenizer sequence (Split with Oniguruma regexes, then
+ * ByteLevel without prefix space), byte-level mapping, then BPE merges by rank.  Decoding maps
+ * byte-level symbols back to bytes; special tokens are skipped when asked.  Input that is not
+ * valid UTF-8 is read as Python's bytes.decode('utf-8', 'replace') would (U+FFFD). */
+#ifndef DSV3_TOKENIZER_H
+#define DSV3_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dsv3_tokenizer dsv3_tokenizer;
+
+/* Load tokenizer.json (and, when present beside it, tokenizer_config.json for bos/eos). */
+int dsv3_tok_load(const char *tokenizer_json_path, dsv3_tokenizer **out);
+void dsv3_tok_free(dsv3_tokenizer *t);
+
+/* Encode `len` bytes of text (no BOS added).  *ids is malloc'd; returns count or -1. */
+int64_t dsv3_tok_encode(const dsv3_tokenizer *t, const char *text, size_t len, int32_t **ids);
+/* Decode ids to malloc'd bytes (NUL-terminated); skip_special: drop special tokens. */
+char *dsv3_tok_decode(const dsv3_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
+                      size_t *out_len);
+/* Bytes of one token (for streaming output); returns length, writes at most cap bytes. */
+size_t dsv3_tok_token_bytes(const dsv3_tokenizer *t, int32_t id, char *buf, size_t cap);
+int32_t dsv3_tok_id(const dsv3_tokenizer *t, const char *token); /* -1 if absent */
+int dsv3_tok_is_special(const dsv3_tokenizer *t, int32_t id);
+int64_t dsv3_tok_vocab_size(const dsv3_tokenizer *t);
+int32_t dsv3_tok_bos(const dsv3_tokenizer *t); /* <｜begin▁of▁sentence｜> */
+int32_t dsv3_tok_eos(const dsv3_tokenizer *t); /* <｜end▁of▁sentence｜> */
+
+/* DeepSeek-V3 chat template: BOS, then per message: system text as is, "<｜User｜>"+text,
+ * "<｜Assistant｜>"+text+EOS; with add_generation_prompt a final "<｜Assistant｜>". */
+typedef struct {
+  const char *role; /* "system" | "user" | "assistant" */
+  const char *content;
+} dsv3_chat_msg;
+int64_t dsv3_tok_chat(const dsv3_tokenizer *t, const dsv3_chat_msg *msgs, size_t n,
+                      int add_generation_prompt, int32_t **ids);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
