@@ -1,0 +1,680 @@
+/* safetensors.c - validated zero-copy reader and streaming writer: see safetensors.h.
+ *
+ * The reader trusts nothing in the file: every check the reference implementation makes is
+ * made here, before a single tensor is exposed, and each failure names the file and tensor. */
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+struct dsv3_st {
+  char *path;
+  const uint8_t *base; /* whole file image (NULL for header-only) */
+  size_t map_len;      /* > 0 when we own an mmap */
+  uint64_t file_size, data_off;
+  size_t n;
+  dsv3_tensor *t; /* sorted by begin */
+  size_t *ht;     /* open addressing: index+1, 0 = empty */
+  size_t ht_cap;
+  size_t nmeta;
+  char **mkey, **mval;
+};
+
+/* FNV-1a */
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h;
+}
+
+static int cmp_begin(const void *a, const void *b) {
+  const dsv3_tensor *x = a, *y = b;
+  if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+  if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
+  return strcmp(x->name, y->name);
+}
+
+void dsv3_st_close(dsv3_st *st) {
+  if (!st) return;
+  for (size_t i = 0; i < st->n; i++) free((char *)st->t[i].name);
+  for (size_t i = 0; i < st->nmeta; i++) {
+    free(st->mkey[i]);
+    free(st->mval[i]);
+  }
+  free(st->mkey);
+  free(st->mval);
+  free(st->t);
+  free(st->ht);
+  if (st->map_len) munmap((void *)st->base, st->map_len);
+  free(st->path);
+  free(st);
+}
+
+/* Integer JSON number in [0, 2^53]: doubles are exact there. */
+static int json_u64(const cJSON *v, uint64_t *out) {
+  if (!cJSON_IsNumber(v)) return -1;
+  double d = v->valuedouble;
+  if (!(d >= 0) || d > 9007199254740992.0 || floor(d) != d) return -1;
+  *out = (uint64_t)d;
+  return 0;
+}
+
+static int parse_entry(dsv3_st *st, const cJSON *e, dsv3_tensor *t, uint64_t data_len) {
+  const char *P = st->path, *N = e->string;
+  if (!cJSON_IsObject(e)) {
+    dsv3_error_set("%s: tensor %s: entry is not a JSON object", P, N);
+    return -1;
+  }
+  int nkeys = 0;
+  for (const cJSON *k = e->child; k; k = k->next) {
+    nkeys++;
+    if (strcmp(k->string, "dtype") && strcmp(k->string, "shape") && strcmp(k->string, "data_offsets")) {
+      dsv3_error_set("%s: tensor %s: unknown field \"%s\"", P, N, k->string);
+      return -1;
+    }
+  }
+  const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+  const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+  const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+  if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) || nkeys != 3) {
+    dsv3_error_set("%s: tensor %s: needs exactly \"dtype\" (string), \"shape\" (array), "
+                   "\"data_offsets\" (array)", P, N);
+    return -1;
+  }
+  t->dtype = dsv3_dtype_from_name(dt->valuestring);
+  if (t->dtype == DSV3_DT_INVALID) {
+    dsv3_error_set("%s: tensor %s: unknown dtype \"%.40s\"", P, N, dt->valuestring);
+    return -1;
+  }
+  int nd = cJSON_GetArraySize(sh);
+  if (nd > DSV3_MAX_DIMS) {
+    dsv3_error_set("%s: tensor %s: %d dimensions, more than the %d supported", P, N, nd, DSV3_MAX_DIMS);
+    return -1;
+  }
+  t->ndim = nd;
+  uint64_t numel = 1;
+  int i = 0;
+  for (const cJSON *d = sh->child; d; d = d->next, i++) {
+    uint64_t v;
+    if (json_u64(d, &v) != 0) {
+      dsv3_error_set("%s: tensor %s: shape[%d] is not a non-negative integer", P, N, i);
+      return -1;
+    }
+    t->shape[i] = (int64_t)v;
+    if (dsv3_mul_u64(numel, v, &numel) != 0) {
+      dsv3_error_set("%s: tensor %s: shape overflows 64 bits", P, N);
+      return -1;
+    }
+  }
+  t->numel = numel;
+  uint64_t nbytes;
+  if (dsv3_mul_u64(numel, dsv3_dtype_size(t->dtype), &nbytes) != 0) {
+    dsv3_error_set("%s: tensor %s: byte size of shape overflows 64 bits", P, N);
+    return -1;
+  }
+  uint64_t b, en;
+  if (cJSON_GetArraySize(off) != 2 || json_u64(off->child, &b) != 0 ||
+      json_u64(off->child->next, &en) != 0) {
+    dsv3_error_set("%s: tensor %s: data_offsets must be two non-negative integers", P, N);
+    return -1;
+  }
+  if (en < b) {
+    dsv3_error_set("%s: tensor %s: data_offsets [%llu, %llu] end before they begin", P, N,
+                   (unsigned long long)b, (unsigned long long)en);
+    return -1;
+  }
+  if (en > data_len) {
+    dsv3_error_set("%s: tensor %s: data_offsets [%llu, %llu] run past the data section (%llu bytes)",
+                   P, N, (unsigned long long)b, (unsigned long long)en, (unsigned long long)data_len);
+    return -1;
+  }
+  if (en - b != nbytes) {
+    dsv3_error_set("%s: tensor %s: shape and dtype %s need %llu bytes but data_offsets span %llu",
+                   P, N, dsv3_dtype_name(t->dtype), (unsigned long long)nbytes,
+                   (unsigned long long)(en - b));
+    return -1;
+  }
+  t->begin = b;
+  t->nbytes = nbytes;
+  return 0;
+}
+
+static int ht_insert(dsv3_st *st, size_t idx) {
+  size_t mask = st->ht_cap - 1, h = (size_t)hash_str(st->t[idx].name) & mask;
+  while (st->ht[h]) {
+    if (strcmp(st->t[st->ht[h] - 1].name, st->t[idx].name) == 0) return -1;
+    h = (h + 1) & mask;
+  }
+  st->ht[h] = idx + 1;
+  return 0;
+}
+
+static int parse_header(dsv3_st *st, const uint8_t *buf, size_t len) {
+  const char *P = st->path;
+  if (len < 8) {
+    dsv3_error_set("%s: file is %zu bytes, too short for a safetensors header", P, len);
+    return -1;
+  }
+  uint64_t hl = 0;
+  for (int i = 7; i >= 0; i--) hl = (hl << 8) | buf[i];
+  if (hl > DSV3_ST_MAX_HEADER) {
+    dsv3_error_set("%s: header length %llu exceeds the %u byte limit", P, (unsigned long long)hl,
+                   DSV3_ST_MAX_HEADER);
+    return -1;
+  }
+  if (hl + 8 > st->file_size) {
+    dsv3_error_set("%s: header length %llu runs past the end of the file (%llu bytes)", P,
+                   (unsigned long long)hl, (unsigned long long)st->file_size);
+    return -1;
+  }
+  if (hl + 8 > len) {
+    dsv3_error_set("%s: header length %llu is beyond the %zu bytes read", P, (unsigned long long)hl, len);
+    return -1;
+  }
+  if (hl == 0 || buf[8] != '{') {
+    dsv3_error_set("%s: header is not a JSON object", P);
+    return -1;
+  }
+  st->data_off = 8 + hl;
+  uint64_t data_len = st->file_size - st->data_off;
+  const char *json = (const char *)buf + 8;
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)hl, &end, 0);
+  if (root && end) /* only padding may follow the JSON (the reference pads with spaces) */
+    for (const char *p = end; p < json + hl; p++)
+      if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
+        cJSON_Delete(root);
+        dsv3_error_set("%s: header has trailing bytes after the JSON object (at byte %lld)", P,
+                       (long long)(p - json) + 8);
+        return -1;
+      }
+  if (!root) {
+    const char *ep = cJSON_GetErrorPtr();
+    dsv3_error_set("%s: header is not valid JSON (at byte %lld)", P,
+                   ep ? (long long)(ep - json) + 8 : -1LL);
+    return -1;
+  }
+  if (!cJSON_IsObject(root)) {
+    dsv3_error_set("%s: header is not a JSON object", P);
+    cJSON_Delete(root);
+    return -1;
+  }
+  size_t n = 0;
+  int have_meta = 0;
+  for (const cJSON *e = root->child; e; e = e->next) {
+    if (strcmp(e->string, "__metadata__") == 0) {
+      if (have_meta++) {
+        dsv3_error_set("%s: __metadata__ appears twice", P);
+        goto fail;
+      }
+      if (!cJSON_IsObject(e)) {
+        dsv3_error_set("%s: __metadata__ is not a JSON object", P);
+        goto fail;
+      }
+      for (const cJSON *m = e->child; m; m = m->next) {
+        if (!cJSON_IsString(m)) {
+          dsv3_error_set("%s: __metadata__ value of \"%.60s\" is not a string", P, m->string);
+          goto fail;
+        }
+        st->nmeta++;
+      }
+    } else {
+      n++;
+    }
+  }
+  st->t = dsv3_xcalloc(n ? n : 1, sizeof *st->t);
+  st->mkey = dsv3_xcalloc(st->nmeta ? st->nmeta : 1, sizeof(char *));
+  st->mval = dsv3_xcalloc(st->nmeta ? st->nmeta : 1, sizeof(char *));
+  st->nmeta = 0;
+  for (const cJSON *e = root->child; e; e = e->next) {
+    if (strcmp(e->string, "__metadata__") == 0) {
+      for (const cJSON *m = e->child; m; m = m->next) {
+        for (size_t j = 0; j < st->nmeta; j++)
+          if (strcmp(st->mkey[j], m->string) == 0) {
+            dsv3_error_set("%s: __metadata__ key \"%.60s\" appears twice", P, m->string);
+            goto fail;
+          }
+        st->mkey[st->nmeta] = dsv3_xstrdup(m->string);
+        st->mval[st->nmeta++] = dsv3_xstrdup(m->valuestring);
+      }
+      continue;
+    }
+    dsv3_tensor *t = &st->t[st->n];
+    if (parse_entry(st, e, t, data_len) != 0) goto fail;
+    t->name = dsv3_xstrdup(e->string);
+    st->n++;
+  }
+  cJSON_Delete(root);
+  root = NULL;
+
+  st->ht_cap = 16;
+  while (st->ht_cap < st->n * 2) st->ht_cap <<= 1;
+  st->ht = dsv3_xcalloc(st->ht_cap, sizeof *st->ht);
+  for (size_t i = 0; i < st->n; i++)
+    if (ht_insert(st, i) != 0) {
+      dsv3_error_set("%s: tensor %s: name appears twice in the header", P, st->t[i].name);
+      return -1;
+    }
+  qsort(st->t, st->n, sizeof *st->t, cmp_begin);
+  memset(st->ht, 0, st->ht_cap * sizeof *st->ht);
+  for (size_t i = 0; i < st->n; i++) ht_insert(st, i);
+  /* Offsets must tile the data section exactly: no overlap, no gap, nothing after. */
+  uint64_t pos = 0;
+  for (size_t i = 0; i < st->n; i++) {
+    const dsv3_tensor *t = &st->t[i];
+    if (t->begin < pos) {
+      dsv3_error_set("%s: tensor %s: data_offsets [%llu, %llu] overlap tensor %s", P, t->name,
+                     (unsigned long long)t->begin, (unsigned long long)(t->begin + t->nbytes),
+                     st->t[i - 1].name);
+      return -1;
+    }
+    if (t->begin > pos) {
+      dsv3_error_set("%s: tensor %s: gap of %llu bytes before its data_offsets [%llu, %llu]", P,
+                     t->name, (unsigned long long)(t->begin - pos), (unsigned long long)t->begin,
+                     (unsigned long long)(t->begin + t->nbytes));
+      return -1;
+    }
+    pos = t->begin + t->nbytes;
+  }
+  if (pos != data_len) {
+    dsv3_error_set("%s: data section is %llu bytes but the tensors cover %llu", P,
+                   (unsigned long long)data_len, (unsigned long long)pos);
+    return -1;
+  }
+  if (st->base)
+    for (size_t i = 0; i < st->n; i++) st->t[i].data = st->base + st->data_off + st->t[i].begin;
+  return 0;
+fail:
+  cJSON_Delete(root);
+  return -1;
+}
+
+static dsv3_st *st_new(const char *label) {
+  dsv3_st *st = dsv3_xcalloc(1, sizeof *st);
+  st->path = dsv3_xstrdup(label ? label : "<memory>");
+  return st;
+}
+
+int dsv3_st_open_mem(const void *buf, size_t len, const char *label, dsv3_st **out) {
+  dsv3_st *st = st_new(label);
+  st->base = buf;
+  st->file_size = len;
+  if (parse_header(st, buf, len) != 0) {
+    dsv3_st_close(st);
+    return -1;
+  }
+  *out = st;
+  return 0;
+}
+
+int dsv3_st_open_header(const void *buf, size_t len, uint64_t file_size, const char *label,
+                        dsv3_st **out) {
+  dsv3_st *st = st_new(label);
+  st->file_size = file_size;
+  if (parse_header(st, buf, len) != 0) {
+    dsv3_st_close(st);
+    return -1;
+  }
+  *out = st;
+  return 0;
+}
+
+int dsv3_st_open(const char *path, dsv3_st **out) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    dsv3_error_set("%s: %s", path, strerror(errno));
+    return -1;
+  }
+  struct stat s;
+  if (fstat(fd, &s) != 0 || !S_ISREG(s.st_mode)) {
+    dsv3_error_set("%s: not a regular file", path);
+    close(fd);
+    return -1;
+  }
+  dsv3_st *st = st_new(path);
+  st->file_size = (uint64_t)s.st_size;
+  if (s.st_size < 8) {
+    close(fd);
+    dsv3_error_set("%s: file is %lld bytes, too short for a safetensors header", path,
+                   (long long)s.st_size);
+    dsv3_st_close(st);
+    return -1;
+  }
+  void *m = mmap(NULL, (size_t)s.st_size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) {
+    dsv3_error_set("%s: mmap failed: %s", path, strerror(errno));
+    dsv3_st_close(st);
+    return -1;
+  }
+  st->base = m;
+  st->map_len = (size_t)s.st_size;
+  if (parse_header(st, m, (size_t)s.st_size) != 0) {
+    dsv3_st_close(st);
+    return -1;
+  }
+  *out = st;
+  return 0;
+}
+
+const char *dsv3_st_path(const dsv3_st *st) { return st->path; }
+uint64_t dsv3_st_file_size(const dsv3_st *st) { return st->file_size; }
+uint64_t dsv3_st_data_offset(const dsv3_st *st) { return st->data_off; }
+size_t dsv3_st_count(const dsv3_st *st) { return st->n; }
+const dsv3_tensor *dsv3_st_tensor(const dsv3_st *st, size_t i) { return i < st->n ? &st->t[i] : NULL; }
+const dsv3_tensor *dsv3_st_find(const dsv3_st *st, const char *name) {
+  if (!st->ht) return NULL;
+  size_t mask = st->ht_cap - 1, h = (size_t)hash_str(name) & mask;
+  while (st->ht[h]) {
+    const dsv3_tensor *t = &st->t[st->ht[h] - 1];
+    if (strcmp(t->name, name) == 0) return t;
+    h = (h + 1) & mask;
+  }
+  return NULL;
+}
+size_t dsv3_st_meta_count(const dsv3_st *st) { return st->nmeta; }
+void dsv3_st_meta(const dsv3_st *st, size_t i, const char **key, const char **value) {
+  *key = i < st->nmeta ? st->mkey[i] : NULL;
+  *value = i < st->nmeta ? st->mval[i] : NULL;
+}
+const char *dsv3_st_meta_get(const dsv3_st *st, const char *key) {
+  for (size_t i = 0; i < st->nmeta; i++)
+    if (strcmp(st->mkey[i], key) == 0) return st->mval[i];
+  return NULL;
+}
+
+void dsv3_st_advise(const dsv3_st *st, const dsv3_tensor *t, int dontneed) {
+  if (!st->map_len || !t->data || !t->nbytes) return;
+  long pg = sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)t->data, e = a + t->nbytes;
+  uintptr_t lo = a & ~(uintptr_t)(pg - 1);
+  if (dontneed) {
+    /* Only whole pages inside the tensor: neighbours may still be in use. */
+    lo = (a + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+    e &= ~(uintptr_t)(pg - 1);
+    if (e > lo) madvise((void *)lo, e - lo, MADV_DONTNEED);
+  } else {
+    madvise((void *)lo, e - lo, MADV_WILLNEED);
+  }
+}
+
+/* ---------------------------------------------------------------- writer */
+typedef struct {
+  char *name;
+  dsv3_dtype dtype;
+  int ndim;
+  int64_t shape[DSV3_MAX_DIMS];
+  uint64_t nbytes, offset; /* offset: absolute in file */
+} wt;
+
+struct dsv3_stw {
+  wt *t;
+  size_t n, cap;
+  char **mk, **mv;
+  size_t nmeta;
+  int laid_out;
+  uint8_t *header;
+  size_t header_len;
+  uint64_t file_size;
+  dsv3_outfile out;
+  int opened;
+};
+
+dsv3_stw *dsv3_stw_new(void) {
+  dsv3_stw *w = dsv3_xcalloc(1, sizeof *w);
+  w->out.fd = -1;
+  return w;
+}
+
+int dsv3_stw_find(const dsv3_stw *w, const char *name) {
+  for (size_t i = 0; i < w->n; i++)
+    if (strcmp(w->t[i].name, name) == 0) return (int)i;
+  return -1;
+}
+
+int dsv3_stw_add(dsv3_stw *w, const char *name, dsv3_dtype dt, int ndim, const int64_t *shape) {
+  if (w->laid_out) {
+    dsv3_error_set("tensor %s: declared after the layout was fixed", name);
+    return -1;
+  }
+  if (dsv3_dtype_size(dt) == 0 || ndim < 0 || ndim > DSV3_MAX_DIMS || !name[0] ||
+      strcmp(name, "__metadata__") == 0) {
+    dsv3_error_set("tensor %s: invalid declaration", name);
+    return -1;
+  }
+  if (dsv3_stw_find(w, name) >= 0) {
+    dsv3_error_set("tensor %s: declared twice", name);
+    return -1;
+  }
+  uint64_t nb = dsv3_dtype_size(dt);
+  for (int i = 0; i < ndim; i++)
+    if (shape[i] < 0 || dsv3_mul_u64(nb, (uint64_t)shape[i], &nb) != 0) {
+      dsv3_error_set("tensor %s: invalid shape", name);
+      return -1;
+    }
+  if (w->n == w->cap) {
+    w->cap = w->cap ? w->cap * 2 : 64;
+    w->t = dsv3_xrealloc(w->t, w->cap * sizeof *w->t);
+  }
+  wt *t = &w->t[w->n];
+  memset(t, 0, sizeof *t);
+  t->name = dsv3_xstrdup(name);
+  t->dtype = dt;
+  t->ndim = ndim;
+  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  t->nbytes = nb;
+  return (int)w->n++;
+}
+
+int dsv3_stw_set_meta(dsv3_stw *w, const char *key, const char *value) {
+  if (w->laid_out) {
+    dsv3_error_set("metadata %s: set after the layout was fixed", key);
+    return -1;
+  }
+  for (size_t i = 0; i < w->nmeta; i++)
+    if (strcmp(w->mk[i], key) == 0) {
+      free(w->mv[i]);
+      w->mv[i] = dsv3_xstrdup(value);
+      return 0;
+    }
+  w->mk = dsv3_xrealloc(w->mk, (w->nmeta + 1) * sizeof(char *));
+  w->mv = dsv3_xrealloc(w->mv, (w->nmeta + 1) * sizeof(char *));
+  w->mk[w->nmeta] = dsv3_xstrdup(key);
+  w->mv[w->nmeta++] = dsv3_xstrdup(value);
+  return 0;
+}
+
+/* A growable byte buffer for the header. */
+typedef struct {
+  char *p;
+  size_t n, cap;
+} sbuf;
+static void sb_put(sbuf *b, const char *s, size_t n) {
+  if (b->n + n + 1 > b->cap) {
+    while (b->n + n + 1 > b->cap) b->cap = b->cap ? b->cap * 2 : 4096;
+    b->p = dsv3_xrealloc(b->p, b->cap);
+  }
+  memcpy(b->p + b->n, s, n);
+  b->n += n;
+}
+static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+/* JSON string as serde_json writes it: ", \ and control characters escaped, the rest raw. */
+static void sb_json_str(sbuf *b, const char *s) {
+  sb_put(b, "\"", 1);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    char e[8];
+    switch (*p) {
+    case '"': sb_put(b, "\\\"", 2); break;
+    case '\\': sb_put(b, "\\\\", 2); break;
+    case '\n': sb_put(b, "\\n", 2); break;
+    case '\r': sb_put(b, "\\r", 2); break;
+    case '\t': sb_put(b, "\\t", 2); break;
+    case '\b': sb_put(b, "\\b", 2); break;
+    case '\f': sb_put(b, "\\f", 2); break;
+    default:
+      if (*p < 0x20) {
+        snprintf(e, sizeof e, "\\u%04x", *p);
+        sb_puts(b, e);
+      } else {
+        sb_put(b, (const char *)p, 1);
+      }
+    }
+  }
+  sb_put(b, "\"", 1);
+}
+
+static const dsv3_stw *sort_ctx;
+static int cmp_layout(const void *a, const void *b) {
+  const wt *x = &sort_ctx->t[*(const size_t *)a], *y = &sort_ctx->t[*(const size_t *)b];
+  int ox = dsv3_dtype_order(x->dtype), oy = dsv3_dtype_order(y->dtype);
+  if (ox != oy) return oy - ox; /* larger dtype first */
+  return strcmp(x->name, y->name);
+}
+
+int dsv3_stw_layout(dsv3_stw *w) {
+  if (w->laid_out) return 0;
+  size_t *order = dsv3_xmalloc((w->n ? w->n : 1) * sizeof *order);
+  for (size_t i = 0; i < w->n; i++) order[i] = i;
+  sort_ctx = w; /* layout is single-threaded by contract */
+  qsort(order, w->n, sizeof *order, cmp_layout);
+  sort_ctx = NULL;
+  sbuf b = {0};
+  char num[64];
+  sb_puts(&b, "{");
+  int first = 1;
+  if (w->nmeta) {
+    sb_puts(&b, "\"__metadata__\":{");
+    for (size_t i = 0; i < w->nmeta; i++) {
+      if (i) sb_puts(&b, ",");
+      sb_json_str(&b, w->mk[i]);
+      sb_puts(&b, ":");
+      sb_json_str(&b, w->mv[i]);
+    }
+    sb_puts(&b, "}");
+    first = 0;
+  }
+  uint64_t off = 0;
+  for (size_t k = 0; k < w->n; k++) {
+    wt *t = &w->t[order[k]];
+    if (!first) sb_puts(&b, ",");
+    first = 0;
+    sb_json_str(&b, t->name);
+    sb_puts(&b, ":{\"dtype\":");
+    sb_json_str(&b, dsv3_dtype_name(t->dtype));
+    sb_puts(&b, ",\"shape\":[");
+    for (int i = 0; i < t->ndim; i++) {
+      snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+      sb_puts(&b, num);
+    }
+    snprintf(num, sizeof num, "],\"data_offsets\":[%llu,", (unsigned long long)off);
+    sb_puts(&b, num);
+    t->offset = off; /* relative for now */
+    off += t->nbytes;
+    snprintf(num, sizeof num, "%llu]}", (unsigned long long)off);
+    sb_puts(&b, num);
+  }
+  sb_puts(&b, "}");
+  while (b.n % 8) sb_puts(&b, " ");
+  free(order);
+  w->header_len = 8 + b.n;
+  w->header = dsv3_xmalloc(w->header_len);
+  uint64_t hl = b.n;
+  for (int i = 0; i < 8; i++) w->header[i] = (uint8_t)(hl >> (8 * i));
+  memcpy(w->header + 8, b.p, b.n);
+  free(b.p);
+  for (size_t i = 0; i < w->n; i++) w->t[i].offset += w->header_len;
+  w->file_size = w->header_len + off;
+  w->laid_out = 1;
+  return 0;
+}
+
+size_t dsv3_stw_count(const dsv3_stw *w) { return w->n; }
+uint64_t dsv3_stw_offset(const dsv3_stw *w, int idx) { return w->t[idx].offset; }
+uint64_t dsv3_stw_nbytes(const dsv3_stw *w, int idx) { return w->t[idx].nbytes; }
+uint64_t dsv3_stw_file_size(const dsv3_stw *w) { return w->file_size; }
+const void *dsv3_stw_header(const dsv3_stw *w, size_t *len) {
+  if (len) *len = w->header_len;
+  return w->header;
+}
+
+int dsv3_stw_open(dsv3_stw *w, const char *final_path) {
+  if (!w->laid_out && dsv3_stw_layout(w) != 0) return -1;
+  if (dsv3_outfile_open(&w->out, final_path) != 0) return -1;
+  w->opened = 1;
+  if (ftruncate(w->out.fd, (off_t)w->file_size) != 0) {
+    dsv3_error_set("%s: cannot size output to %llu bytes: %s", final_path,
+                   (unsigned long long)w->file_size, strerror(errno));
+    dsv3_outfile_abort(&w->out);
+    w->opened = 0;
+    return -1;
+  }
+  if (dsv3_outfile_pwrite(&w->out, w->header, w->header_len, 0) != 0) {
+    dsv3_outfile_abort(&w->out);
+    w->opened = 0;
+    return -1;
+  }
+  return 0;
+}
+
+int dsv3_stw_pwrite(dsv3_stw *w, int idx, uint64_t off, const void *buf, size_t n) {
+  const wt *t = &w->t[idx];
+  if (off > t->nbytes || n > t->nbytes - off) {
+    dsv3_error_set("%s: tensor %s: write of %zu bytes at %llu is out of range", w->out.final_path,
+                   t->name, n, (unsigned long long)off);
+    return -1;
+  }
+  return dsv3_outfile_pwrite(&w->out, buf, n, t->offset + off);
+}
+
+int dsv3_stw_commit(dsv3_stw *w) {
+  if (!w->opened) {
+    dsv3_error_set("safetensors writer: commit without open");
+    return -1;
+  }
+  w->opened = 0;
+  return dsv3_outfile_commit(&w->out);
+}
+
+void dsv3_stw_free(dsv3_stw *w) {
+  if (!w) return;
+  if (w->opened) dsv3_outfile_abort(&w->out);
+  for (size_t i = 0; i < w->n; i++) free(w->t[i].name);
+  for (size_t i = 0; i < w->nmeta; i++) {
+    free(w->mk[i]);
+    free(w->mv[i]);
+  }
+  free(w->mk);
+  free(w->mv);
+  free(w->t);
+  free(w->header);
+  free(w);
+}
+
+int dsv3_st_write_file(const char *path, const dsv3_tensor_src *ts, size_t n,
+                       const char *const *meta_kv, size_t n_meta) {
+  dsv3_stw *w = dsv3_stw_new();
+  int rc = -1;
+  for (size_t i = 0; i < n_meta; i++)
+    if (dsv3_stw_set_meta(w, meta_kv[2 * i], meta_kv[2 * i + 1]) != 0) goto out;
+  for (size_t i = 0; i < n; i++)
+    if (dsv3_stw_add(w, ts[i].name, ts[i].dtype, ts[i].ndim, ts[i].shape) < 0) {
+      dsv3_error_prefix("%s", path);
+      goto out;
+    }
+  if (dsv3_stw_open(w, path) != 0) goto out;
+  for (size_t i = 0; i < n; i++)
+    if (w->t[i].nbytes && dsv3_stw_pwrite(w, (int)i, 0, ts[i].data, w->t[i].nbytes) != 0) goto out;
+  rc = dsv3_stw_commit(w);
+out:
+  dsv3_stw_free(w);
+  return rc;
+}
