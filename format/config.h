@@ -6,6 +6,7 @@
 #ifndef DSV3_CONFIG_H
 #define DSV3_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus

@@ -1,0 +1,413 @@
+/* checkpoint.c - a checkpoint directory or file: layout detection, index, lookup. */
+#include "checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef struct {
+  const char *name;
+  uint32_t file, tidx;
+} entry;
+
+struct dsv3_ckpt {
+  char *path, *dir;
+  dsv3_layout layout;
+  dsv3_config cfg;
+  int has_cfg, mp;
+  size_t nfiles;
+  dsv3_st **files;
+  char **fnames;
+  int *ranks;
+  size_t ntotal;
+  size_t *file_start; /* nfiles + 1 prefix sums */
+  entry *ent;         /* open addressing table, name == NULL: empty */
+  size_t ent_cap;
+  /* index.json */
+  int has_index;
+  size_t nidx;
+  char **idx_name, **idx_file;
+  int64_t total_size;
+};
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h;
+}
+
+void dsv3_ckpt_close(dsv3_ckpt *ck) {
+  if (!ck) return;
+  for (size_t i = 0; i < ck->nfiles; i++) {
+    dsv3_st_close(ck->files[i]);
+    free(ck->fnames[i]);
+  }
+  for (size_t i = 0; i < ck->nidx; i++) {
+    free(ck->idx_name[i]);
+    free(ck->idx_file[i]);
+  }
+  free(ck->idx_name);
+  free(ck->idx_file);
+  free(ck->files);
+  free(ck->fnames);
+  free(ck->ranks);
+  free(ck->file_start);
+  free(ck->ent);
+  free(ck->path);
+  free(ck->dir);
+  free(ck);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A shard name from an index must be a plain file name in the checkpoint directory. */
+static int safe_basename(const char *s) {
+  return s[0] && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..") && strlen(s) < 256;
+}
+
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* model{r}-mp{n}.safetensors -> r, n */
+static int parse_rt_name(const char *s, int *r, int *n) {
+  int a, b, len = 0;
+  if (sscanf(s, "model%d-mp%d.safetensors%n", &a, &b, &len) == 2 && (size_t)len == strlen(s) && a >= 0 &&
+      b > 0 && a < b && b <= 4096) {
+    *r = a;
+    *n = b;
+    return 0;
+  }
+  return -1;
+}
+
+static void add_file_name(dsv3_ckpt *ck, size_t *cap, const char *name) {
+  for (size_t i = 0; i < ck->nfiles; i++)
+    if (strcmp(ck->fnames[i], name) == 0) return;
+  if (ck->nfiles == *cap) {
+    *cap = *cap ? *cap * 2 : 16;
+    ck->fnames = dsv3_xrealloc(ck->fnames, *cap * sizeof(char *));
+  }
+  ck->fnames[ck->nfiles++] = dsv3_xstrdup(name);
+}
+
+static int read_index(dsv3_ckpt *ck, const char *ipath, size_t *cap) {
+  char *buf;
+  size_t n;
+  if (dsv3_read_file(ipath, &buf, &n, 512u << 20) != 0) return -1;
+  cJSON *root = cJSON_ParseWithLength(buf, n);
+  free(buf);
+  if (!root || !cJSON_IsObject(root)) {
+    dsv3_error_set("%s: not a valid JSON object", ipath);
+    cJSON_Delete(root);
+    return -1;
+  }
+  const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+  if (!cJSON_IsObject(wm)) {
+    dsv3_error_set("%s: no \"weight_map\" object", ipath);
+    cJSON_Delete(root);
+    return -1;
+  }
+  ck->total_size = -1;
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+  if (cJSON_IsObject(md)) {
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(md, "total_size");
+    if (cJSON_IsNumber(ts) && ts->valuedouble >= 0) ck->total_size = (int64_t)ts->valuedouble;
+  }
+  size_t cnt = (size_t)cJSON_GetArraySize(wm);
+  ck->idx_name = dsv3_xcalloc(cnt ? cnt : 1, sizeof(char *));
+  ck->idx_file = dsv3_xcalloc(cnt ? cnt : 1, sizeof(char *));
+  for (const cJSON *e = wm->child; e; e = e->next) {
+    if (!cJSON_IsString(e) || !safe_basename(e->valuestring)) {
+      dsv3_error_set("%s: tensor %.200s: weight_map value is not a plain file name", ipath, e->string);
+      cJSON_Delete(root);
+      return -1;
+    }
+    ck->idx_name[ck->nidx] = dsv3_xstrdup(e->string);
+    ck->idx_file[ck->nidx++] = dsv3_xstrdup(e->valuestring);
+    add_file_name(ck, cap, e->valuestring);
+  }
+  cJSON_Delete(root);
+  /* duplicate names in the weight_map */
+  char **sorted = dsv3_xmalloc((ck->nidx ? ck->nidx : 1) * sizeof(char *));
+  memcpy(sorted, ck->idx_name, ck->nidx * sizeof(char *));
+  qsort(sorted, ck->nidx, sizeof(char *), cmp_str);
+  for (size_t i = 1; i < ck->nidx; i++)
+    if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+      dsv3_error_set("%s: tensor %.200s: appears twice in weight_map", ipath, sorted[i]);
+      free(sorted);
+      return -1;
+    }
+  free(sorted);
+  ck->has_index = 1;
+  return 0;
+}
+
+static int list_dir(dsv3_ckpt *ck, size_t *cap, int *n_rt, int *rt_mp) {
+  DIR *d = opendir(ck->dir);
+  if (!d) {
+    dsv3_error_set("%s: cannot list directory", ck->dir);
+    return -1;
+  }
+  struct dirent *de;
+  *n_rt = 0;
+  *rt_mp = -1;
+  int mixed = 0;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.' || !ends_with(de->d_name, ".safetensors")) continue;
+    int r, n;
+    if (parse_rt_name(de->d_name, &r, &n) == 0) {
+      if (*rt_mp >= 0 && *rt_mp != n) mixed = 1;
+      *rt_mp = n;
+      (*n_rt)++;
+    }
+    add_file_name(ck, cap, de->d_name);
+  }
+  closedir(d);
+  if (mixed) {
+    dsv3_error_set("%s: model{r}-mp{n}.safetensors files of different degrees n in one directory", ck->dir);
+    return -1;
+  }
+  return 0;
+}
+
+static int build_lookup(dsv3_ckpt *ck) {
+  ck->file_start = dsv3_xcalloc(ck->nfiles + 1, sizeof(size_t));
+  for (size_t f = 0; f < ck->nfiles; f++)
+    ck->file_start[f + 1] = ck->file_start[f] + dsv3_st_count(ck->files[f]);
+  ck->ntotal = ck->file_start[ck->nfiles];
+  ck->ent_cap = 16;
+  while (ck->ent_cap < ck->ntotal * 2) ck->ent_cap <<= 1;
+  ck->ent = dsv3_xcalloc(ck->ent_cap, sizeof(entry));
+  size_t mask = ck->ent_cap - 1;
+  for (size_t f = 0; f < ck->nfiles; f++)
+    for (size_t i = 0; i < dsv3_st_count(ck->files[f]); i++) {
+      const dsv3_tensor *t = dsv3_st_tensor(ck->files[f], i);
+      size_t h = (size_t)hash_str(t->name) & mask;
+      while (ck->ent[h].name) {
+        if (strcmp(ck->ent[h].name, t->name) == 0 && ck->layout != DSV3_LAYOUT_RUNTIME) {
+          dsv3_error_set("%s: tensor %s: also in %s", dsv3_st_path(ck->files[f]), t->name,
+                         ck->fnames[ck->ent[h].file]);
+          return -1;
+        }
+        h = (h + 1) & mask;
+      }
+      ck->ent[h] = (entry){t->name, (uint32_t)f, (uint32_t)i};
+    }
+  return 0;
+}
+
+int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
+  dsv3_ckpt *ck = dsv3_xcalloc(1, sizeof *ck);
+  ck->path = dsv3_xstrdup(path);
+  ck->mp = 1;
+  ck->total_size = -1;
+  size_t cap = 0;
+  int single_file = !dsv3_is_dir(path);
+  if (single_file) {
+    if (!dsv3_file_exists(path)) {
+      dsv3_error_set("%s: no such file or directory", path);
+      goto fail;
+    }
+    const char *slash = strrchr(path, '/');
+    ck->dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : dsv3_xstrdup(".");
+    add_file_name(ck, &cap, slash ? slash + 1 : path);
+    ck->layout = DSV3_LAYOUT_SINGLE;
+    int r, n;
+    if (parse_rt_name(ck->fnames[0], &r, &n) == 0 && n == 1) ck->layout = DSV3_LAYOUT_RUNTIME;
+  } else {
+    ck->dir = dsv3_xstrdup(path);
+    char *ipath = dsv3_path_join(path, "model.safetensors.index.json");
+    int have_index = dsv3_file_exists(ipath);
+    if (have_index && read_index(ck, ipath, &cap) != 0) {
+      free(ipath);
+      goto fail;
+    }
+    free(ipath);
+    int n_rt, rt_mp;
+    if (list_dir(ck, &cap, &n_rt, &rt_mp) != 0) goto fail;
+    if (have_index) {
+      ck->layout = DSV3_LAYOUT_HF;
+    } else if (n_rt > 0) {
+      ck->layout = DSV3_LAYOUT_RUNTIME;
+      ck->mp = rt_mp;
+      /* only the rank files belong to the checkpoint; every rank must be there */
+      size_t k = 0;
+      for (size_t i = 0; i < ck->nfiles; i++) {
+        int r, n;
+        if (parse_rt_name(ck->fnames[i], &r, &n) == 0)
+          ck->fnames[k++] = ck->fnames[i];
+        else
+          free(ck->fnames[i]);
+      }
+      ck->nfiles = k;
+      if ((int)k != rt_mp) {
+        qsort(ck->fnames, ck->nfiles, sizeof(char *), cmp_str);
+        for (int r = 0; r < rt_mp; r++) {
+          char want[64];
+          snprintf(want, sizeof want, "model%d-mp%d.safetensors", r, rt_mp);
+          int found = 0;
+          for (size_t i = 0; i < ck->nfiles; i++) found |= strcmp(ck->fnames[i], want) == 0;
+          if (!found) {
+            dsv3_error_set("%s: %s is missing (runtime layout with mp %d)", path, want, rt_mp);
+            goto fail;
+          }
+        }
+      }
+    } else if (ck->nfiles > 0) {
+      ck->layout = DSV3_LAYOUT_SINGLE;
+    } else {
+      dsv3_error_set("%s: no model.safetensors.index.json and no .safetensors files", path);
+      goto fail;
+    }
+  }
+  qsort(ck->fnames, ck->nfiles, sizeof(char *), cmp_str);
+  ck->files = dsv3_xcalloc(ck->nfiles ? ck->nfiles : 1, sizeof(dsv3_st *));
+  ck->ranks = dsv3_xcalloc(ck->nfiles ? ck->nfiles : 1, sizeof(int));
+  for (size_t i = 0; i < ck->nfiles; i++) {
+    char *fp = single_file ? dsv3_xstrdup(path) : dsv3_path_join(ck->dir, ck->fnames[i]);
+    if (!dsv3_file_exists(fp)) {
+      dsv3_error_set("%s: shard %s named by model.safetensors.index.json is missing", path, ck->fnames[i]);
+      free(fp);
+      goto fail;
+    }
+    int rc = dsv3_st_open(fp, &ck->files[i]);
+    free(fp);
+    if (rc != 0) goto fail;
+    int r, n;
+    ck->ranks[i] = (ck->layout == DSV3_LAYOUT_RUNTIME && parse_rt_name(ck->fnames[i], &r, &n) == 0) ? r : -1;
+  }
+  if (ck->layout == DSV3_LAYOUT_RUNTIME) {
+    /* order by rank, not by name (model10 sorts before model2) */
+    for (size_t i = 1; i < ck->nfiles; i++)
+      for (size_t j = i; j > 0 && ck->ranks[j - 1] > ck->ranks[j]; j--) {
+        int tr = ck->ranks[j]; ck->ranks[j] = ck->ranks[j - 1]; ck->ranks[j - 1] = tr;
+        dsv3_st *ts = ck->files[j]; ck->files[j] = ck->files[j - 1]; ck->files[j - 1] = ts;
+        char *tn = ck->fnames[j]; ck->fnames[j] = ck->fnames[j - 1]; ck->fnames[j - 1] = tn;
+      }
+  }
+  if (build_lookup(ck) != 0) goto fail;
+  char *cpath = dsv3_path_join(ck->dir, "config.json");
+  if (dsv3_file_exists(cpath)) {
+    if (dsv3_config_load(cpath, &ck->cfg) != 0) {
+      free(cpath);
+      goto fail;
+    }
+    ck->has_cfg = 1;
+  }
+  free(cpath);
+  *out = ck;
+  return 0;
+fail:
+  dsv3_ckpt_close(ck);
+  return -1;
+}
+
+const char *dsv3_ckpt_path(const dsv3_ckpt *ck) { return ck->path; }
+dsv3_layout dsv3_ckpt_layout(const dsv3_ckpt *ck) { return ck->layout; }
+const char *dsv3_ckpt_layout_name(dsv3_layout l) {
+  switch (l) {
+  case DSV3_LAYOUT_HF: return "hf";
+  case DSV3_LAYOUT_RUNTIME: return "runtime";
+  case DSV3_LAYOUT_SINGLE: return "single";
+  }
+  return "?";
+}
+const dsv3_config *dsv3_ckpt_config(const dsv3_ckpt *ck) { return ck->has_cfg ? &ck->cfg : NULL; }
+int dsv3_ckpt_mp(const dsv3_ckpt *ck) { return ck->mp; }
+size_t dsv3_ckpt_nfiles(const dsv3_ckpt *ck) { return ck->nfiles; }
+dsv3_st *dsv3_ckpt_file(const dsv3_ckpt *ck, size_t i) { return ck->files[i]; }
+const char *dsv3_ckpt_file_name(const dsv3_ckpt *ck, size_t i) { return ck->fnames[i]; }
+int dsv3_ckpt_file_rank(const dsv3_ckpt *ck, size_t i) { return ck->ranks[i]; }
+size_t dsv3_ckpt_count(const dsv3_ckpt *ck) { return ck->ntotal; }
+
+const dsv3_tensor *dsv3_ckpt_tensor(const dsv3_ckpt *ck, size_t i, size_t *file_index) {
+  if (i >= ck->ntotal) return NULL;
+  size_t lo = 0, hi = ck->nfiles;
+  while (hi - lo > 1) {
+    size_t mid = (lo + hi) / 2;
+    if (ck->file_start[mid] <= i) lo = mid;
+    else hi = mid;
+  }
+  if (file_index) *file_index = lo;
+  return dsv3_st_tensor(ck->files[lo], i - ck->file_start[lo]);
+}
+
+const dsv3_tensor *dsv3_ckpt_find(const dsv3_ckpt *ck, const char *name, int rank, size_t *file_index) {
+  size_t mask = ck->ent_cap - 1, h = (size_t)hash_str(name) & mask;
+  while (ck->ent[h].name) {
+    const entry *e = &ck->ent[h];
+    if (strcmp(e->name, name) == 0 && (rank < 0 || ck->ranks[e->file] == rank || ck->ranks[e->file] < 0)) {
+      if (file_index) *file_index = e->file;
+      return dsv3_st_tensor(ck->files[e->file], e->tidx);
+    }
+    h = (h + 1) & mask;
+  }
+  return NULL;
+}
+
+uint64_t dsv3_ckpt_total_bytes(const dsv3_ckpt *ck) {
+  uint64_t s = 0;
+  for (size_t i = 0; i < ck->ntotal; i++) s += dsv3_ckpt_tensor(ck, i, NULL)->nbytes;
+  return s;
+}
+
+int64_t dsv3_ckpt_index_total_size(const dsv3_ckpt *ck) { return ck->has_index ? ck->total_size : -1; }
+
+int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx) {
+  if (!ck->has_index) return 0;
+  int problems = 0;
+  char line[1024];
+#define PROBLEM(...)                                   \
+  do {                                                 \
+    problems++;                                        \
+    snprintf(line, sizeof line, __VA_ARGS__);          \
+    if (cb) cb(ctx, line);                             \
+  } while (0)
+  for (size_t i = 0; i < ck->nidx; i++) {
+    size_t f;
+    const dsv3_tensor *t = dsv3_ckpt_find(ck, ck->idx_name[i], -1, &f);
+    if (!t)
+      PROBLEM("model.safetensors.index.json: tensor %.300s: in weight_map (%s) but in no shard",
+              ck->idx_name[i], ck->idx_file[i]);
+    else if (strcmp(ck->fnames[f], ck->idx_file[i]) != 0)
+      PROBLEM("model.safetensors.index.json: tensor %.300s: weight_map says %s but it is in %s",
+              ck->idx_name[i], ck->idx_file[i], ck->fnames[f]);
+  }
+  /* tensors in shards that the index does not list */
+  size_t cap = 16;
+  while (cap < ck->nidx * 2) cap <<= 1;
+  const char **set = dsv3_xcalloc(cap, sizeof(char *));
+  for (size_t i = 0; i < ck->nidx; i++) {
+    size_t h = (size_t)hash_str(ck->idx_name[i]) & (cap - 1);
+    while (set[h]) h = (h + 1) & (cap - 1);
+    set[h] = ck->idx_name[i];
+  }
+  for (size_t i = 0; i < ck->ntotal; i++) {
+    size_t f;
+    const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, &f);
+    size_t h = (size_t)hash_str(t->name) & (cap - 1);
+    int found = 0;
+    while (set[h]) {
+      if (strcmp(set[h], t->name) == 0) {
+        found = 1;
+        break;
+      }
+      h = (h + 1) & (cap - 1);
+    }
+    if (!found) PROBLEM("%s: tensor %.300s: not in model.safetensors.index.json", ck->fnames[f], t->name);
+  }
+  free(set);
+  if (ck->total_size >= 0 && (uint64_t)ck->total_size != dsv3_ckpt_total_bytes(ck))
+    PROBLEM("model.safetensors.index.json: metadata.total_size %lld but the tensors hold %llu bytes",
+            (long long)ck->total_size, (unsigned long long)dsv3_ckpt_total_bytes(ck));
+#undef PROBLEM
+  return problems;
+}

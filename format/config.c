@@ -1,0 +1,358 @@
+/* config.c - DeepSeek-V3 config.json (HF) and the official demo's ModelArgs JSON. */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef struct {
+  const char *label;
+  const cJSON *root;
+  int err;
+} rd;
+
+static const cJSON *item(rd *r, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(r->root, key);
+}
+
+static void get_i64(rd *r, const char *key, int64_t *dst) {
+  const cJSON *v = item(r, key);
+  if (!v || cJSON_IsNull(v)) return;
+  if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble || fabs(v->valuedouble) > 9e15) {
+    if (!r->err) dsv3_error_set("%s: field \"%s\" must be an integer", r->label, key);
+    r->err = 1;
+    return;
+  }
+  *dst = (int64_t)v->valuedouble;
+}
+static void get_f64(rd *r, const char *key, double *dst) {
+  const cJSON *v = item(r, key);
+  if (!v || cJSON_IsNull(v)) return;
+  if (!cJSON_IsNumber(v)) {
+    if (!r->err) dsv3_error_set("%s: field \"%s\" must be a number", r->label, key);
+    r->err = 1;
+    return;
+  }
+  *dst = v->valuedouble;
+}
+static void get_bool(rd *r, const char *key, int *dst) {
+  const cJSON *v = item(r, key);
+  if (!v || cJSON_IsNull(v)) return;
+  if (!cJSON_IsBool(v)) {
+    if (!r->err) dsv3_error_set("%s: field \"%s\" must be true or false", r->label, key);
+    r->err = 1;
+    return;
+  }
+  *dst = cJSON_IsTrue(v);
+}
+static void get_str(rd *r, const cJSON *obj, const char *key, char *dst, size_t cap) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (!v || cJSON_IsNull(v)) return;
+  if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap) {
+    if (!r->err) dsv3_error_set("%s: field \"%s\" must be a string of at most %zu characters", r->label, key, cap - 1);
+    r->err = 1;
+    return;
+  }
+  snprintf(dst, cap, "%s", v->valuestring);
+}
+
+/* Defaults: Hugging Face DeepseekV3Config. */
+static void hf_defaults(dsv3_config *c) {
+  memset(c, 0, sizeof *c);
+  snprintf(c->model_type, sizeof c->model_type, "deepseek_v3");
+  snprintf(c->torch_dtype, sizeof c->torch_dtype, "bfloat16");
+  c->vocab_size = 129280;
+  c->hidden_size = 7168;
+  c->intermediate_size = 18432;
+  c->moe_intermediate_size = 2048;
+  c->num_hidden_layers = 61;
+  c->num_nextn_predict_layers = 1;
+  c->num_attention_heads = 128;
+  c->num_key_value_heads = 128;
+  c->n_shared_experts = 1;
+  c->n_routed_experts = 256;
+  c->routed_scaling_factor = 2.5;
+  c->kv_lora_rank = 512;
+  c->q_lora_rank = 1536;
+  c->qk_rope_head_dim = 64;
+  c->v_head_dim = 128;
+  c->qk_nope_head_dim = 128;
+  snprintf(c->topk_method, sizeof c->topk_method, "noaux_tc");
+  c->n_group = 8;
+  c->topk_group = 4;
+  c->num_experts_per_tok = 8;
+  c->moe_layer_freq = 1;
+  c->first_k_dense_replace = 3;
+  c->norm_topk_prob = 1;
+  snprintf(c->scoring_func, sizeof c->scoring_func, "sigmoid");
+  snprintf(c->hidden_act, sizeof c->hidden_act, "silu");
+  c->max_position_embeddings = 4096;
+  c->rms_norm_eps = 1e-6;
+  c->bos_token_id = 0;
+  c->eos_token_id = 1;
+  c->rope_theta = 10000;
+}
+
+static void parse_hf(rd *r, dsv3_config *c) {
+  get_str(r, r->root, "model_type", c->model_type, sizeof c->model_type);
+  get_str(r, r->root, "torch_dtype", c->torch_dtype, sizeof c->torch_dtype);
+  get_i64(r, "vocab_size", &c->vocab_size);
+  get_i64(r, "hidden_size", &c->hidden_size);
+  get_i64(r, "intermediate_size", &c->intermediate_size);
+  get_i64(r, "moe_intermediate_size", &c->moe_intermediate_size);
+  get_i64(r, "num_hidden_layers", &c->num_hidden_layers);
+  get_i64(r, "num_nextn_predict_layers", &c->num_nextn_predict_layers);
+  get_i64(r, "num_attention_heads", &c->num_attention_heads);
+  get_i64(r, "num_key_value_heads", &c->num_key_value_heads);
+  get_i64(r, "n_shared_experts", &c->n_shared_experts);
+  get_i64(r, "n_routed_experts", &c->n_routed_experts);
+  get_f64(r, "routed_scaling_factor", &c->routed_scaling_factor);
+  get_i64(r, "kv_lora_rank", &c->kv_lora_rank);
+  get_i64(r, "q_lora_rank", &c->q_lora_rank); /* null: no q LoRA (stays 0 after reset below) */
+  if (cJSON_IsNull(item(r, "q_lora_rank"))) c->q_lora_rank = 0;
+  get_i64(r, "qk_rope_head_dim", &c->qk_rope_head_dim);
+  get_i64(r, "qk_nope_head_dim", &c->qk_nope_head_dim);
+  get_i64(r, "v_head_dim", &c->v_head_dim);
+  get_str(r, r->root, "topk_method", c->topk_method, sizeof c->topk_method);
+  get_i64(r, "n_group", &c->n_group);
+  get_i64(r, "topk_group", &c->topk_group);
+  get_i64(r, "num_experts_per_tok", &c->num_experts_per_tok);
+  get_i64(r, "moe_layer_freq", &c->moe_layer_freq);
+  get_i64(r, "first_k_dense_replace", &c->first_k_dense_replace);
+  get_bool(r, "norm_topk_prob", &c->norm_topk_prob);
+  get_str(r, r->root, "scoring_func", c->scoring_func, sizeof c->scoring_func);
+  get_str(r, r->root, "hidden_act", c->hidden_act, sizeof c->hidden_act);
+  get_i64(r, "max_position_embeddings", &c->max_position_embeddings);
+  get_f64(r, "rms_norm_eps", &c->rms_norm_eps);
+  get_i64(r, "bos_token_id", &c->bos_token_id);
+  get_i64(r, "eos_token_id", &c->eos_token_id);
+  get_bool(r, "tie_word_embeddings", &c->tie_word_embeddings);
+  get_f64(r, "rope_theta", &c->rope_theta);
+  const cJSON *rs = item(r, "rope_scaling");
+  if (cJSON_IsObject(rs)) {
+    rd sub = {r->label, rs, 0};
+    dsv3_rope_scaling *s = &c->rope_scaling;
+    s->factor = 1;
+    s->beta_fast = 32;
+    s->beta_slow = 1;
+    s->mscale = 1;
+    s->mscale_all_dim = 0;
+    s->original_max_position_embeddings = 4096;
+    get_str(&sub, rs, "type", s->type, sizeof s->type);
+    if (!s->type[0]) get_str(&sub, rs, "rope_type", s->type, sizeof s->type);
+    get_f64(&sub, "factor", &s->factor);
+    get_i64(&sub, "original_max_position_embeddings", &s->original_max_position_embeddings);
+    get_f64(&sub, "beta_fast", &s->beta_fast);
+    get_f64(&sub, "beta_slow", &s->beta_slow);
+    get_f64(&sub, "mscale", &s->mscale);
+    get_f64(&sub, "mscale_all_dim", &s->mscale_all_dim);
+    if (sub.err) r->err = 1;
+  } else if (rs && !cJSON_IsNull(rs)) {
+    dsv3_error_set("%s: field \"rope_scaling\" must be an object or null", r->label);
+    r->err = 1;
+  }
+  const cJSON *q = item(r, "quantization_config");
+  if (cJSON_IsObject(q)) {
+    rd sub = {r->label, q, 0};
+    dsv3_quant_config *qc = &c->quant;
+    qc->present = 1;
+    qc->weight_block_size[0] = qc->weight_block_size[1] = 128;
+    get_str(&sub, q, "quant_method", qc->quant_method, sizeof qc->quant_method);
+    get_str(&sub, q, "fmt", qc->fmt, sizeof qc->fmt);
+    get_str(&sub, q, "activation_scheme", qc->activation_scheme, sizeof qc->activation_scheme);
+    get_str(&sub, q, "scale_fmt", qc->scale_fmt, sizeof qc->scale_fmt);
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
+    if (bs) {
+      if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2 || !cJSON_IsNumber(bs->child) ||
+          !cJSON_IsNumber(bs->child->next)) {
+        dsv3_error_set("%s: quantization_config.weight_block_size must be [rows, cols]", r->label);
+        r->err = 1;
+      } else {
+        qc->weight_block_size[0] = (int64_t)bs->child->valuedouble;
+        qc->weight_block_size[1] = (int64_t)bs->child->next->valuedouble;
+      }
+    }
+    if (sub.err) r->err = 1;
+  }
+}
+
+/* The official demo's ModelArgs (inference/model.py) and its defaults. */
+static void parse_demo(rd *r, dsv3_config *c) {
+  memset(c, 0, sizeof *c);
+  c->from_demo_format = 1;
+  snprintf(c->model_type, sizeof c->model_type, "deepseek_v3");
+  c->vocab_size = 102400;
+  c->hidden_size = 2048;
+  c->intermediate_size = 10944;
+  c->moe_intermediate_size = 1408;
+  c->num_hidden_layers = 27;
+  c->first_k_dense_replace = 1;
+  c->num_attention_heads = 16;
+  c->n_routed_experts = 64;
+  c->n_shared_experts = 2;
+  c->num_experts_per_tok = 6;
+  c->n_group = 1;
+  c->topk_group = 1;
+  snprintf(c->scoring_func, sizeof c->scoring_func, "softmax");
+  c->routed_scaling_factor = 1;
+  c->q_lora_rank = 0;
+  c->kv_lora_rank = 512;
+  c->qk_nope_head_dim = 128;
+  c->qk_rope_head_dim = 64;
+  c->v_head_dim = 128;
+  c->rope_theta = 10000;
+  int64_t orig = 4096;
+  double factor = 40, beta_fast = 32, beta_slow = 1, mscale = 1;
+  char dtype[16] = "bf16";
+  get_i64(r, "vocab_size", &c->vocab_size);
+  get_i64(r, "dim", &c->hidden_size);
+  get_i64(r, "inter_dim", &c->intermediate_size);
+  get_i64(r, "moe_inter_dim", &c->moe_intermediate_size);
+  get_i64(r, "n_layers", &c->num_hidden_layers);
+  get_i64(r, "n_dense_layers", &c->first_k_dense_replace);
+  get_i64(r, "n_heads", &c->num_attention_heads);
+  get_i64(r, "n_routed_experts", &c->n_routed_experts);
+  get_i64(r, "n_shared_experts", &c->n_shared_experts);
+  get_i64(r, "n_activated_experts", &c->num_experts_per_tok);
+  get_i64(r, "n_expert_groups", &c->n_group);
+  get_i64(r, "n_limited_groups", &c->topk_group);
+  get_str(r, r->root, "score_func", c->scoring_func, sizeof c->scoring_func);
+  get_f64(r, "route_scale", &c->routed_scaling_factor);
+  get_i64(r, "q_lora_rank", &c->q_lora_rank);
+  get_i64(r, "kv_lora_rank", &c->kv_lora_rank);
+  get_i64(r, "qk_nope_head_dim", &c->qk_nope_head_dim);
+  get_i64(r, "qk_rope_head_dim", &c->qk_rope_head_dim);
+  get_i64(r, "v_head_dim", &c->v_head_dim);
+  get_i64(r, "original_seq_len", &orig);
+  get_f64(r, "rope_theta", &c->rope_theta);
+  get_f64(r, "rope_factor", &factor);
+  get_f64(r, "beta_fast", &beta_fast);
+  get_f64(r, "beta_slow", &beta_slow);
+  get_f64(r, "mscale", &mscale);
+  get_str(r, r->root, "dtype", dtype, sizeof dtype);
+  c->num_key_value_heads = c->num_attention_heads;
+  c->moe_layer_freq = 1;
+  c->norm_topk_prob = 1;
+  c->num_nextn_predict_layers = 0;
+  snprintf(c->topk_method, sizeof c->topk_method, "noaux_tc");
+  snprintf(c->hidden_act, sizeof c->hidden_act, "silu");
+  c->max_position_embeddings = 4096 * 4;
+  c->rms_norm_eps = 1e-6;
+  c->bos_token_id = 0;
+  c->eos_token_id = 1;
+  snprintf(c->torch_dtype, sizeof c->torch_dtype, "bfloat16");
+  dsv3_rope_scaling *s = &c->rope_scaling;
+  snprintf(s->type, sizeof s->type, "yarn");
+  s->factor = factor;
+  s->original_max_position_embeddings = orig;
+  s->beta_fast = beta_fast;
+  s->beta_slow = beta_slow;
+  s->mscale = mscale;
+  s->mscale_all_dim = mscale;
+  if (strcmp(dtype, "fp8") == 0) {
+    c->quant.present = 1;
+    snprintf(c->quant.quant_method, sizeof c->quant.quant_method, "fp8");
+    snprintf(c->quant.fmt, sizeof c->quant.fmt, "e4m3");
+    snprintf(c->quant.activation_scheme, sizeof c->quant.activation_scheme, "dynamic");
+    c->quant.weight_block_size[0] = c->quant.weight_block_size[1] = 128;
+    get_str(r, r->root, "scale_fmt", c->quant.scale_fmt, sizeof c->quant.scale_fmt);
+  } else if (strcmp(dtype, "bf16") != 0) {
+    dsv3_error_set("%s: field \"dtype\" must be \"bf16\" or \"fp8\"", r->label);
+    r->err = 1;
+  }
+}
+
+#define NEED(cond, ...)                                 \
+  do {                                                  \
+    if (!(cond)) {                                      \
+      dsv3_error_set(__VA_ARGS__);                      \
+      return -1;                                        \
+    }                                                   \
+  } while (0)
+
+static int validate(const char *L, const dsv3_config *c) {
+  const struct { const char *name; int64_t v; } pos[] = {
+      {"vocab_size", c->vocab_size}, {"hidden_size", c->hidden_size},
+      {"intermediate_size", c->intermediate_size}, {"moe_intermediate_size", c->moe_intermediate_size},
+      {"num_hidden_layers", c->num_hidden_layers}, {"num_attention_heads", c->num_attention_heads},
+      {"kv_lora_rank", c->kv_lora_rank}, {"qk_rope_head_dim", c->qk_rope_head_dim},
+      {"qk_nope_head_dim", c->qk_nope_head_dim}, {"v_head_dim", c->v_head_dim},
+      {"n_group", c->n_group}, {"topk_group", c->topk_group}, {"moe_layer_freq", c->moe_layer_freq},
+  };
+  for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
+    NEED(pos[i].v > 0 && pos[i].v < (INT64_C(1) << 40), "%s: field \"%s\" must be positive (got %lld)", L,
+         pos[i].name, (long long)pos[i].v);
+  NEED(c->num_nextn_predict_layers >= 0 && c->num_nextn_predict_layers < 1000,
+       "%s: field \"num_nextn_predict_layers\" out of range", L);
+  NEED(c->q_lora_rank >= 0, "%s: field \"q_lora_rank\" must not be negative", L);
+  NEED(c->n_routed_experts >= 0 && c->n_shared_experts >= 0, "%s: expert counts must not be negative", L);
+  NEED(c->first_k_dense_replace >= 0, "%s: field \"first_k_dense_replace\" must not be negative", L);
+  NEED(c->qk_rope_head_dim % 2 == 0, "%s: field \"qk_rope_head_dim\" must be even", L);
+  if (c->n_routed_experts > 0) {
+    NEED(c->n_routed_experts % c->n_group == 0, "%s: n_routed_experts %lld is not divisible by n_group %lld",
+         L, (long long)c->n_routed_experts, (long long)c->n_group);
+    NEED(c->topk_group <= c->n_group, "%s: topk_group %lld exceeds n_group %lld", L,
+         (long long)c->topk_group, (long long)c->n_group);
+    NEED(c->num_experts_per_tok > 0 && c->num_experts_per_tok <= c->n_routed_experts,
+         "%s: num_experts_per_tok %lld must be in [1, n_routed_experts]", L, (long long)c->num_experts_per_tok);
+    NEED(c->num_experts_per_tok <= c->topk_group * (c->n_routed_experts / c->n_group),
+         "%s: num_experts_per_tok %lld exceeds the experts in topk_group groups", L,
+         (long long)c->num_experts_per_tok);
+  }
+  NEED(strcmp(c->scoring_func, "sigmoid") == 0 || strcmp(c->scoring_func, "softmax") == 0,
+       "%s: scoring_func \"%s\" is not sigmoid or softmax", L, c->scoring_func);
+  NEED(c->rms_norm_eps > 0, "%s: field \"rms_norm_eps\" must be positive", L);
+  if (c->quant.present) {
+    NEED(c->quant.weight_block_size[0] > 0 && c->quant.weight_block_size[1] > 0,
+         "%s: quantization_config.weight_block_size must be positive", L);
+    NEED(!c->quant.fmt[0] || strcmp(c->quant.fmt, "e4m3") == 0,
+         "%s: quantization_config.fmt \"%s\" is not supported (e4m3 only)", L, c->quant.fmt);
+  }
+  if (c->rope_scaling.type[0])
+    NEED(c->rope_scaling.factor > 0 && c->rope_scaling.original_max_position_embeddings > 0,
+         "%s: rope_scaling needs a positive factor and original_max_position_embeddings", L);
+  return 0;
+}
+
+int dsv3_config_parse(const char *json, size_t len, const char *label, dsv3_config *cfg) {
+  cJSON *root = cJSON_ParseWithLength(json, len);
+  if (!root) {
+    dsv3_error_set("%s: not valid JSON", label);
+    return -1;
+  }
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    dsv3_error_set("%s: not a JSON object", label);
+    return -1;
+  }
+  rd r = {label, root, 0};
+  /* The demo format has "dim" and no "hidden_size". */
+  if (cJSON_GetObjectItemCaseSensitive(root, "dim") && !cJSON_GetObjectItemCaseSensitive(root, "hidden_size")) {
+    parse_demo(&r, cfg);
+  } else {
+    hf_defaults(cfg);
+    parse_hf(&r, cfg);
+  }
+  cJSON_Delete(root);
+  if (r.err) return -1;
+  return validate(label, cfg);
+}
+
+int dsv3_config_load(const char *path, dsv3_config *cfg) {
+  char *buf;
+  size_t n;
+  if (dsv3_read_file(path, &buf, &n, 16u << 20) != 0) return -1;
+  int rc = dsv3_config_parse(buf, n, path, cfg);
+  free(buf);
+  return rc;
+}
+
+int dsv3_config_layer_is_moe(const dsv3_config *c, int64_t l) {
+  if (c->n_routed_experts <= 0) return 0;
+  if (l >= c->num_hidden_layers) return 1; /* MTP layers are MoE in DeepSeek-V3 */
+  return l >= c->first_k_dense_replace && (l % c->moe_layer_freq) == 0;
+}
