@@ -87,9 +87,18 @@ void dsv3_fp8_quant_rows(const void *x, dsv3_dtype in_dt, int64_t M, int64_t N, 
       if (amax < 1e-4f) amax = 1e-4f;
       float sc = amax / 448.0f;
       if (ue8m0) sc = exp2f(ceilf(log2f(sc)));
-      s[br * nb + bc] = sc;
+      s[(br - r0 / B) * nb + bc] = sc;
       for (int64_t r = br0; r < rend; r++)
-        for (int64_t c = c0; c < c1; c++) q[r * N + c] = dsv3_f32_to_e4m3(load_f32(x, in_dt, r * N + c) / sc);
+        for (int64_t c = c0; c < c1; c++) q[(r - r0) * N + c] = dsv3_f32_to_e4m3(load_f32(x, in_dt, r * N + c) / sc);
     }
   }
+}
+
+void dsv3_fp8_quant_rows_given(const void *x, dsv3_dtype in_dt, int64_t M, int64_t N, int64_t r0,
+                               int64_t nrows, const float *s, uint8_t *q) {
+  int64_t nb = dsv3_ceil_div(N, B);
+  int64_t r1 = r0 + nrows < M ? r0 + nrows : M;
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = 0; c < N; c++)
+      q[(r - r0) * N + c] = dsv3_f32_to_e4m3(load_f32(x, in_dt, r * N + c) / s[(r / B - r0 / B) * nb + c / B]);
 }

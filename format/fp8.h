@@ -30,11 +30,17 @@ void dsv3_fp8_dequant_rows(const uint8_t *w, const float *s, int64_t M, int64_t 
                            int64_t r0, int64_t nrows, dsv3_dtype out_dt, void *out);
 
 /* Quantize rows [r0, r0 + nrows) of an [M, N] matrix `x` (of dtype in_dt, pointing at row 0);
- * r0 and nrows must be multiples of 128 unless the range ends at M.  Writes the e4m3 rows
- * to q (pointing at row 0 of the output) and the scale rows [r0/128, ...) to s (pointing at
- * row 0 of the [ceil(M/128), ceil(N/128)] scale matrix).  ue8m0: power-of-two scales. */
+ * r0 must be a multiple of 128 and nrows too unless the range ends at M.  Writes the e4m3
+ * rows to q (q[0] is row r0) and the scale rows from block row r0/128 on to s (s[0] is the
+ * first scale of block row r0/128; ceil(N/128) scales a block row).  ue8m0: power-of-two
+ * scales. */
 void dsv3_fp8_quant_rows(const void *x, dsv3_dtype in_dt, int64_t M, int64_t N, int64_t r0,
                          int64_t nrows, int ue8m0, uint8_t *q, float *s);
+
+/* As dsv3_fp8_quant_rows, but with given scales (s: block row r0/128 first), e.g. the scales
+ * of the checkpoint a BF16 model was cast from: q = e4m3_rne_saturate(x / s). */
+void dsv3_fp8_quant_rows_given(const void *x, dsv3_dtype in_dt, int64_t M, int64_t N, int64_t r0,
+                               int64_t nrows, const float *s, uint8_t *q);
 
 static inline int64_t dsv3_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
