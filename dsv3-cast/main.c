@@ -96,6 +96,11 @@ static int plan_shard(const opts *o, dsv3_ckpt *ck, size_t fi, dsv3_plan_file *p
       if (t->dtype == DSV3_F8_E4M3) {
         scale_name(lay, t->name, sn, sizeof sn);
         const dsv3_tensor *s = dsv3_ckpt_find(ck, sn, rank, NULL);
+        if (!s) { /* a file may carry either naming scheme */
+          char alt[1024];
+          scale_name(lay == DSV3_LAYOUT_RUNTIME ? DSV3_LAYOUT_HF : DSV3_LAYOUT_RUNTIME, t->name, alt, sizeof alt);
+          if ((s = dsv3_ckpt_find(ck, alt, rank, NULL))) snprintf(sn, sizeof sn, "%s", alt);
+        }
         if (!s) {
           if (!o->allow_missing) {
             dsv3_error_set("%s: tensor %s: FP8 weight has no scale %s (use --allow-missing-scale to copy it unchanged)",

@@ -43,7 +43,7 @@ static uint64_t hash_str(const char *s) {
 void dsv3_ckpt_close(dsv3_ckpt *ck) {
   if (!ck) return;
   for (size_t i = 0; i < ck->nfiles; i++) {
-    dsv3_st_close(ck->files[i]);
+    if (ck->files) dsv3_st_close(ck->files[i]);
     free(ck->fnames[i]);
   }
   for (size_t i = 0; i < ck->nidx; i++) {
