@@ -46,7 +46,8 @@ void dsv3_plan_add(dsv3_plan_file *f, dsv3_piece proto, int64_t r0, int64_t nrow
     p->nrows = r + per <= r0 + nrows ? per : r0 + nrows - r;
     p->c0 = c0;
     p->ncols = ncols;
-    p->out_off = out_off + (uint64_t)(r - r0) * (uint64_t)ncols * out_esize(&proto);
+    uint64_t ow = (uint64_t)(proto.out_cols > 0 ? proto.out_cols : ncols) * out_esize(&proto);
+    p->out_off = out_off + (uint64_t)(r - r0) * ow;
     uint64_t in = (uint64_t)p->nrows * (uint64_t)ncols * dsv3_dtype_size(proto.src->dtype);
     f->in_bytes += in;
   }
@@ -57,6 +58,17 @@ static void drop_pages(const void *p, uint64_t n) {
   uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
   uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
   if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Write nrows rows of `rb` bytes each from buf: contiguously, or into columns of wider rows. */
+static int write_rows(dsv3_plan_file *f, const dsv3_piece *p, const uint8_t *buf, size_t rb, size_t es) {
+  if (p->out_cols <= 0 || p->out_cols == p->ncols)
+    return dsv3_stw_pwrite(f->w, p->out, p->out_off, buf, (size_t)p->nrows * rb);
+  uint64_t ow = (uint64_t)p->out_cols * es;
+  for (int64_t r = 0; r < p->nrows; r++)
+    if (dsv3_stw_pwrite(f->w, p->out, p->out_off + (uint64_t)r * ow + (uint64_t)p->out_c0 * es, buf + (size_t)r * rb, rb))
+      return -1;
+  return 0;
 }
 
 typedef struct {
@@ -77,13 +89,13 @@ static int run_piece(void *vctx, size_t i, int thread) {
   int rc = 0;
   if (p->kind == DSV3_PIECE_COPY) {
     if (p->c0 == 0 && p->ncols == p->cols) {
-      rc = dsv3_stw_pwrite(f->w, p->out, p->out_off, rows, in_bytes); /* straight from the map */
+      rc = write_rows(f, p, rows, (size_t)p->cols * ies, ies); /* straight from the map */
     } else {
       size_t rb = (size_t)p->ncols * ies;
       uint8_t *buf = dsv3_xmalloc((size_t)p->nrows * rb);
       for (int64_t r = 0; r < p->nrows; r++)
         memcpy(buf + (size_t)r * rb, rows + ((uint64_t)r * (uint64_t)p->cols + (uint64_t)p->c0) * ies, rb);
-      rc = dsv3_stw_pwrite(f->w, p->out, p->out_off, buf, (size_t)p->nrows * rb);
+      rc = write_rows(f, p, buf, rb, ies);
       free(buf);
     }
   } else if (p->kind == DSV3_PIECE_DEQUANT) {
@@ -92,13 +104,14 @@ static int run_piece(void *vctx, size_t i, int thread) {
     uint8_t *buf = dsv3_xmalloc(full);
     dsv3_fp8_dequant_rows(src, (const float *)p->src_scale->data, p->rows, p->cols, p->r0, p->nrows, p->out_dt, buf);
     if (p->c0 == 0 && p->ncols == p->cols) {
-      rc = dsv3_stw_pwrite(f->w, p->out, p->out_off, buf, full);
+      rc = write_rows(f, p, buf, (size_t)p->cols * oes, oes);
     } else {
       size_t rb = (size_t)p->ncols * oes;
       for (int64_t r = 0; r < p->nrows; r++)
         memmove(buf + (size_t)r * rb, buf + ((size_t)r * (size_t)p->cols + (size_t)p->c0) * oes, rb);
-      rc = dsv3_stw_pwrite(f->w, p->out, p->out_off, buf, (size_t)p->nrows * rb);
+      rc = write_rows(f, p, buf, rb, oes);
     }
+    (void)full;
     free(buf);
   } else {
     int64_t nb = dsv3_ceil_div(p->cols, B), sb = dsv3_ceil_div(p->nrows, B);

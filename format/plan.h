@@ -34,6 +34,9 @@ typedef struct {
   int64_t r0, nrows;          /* source rows */
   int64_t c0, ncols;          /* source columns (COPY slices); whole rows otherwise */
   uint64_t out_off;           /* byte offset within the output tensor */
+  int64_t out_cols, out_c0;   /* out_cols > 0: the output rows are out_cols wide and this piece
+                                 fills columns [out_c0, out_c0 + ncols) of each (reshards that
+                                 join column slices); out_off is then the offset of its first row */
   dsv3_dtype out_dt;          /* DEQUANT: BF16, F16 or F32 */
   int ue8m0;                  /* QUANT: power-of-two scales */
   const struct dsv3_st *src_file; /* for madvise after use */

@@ -1,0 +1,471 @@
+/* dsv3-convert - reshard a DeepSeek-V3 checkpoint for model parallelism, tensor for tensor
+ * identical to the official inference/convert.py, in bounded memory.
+ *
+ * Every output file is planned from the input headers alone: each logical tensor is described
+ * by its "sources" (one for the HF layout; one per input rank when resharding a runtime
+ * checkpoint), each output rank's slice is cut from them, and the slices are copied (or
+ * dequantised) by many threads straight from the mmapped inputs to their final offsets. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "checkpoint.h"
+#include "fp8.h"
+#include "names.h"
+#include "plan.h"
+#include "util.h"
+
+static const char *PROG = "dsv3-convert";
+
+typedef struct {
+  const char *in, *out;
+  int mp, n_experts, keep_mtp, threads, quiet, json, resume;
+  dsv3_dtype dtype; /* DSV3_DT_INVALID: as stored */
+  uint64_t memory;
+} opts;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dsv3-convert IN OUT --mp MP [OPTIONS]\n"
+          "       dsv3-convert --hf-ckpt-path IN --save-path OUT --n-experts E --model-parallel MP\n"
+          "Reshard a DeepSeek-V3 checkpoint into model{r}-mp{MP}.safetensors files for the runtime,\n"
+          "exactly as the official convert.py does (names, splits, experts per rank, bytes), in\n"
+          "bounded memory.  IN is the Hugging Face layout or an existing runtime layout (reshard\n"
+          "mp16 -> mp8 directly).  MTP layers (>= num_hidden_layers) are dropped unless --keep-mtp.\n\n"
+          "  --mp, --model-parallel MP   model-parallel degree (ranks)\n"
+          "  --n-experts E               routed experts (default: from config.json; checked against it)\n"
+          "  --dtype fp8|bf16            bf16: dequantise FP8 weights while resharding (scales dropped;\n"
+          "                              identical to dsv3-cast then dsv3-convert); default: as stored\n"
+          "  --keep-mtp                  keep the MTP layers (runtime names)\n"
+          "  --resume                    skip output files that are already complete\n"
+          "  --threads N, --memory SIZE, --json, -q/--quiet, -h/--help, --version\n");
+}
+
+typedef struct {
+  const dsv3_tensor *t, *scale; /* scale: FP8 source's scale (for --dtype bf16) */
+  int64_t r0, c0;               /* position of this source in the logical tensor */
+} source;
+
+typedef struct {
+  char rt[512];
+  dsv3_split split;
+  dsv3_dtype dtype; /* stored */
+  int ndim;
+  int64_t shape[DSV3_MAX_DIMS]; /* logical (full) shape */
+  int64_t expert;               /* routed expert index, or -1 */
+  int is_scale;
+  source src[64];
+  int nsrc;
+} logical;
+
+typedef struct {
+  logical *v;
+  size_t n, cap;
+} logicals;
+
+static logical *find_logical(logicals *L, const char *rt) {
+  for (size_t i = L->n; i-- > 0;) /* recent first: sources of one tensor arrive together */
+    if (!strcmp(L->v[i].rt, rt)) return &L->v[i];
+  return NULL;
+}
+
+static logical *add_logical(logicals *L) {
+  if (L->n == L->cap) {
+    L->cap = L->cap ? L->cap * 2 : 512;
+    L->v = dsv3_xrealloc(L->v, L->cap * sizeof *L->v);
+  }
+  logical *l = &L->v[L->n++];
+  memset(l, 0, sizeof *l);
+  l->expert = -1;
+  return l;
+}
+
+static int is_scale_name(const char *n) {
+  size_t l = strlen(n);
+  return (l > 10 && !strcmp(n + l - 10, "_scale_inv")) || (l > 6 && !strcmp(n + l - 6, ".scale"));
+}
+
+/* Collect logical tensors (runtime names) and their sources from the input. */
+static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logicals *L) {
+  int rt_in = dsv3_ckpt_layout(ck) == DSV3_LAYOUT_RUNTIME;
+  int mp_in = dsv3_ckpt_mp(ck);
+  /* runtime input: a hash would be faster; the tensor count per rank is ~1.5k for 671B/mp16 */
+  for (size_t i = 0; i < dsv3_ckpt_count(ck); i++) {
+    size_t fi;
+    const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, &fi);
+    char rt[512];
+    dsv3_split sp;
+    dsv3_name_info ni;
+    dsv3_name_parse(t->name, &ni);
+    if (ni.layer >= cfg->num_hidden_layers && !o->keep_mtp) continue; /* MTP layer */
+    if (rt_in) {
+      snprintf(rt, sizeof rt, "%s", t->name);
+      sp = dsv3_name_rt_split(rt);
+    } else if (dsv3_name_hf_to_rt(t->name, rt, sizeof rt, &sp) != 0) {
+      dsv3_error_prefix("%s", dsv3_st_path(dsv3_ckpt_file(ck, fi)));
+      return -1;
+    }
+    int rank = dsv3_ckpt_file_rank(ck, fi);
+    logical *l = find_logical(L, rt);
+    if (!l) {
+      l = add_logical(L);
+      snprintf(l->rt, sizeof l->rt, "%s", rt);
+      l->split = sp;
+      l->dtype = t->dtype;
+      l->ndim = t->ndim;
+      memcpy(l->shape, t->shape, sizeof l->shape);
+      l->is_scale = is_scale_name(rt);
+      if (sp == DSV3_SPLIT_EXPERT) {
+        dsv3_name_info ri;
+        dsv3_name_parse(rt, &ri);
+        l->expert = ri.expert;
+      }
+      if (rt_in && (sp == DSV3_SPLIT_DIM0 || sp == DSV3_SPLIT_DIM1)) l->shape[sp] = 0; /* summed below */
+    } else if (!rt_in) {
+      dsv3_error_set("%s: tensor %s: maps to %s, which another tensor also maps to", dsv3_st_path(dsv3_ckpt_file(ck, fi)),
+                     t->name, rt);
+      return -1;
+    }
+    if (t->dtype != l->dtype || t->ndim != l->ndim) {
+      dsv3_error_set("%s: tensor %s: dtype or rank differs between input ranks", dsv3_st_path(dsv3_ckpt_file(ck, fi)), t->name);
+      return -1;
+    }
+    if (rt_in && (sp == DSV3_SPLIT_NONE || sp == DSV3_SPLIT_EXPERT) && l->nsrc > 0) continue; /* replicas */
+    if (l->nsrc == (int)(sizeof l->src / sizeof l->src[0])) {
+      dsv3_error_set("tensor %s: more than 64 input ranks", rt);
+      return -1;
+    }
+    source *s = &l->src[l->nsrc++];
+    s->t = t;
+    if (rt_in && (sp == DSV3_SPLIT_DIM0 || sp == DSV3_SPLIT_DIM1)) {
+      if (t->ndim <= sp) {
+        dsv3_error_set("tensor %s: split on dim %d but has %d dims", rt, (int)sp, t->ndim);
+        return -1;
+      }
+      /* rank r holds slice r */
+      int64_t part = t->shape[sp];
+      if (sp == DSV3_SPLIT_DIM0) s->r0 = part * rank;
+      else s->c0 = part * rank;
+      l->shape[sp] += part;
+    }
+  }
+  if (rt_in)
+    for (size_t i = 0; i < L->n; i++) {
+      logical *l = &L->v[i];
+      if ((l->split == DSV3_SPLIT_DIM0 || l->split == DSV3_SPLIT_DIM1) && l->nsrc != mp_in) {
+        dsv3_error_set("%s: tensor %s: found on %d of %d ranks", dsv3_ckpt_path(ck), l->rt, l->nsrc, mp_in);
+        return -1;
+      }
+    }
+  /* attach scales to FP8 weights (for --dtype bf16), in the same source order */
+  for (size_t i = 0; i < L->n; i++) {
+    logical *l = &L->v[i];
+    if (l->dtype != DSV3_F8_E4M3) continue;
+    size_t n = strlen(l->rt);
+    if (n < 7 || strcmp(l->rt + n - 7, ".weight")) continue;
+    char sn[512];
+    snprintf(sn, sizeof sn, "%.*s.scale", (int)(n - 7), l->rt);
+    logical *s = find_logical(L, sn);
+    if (!s && o->dtype == DSV3_BF16) {
+      dsv3_error_set("%s: tensor %s: FP8 weight has no scale", dsv3_ckpt_path(ck), l->rt);
+      return -1;
+    }
+    if (s)
+      for (int k = 0; k < l->nsrc && k < s->nsrc; k++) l->src[k].scale = s->src[k].t;
+  }
+  return 0;
+}
+
+/* 0 if the logical tensor splits evenly at degree mp (and on 128-blocks for FP8 kinds). */
+static int split_ok(const logical *l, int mp, int fp8_out, char *why, size_t cap) {
+  if (l->split != DSV3_SPLIT_DIM0 && l->split != DSV3_SPLIT_DIM1) return 0;
+  int d = l->split;
+  if (l->ndim <= d) {
+    snprintf(why, cap, "tensor %s: split on dim %d but has %d dims", l->rt, d, l->ndim);
+    return -1;
+  }
+  if (l->shape[d] % mp) {
+    snprintf(why, cap, "tensor %s: dim %d of size %lld is not divisible by %d", l->rt, d, (long long)l->shape[d], mp);
+    return -1;
+  }
+  if (fp8_out && (l->dtype == DSV3_F8_E4M3 && ((l->shape[d] / mp) % DSV3_FP8_BLOCK))) {
+    snprintf(why, cap, "tensor %s: FP8 slices of %lld along dim %d would cut 128x128 scale blocks", l->rt,
+             (long long)(l->shape[d] / mp), d);
+    return -1;
+  }
+  return 0;
+}
+
+static int valid_mp(const logicals *L, int mp, int n_experts, int fp8_out, char *why, size_t cap) {
+  if (n_experts % mp) {
+    snprintf(why, cap, "%d experts are not divisible by %d ranks", n_experts, mp);
+    return -1;
+  }
+  for (size_t i = 0; i < L->n; i++)
+    if (split_ok(&L->v[i], mp, fp8_out, why, cap)) return -1;
+  return 0;
+}
+
+/* Plan rank `rank`'s file. */
+static int plan_rank(const opts *o, const logicals *L, int rank, int n_experts, dsv3_plan_file *pf, uint64_t chunk) {
+  int mp = o->mp, dq = o->dtype == DSV3_BF16;
+  pf->w = dsv3_stw_new();
+  int *idx = dsv3_xmalloc((L->n ? L->n : 1) * sizeof(int));
+  int64_t per = n_experts / mp;
+  for (size_t i = 0; i < L->n; i++) {
+    const logical *l = &L->v[i];
+    idx[i] = -1;
+    if (l->split == DSV3_SPLIT_EXPERT && (l->expert < rank * per || l->expert >= (rank + 1) * per)) continue;
+    if (dq && l->is_scale) continue;
+    int64_t shape[DSV3_MAX_DIMS];
+    memcpy(shape, l->shape, sizeof shape);
+    if (l->split == DSV3_SPLIT_DIM0 || l->split == DSV3_SPLIT_DIM1) shape[l->split] /= mp;
+    dsv3_dtype dt = (dq && l->dtype == DSV3_F8_E4M3 && l->src[0].scale) ? DSV3_BF16 : l->dtype;
+    idx[i] = dsv3_stw_add(pf->w, l->rt, dt, l->ndim, shape);
+    if (idx[i] < 0) {
+      free(idx);
+      return -1;
+    }
+  }
+  dsv3_stw_layout(pf->w);
+  for (size_t i = 0; i < L->n; i++) {
+    const logical *l = &L->v[i];
+    if (idx[i] < 0) continue;
+    /* logical tensor as [rows, cols]; the output slice [R0,R1) x [C0,C1) */
+    int64_t rows = l->ndim >= 1 ? l->shape[0] : 1, numel = 1;
+    for (int d = 0; d < l->ndim; d++) numel *= l->shape[d];
+    if (l->ndim == 0) rows = 1;
+    int64_t cols = rows ? numel / rows : 0;
+    if (l->ndim == 1) { rows = 1; cols = l->shape[0]; }
+    if (numel == 0) continue;
+    int64_t R0 = 0, R1 = rows, C0 = 0, C1 = cols;
+    if (l->split == DSV3_SPLIT_DIM0) { R0 = rows / mp * rank; R1 = R0 + rows / mp; }
+    if (l->split == DSV3_SPLIT_DIM1) {
+      int64_t inner = cols / l->shape[1]; /* elements per dim-1 index (1 for 2-D) */
+      C0 = l->shape[1] / mp * rank * inner;
+      C1 = C0 + l->shape[1] / mp * inner;
+    }
+    int deq = dq && l->dtype == DSV3_F8_E4M3 && l->src[0].scale;
+    for (int k = 0; k < l->nsrc; k++) {
+      const source *s = &l->src[k];
+      const dsv3_tensor *t = s->t;
+      int64_t srows = l->ndim >= 2 ? t->shape[0] : 1;
+      int64_t scols = (int64_t)(t->numel / (uint64_t)(srows ? srows : 1));
+      int64_t sc0 = s->c0 * (l->ndim >= 2 ? scols / t->shape[1] : 1);
+      /* intersection of the source's region with the output slice */
+      int64_t a = R0 > s->r0 ? R0 : s->r0, b = R1 < s->r0 + srows ? R1 : s->r0 + srows;
+      int64_t c = C0 > sc0 ? C0 : sc0, e = C1 < sc0 + scols ? C1 : sc0 + scols;
+      if (a >= b || c >= e) continue;
+      dsv3_piece p = {0};
+      p.kind = deq ? DSV3_PIECE_DEQUANT : DSV3_PIECE_COPY;
+      p.out = idx[i];
+      p.src = t;
+      p.src_scale = deq ? s->scale : NULL;
+      p.out_dt = DSV3_BF16;
+      p.rows = srows;
+      p.cols = scols;
+      if (e - c != C1 - C0) {
+        p.out_cols = C1 - C0;
+        p.out_c0 = c - C0;
+      }
+      size_t oes = deq ? 2 : dsv3_dtype_size(l->dtype);
+      uint64_t off = ((uint64_t)(a - R0) * (uint64_t)(C1 - C0)) * oes;
+      dsv3_plan_add(pf, p, a - s->r0, b - a, c - sc0, e - c, off, chunk);
+    }
+  }
+  free(idx);
+  return 0;
+}
+
+static int copy_token_files(const char *in_dir, const char *out_dir) {
+  DIR *d = opendir(in_dir);
+  if (!d) return 0;
+  struct dirent *de;
+  int rc = 0;
+  while ((de = readdir(d)) && !rc) {
+    if (de->d_name[0] == '.' || !strstr(de->d_name, "token")) continue; /* convert.py: glob("*token*") */
+    char *s = dsv3_path_join(in_dir, de->d_name), *t = dsv3_path_join(out_dir, de->d_name);
+    struct stat sb;
+    if (stat(s, &sb) == 0 && S_ISREG(sb.st_mode)) rc = dsv3_copy_file(s, t);
+    free(s);
+    free(t);
+  }
+  closedir(d);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
+  static const struct option lo[] = {
+      {"mp", required_argument, 0, O_MP}, {"model-parallel", required_argument, 0, O_MP},
+      {"n-experts", required_argument, 0, O_E}, {"hf-ckpt-path", required_argument, 0, O_IN},
+      {"save-path", required_argument, 0, O_OUT}, {"dtype", required_argument, 0, O_DTYPE},
+      {"keep-mtp", no_argument, 0, O_MTP}, {"resume", no_argument, 0, O_RESUME},
+      {"threads", required_argument, 0, O_THREADS}, {"memory", required_argument, 0, O_MEMORY},
+      {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+      {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+  opts o = {.memory = 256u << 20};
+  int c;
+  while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
+    switch (c) {
+    case O_MP:
+      o.mp = atoi(optarg);
+      if (o.mp <= 0 || o.mp > 4096) dsv3_die(PROG, 2, "--mp needs a degree between 1 and 4096");
+      break;
+    case O_E:
+      o.n_experts = atoi(optarg);
+      if (o.n_experts <= 0) dsv3_die(PROG, 2, "--n-experts needs a positive number");
+      break;
+    case O_IN: o.in = optarg; break;
+    case O_OUT: o.out = optarg; break;
+    case O_DTYPE:
+      if (!strcmp(optarg, "bf16")) o.dtype = DSV3_BF16;
+      else if (!strcmp(optarg, "fp8")) o.dtype = DSV3_DT_INVALID;
+      else dsv3_die(PROG, 2, "--dtype must be fp8 (as stored) or bf16");
+      break;
+    case O_MTP: o.keep_mtp = 1; break;
+    case O_RESUME: o.resume = 1; break;
+    case O_THREADS:
+      o.threads = atoi(optarg);
+      if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
+      break;
+    case O_MEMORY:
+      if (dsv3_parse_size(optarg, &o.memory) || o.memory < (1u << 20)) dsv3_die(PROG, 2, "--memory needs a size of at least 1M");
+      break;
+    case O_JSON: o.json = 1; break;
+    case 'q': o.quiet = 1; break;
+    case 'h': usage(stdout); return 0;
+    case O_VERSION: printf("dsv3-convert %s\n", DSV3_VERSION); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (!o.in && optind < argc) o.in = argv[optind++];
+  if (!o.out && optind < argc) o.out = argv[optind++];
+  if (!o.in || !o.out || optind != argc || !o.mp) {
+    usage(stderr);
+    return 2;
+  }
+  if (dsv3_path_inside(o.out, o.in) || dsv3_path_inside(o.in, o.out))
+    dsv3_die(PROG, 1, "%s: output must not be the input directory, inside it, or contain it (%s)", o.out, o.in);
+  int threads = o.threads > 0 ? o.threads : dsv3_num_cpus();
+  uint64_t chunk = o.memory / (uint64_t)(2 * threads);
+  if (chunk < (1u << 20)) chunk = 1u << 20;
+  if (chunk > (64u << 20)) chunk = 64u << 20;
+  double t0 = dsv3_now();
+  dsv3_ckpt *ck;
+  if (dsv3_ckpt_open(o.in, &ck) != 0) {
+    dsv3_error_print(PROG);
+    return 1;
+  }
+  const dsv3_config *cfg = dsv3_ckpt_config(ck);
+  logicals L = {0};
+  dsv3_plan_file *pf = NULL;
+  int rc = 1;
+  if (!cfg) {
+    dsv3_error_set("%s: no config.json (needed for num_hidden_layers and the expert count)", o.in);
+    goto out;
+  }
+  if (o.n_experts && o.n_experts != cfg->n_routed_experts) {
+    dsv3_error_set("--n-experts %d but %s/config.json has n_routed_experts %lld", o.n_experts, o.in,
+                   (long long)cfg->n_routed_experts);
+    goto out;
+  }
+  int E = (int)cfg->n_routed_experts;
+  if (collect(ck, &o, cfg, &L) != 0) goto out;
+  char why[1024];
+  int fp8_out = o.dtype != DSV3_BF16;
+  if (valid_mp(&L, o.mp, E ? E : o.mp, fp8_out, why, sizeof why) != 0) {
+    int best = 1;
+    char tmp[1024];
+    for (int m = o.mp - 1; m > 1; m--)
+      if (valid_mp(&L, m, E ? E : m, fp8_out, tmp, sizeof tmp) == 0) {
+        best = m;
+        break;
+      }
+    dsv3_error_set("%s: cannot split for --mp %d: %s (largest valid degree below it: %d)", o.in, o.mp, why, best);
+    goto out;
+  }
+  pf = dsv3_xcalloc((size_t)o.mp, sizeof *pf);
+  uint64_t need = 0, todo = 0;
+  for (int r = 0; r < o.mp; r++) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "model%d-mp%d.safetensors", r, o.mp);
+    pf[r].path = dsv3_path_join(o.out, nm);
+    if (plan_rank(&o, &L, r, E ? E : o.mp, &pf[r], chunk) != 0) goto out;
+    need += dsv3_stw_file_size(pf[r].w);
+    todo += pf[r].in_bytes;
+  }
+  if (dsv3_mkdirs(o.out) != 0) goto out;
+  int64_t fr = dsv3_free_disk(o.out);
+  if (fr >= 0 && (uint64_t)fr < need) {
+    char a[32], b[32];
+    dsv3_error_set("%s: needs %s of free disk, %s available", o.out, dsv3_human_bytes(need, a, sizeof a),
+                   dsv3_human_bytes((uint64_t)fr, b, sizeof b));
+    goto out;
+  }
+  dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
+  int skipped = 0;
+  for (int r = 0; r < o.mp; r++) {
+    if (o.resume && dsv3_plan_output_complete(&pf[r])) {
+      skipped++;
+      dsv3_progress_add(pg, pf[r].in_bytes);
+      continue;
+    }
+    if (dsv3_plan_run(&pf[r], threads, pg, 1) != 0) {
+      dsv3_progress_done(pg);
+      goto out;
+    }
+    const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES");
+    if (stop && atoi(stop) == r + 1) {
+      fprintf(stderr, "%s: stopping after %d files (DSV3_TEST_STOP_AFTER_FILES)\n", PROG, r + 1);
+      _Exit(3);
+    }
+  }
+  dsv3_progress_done(pg);
+  if (copy_token_files(dsv3_ckpt_layout(ck) == DSV3_LAYOUT_SINGLE && !dsv3_is_dir(o.in) ? "." : o.in, o.out))
+    goto out;
+  {
+    char *src = dsv3_path_join(o.in, "config.json"), *dst = dsv3_path_join(o.out, "config.json");
+    int r = dsv3_file_exists(src) ? dsv3_copy_file(src, dst) : 0;
+    free(src);
+    free(dst);
+    if (r) goto out;
+  }
+  double el = dsv3_now() - t0;
+  uint64_t in_bytes = 0;
+  for (size_t i = 0; i < dsv3_ckpt_nfiles(ck); i++) in_bytes += dsv3_st_file_size(dsv3_ckpt_file(ck, i));
+  if (o.json) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "input", o.in);
+    cJSON_AddStringToObject(j, "output", o.out);
+    cJSON_AddNumberToObject(j, "model_parallel", o.mp);
+    cJSON_AddNumberToObject(j, "n_experts", E);
+    cJSON_AddNumberToObject(j, "files_skipped", skipped);
+    cJSON_AddNumberToObject(j, "input_bytes", (double)in_bytes);
+    cJSON_AddNumberToObject(j, "output_bytes", (double)need);
+    cJSON_AddNumberToObject(j, "seconds", el);
+    cJSON_AddNumberToObject(j, "input_gb_per_s", el > 0 ? (double)in_bytes / el / 1e9 : 0);
+    cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)dsv3_peak_rss());
+    char *s = cJSON_Print(j);
+    puts(s);
+    free(s);
+    cJSON_Delete(j);
+  } else if (!o.quiet) {
+    char a[32], b[32], r[32];
+    fprintf(stderr, "%s: %d ranks, %s -> %s in %.2f s, peak RSS %s\n", PROG, o.mp, dsv3_human_bytes(in_bytes, a, sizeof a),
+            dsv3_human_bytes(need, b, sizeof b), el, dsv3_human_bytes(dsv3_peak_rss(), r, sizeof r));
+  }
+  rc = 0;
+out:
+  if (rc) dsv3_error_print(PROG);
+  if (pf)
+    for (int r = 0; r < o.mp; r++) dsv3_plan_file_free(&pf[r]);
+  free(pf);
+  free(L.v);
+  dsv3_ckpt_close(ck);
+  return rc;
+}
