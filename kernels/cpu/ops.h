@@ -42,12 +42,13 @@ void dsv3_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int
 void dsv3_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
                 int64_t dim);
 
-/* RoPE tables with YaRN (official precompute_freqs_cis): cos/sin of [max_seq, rope_dim/2]. */
+/* RoPE tables (official precompute_freqs_cis): cos/sin of [max_seq_len, rope_dim/2]; YaRN
+ * frequency correction when factor > 1. */
 typedef struct {
   int64_t rope_dim;          /* qk_rope_head_dim */
   int64_t max_seq_len;
   double theta;              /* rope_theta */
-  double factor;             /* rope_factor (1 = no YaRN) */
+  double factor;             /* rope_factor (<= 1: no YaRN) */
   int64_t original_seq_len;
   double beta_fast, beta_slow;
 } dsv3_rope_params;
@@ -69,6 +70,7 @@ typedef struct {
   int64_t n_experts, topk, n_groups, topk_groups;
   int sigmoid;     /* 1: sigmoid, 0: softmax */
   float route_scale;
+  int bf16; /* round scores and weights to bf16 as the official bf16 demo does */
 } dsv3_route_params;
 void dsv3_route(const dsv3_route_params *p, const float *logits, const float *bias,
                 int32_t *idx, float *weight);

@@ -1,0 +1,461 @@
+/* dsv3-run - smoke-test generation with a DeepSeek-V3 checkpoint (CPU reference path). */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+#include "util.h"
+
+static const char *PROG = "dsv3-run";
+
+typedef struct {
+  const char *ckpt, *config, *prompt, *input_file, *dump_logits, *ids, *device;
+  int raw, tokenize, json, quiet, threads, ignore_eos, bf16_act;
+  int64_t max_new, max_seq;
+  double temperature, top_p;
+  uint64_t seed;
+} opts;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dsv3-run --ckpt DIR [OPTIONS]\n"
+          "Generate text with a DeepSeek-V3 checkpoint (HF layout, or runtime layout from dsv3-convert).\n"
+          "Without --prompt or --input-file: an interactive chat (/exit quits, /clear forgets).\n\n"
+          "  --ckpt DIR              checkpoint directory (tokenizer.json is read from it)\n"
+          "  --config FILE           model config (official demo format or HF config.json)\n"
+          "  --prompt TEXT           one prompt\n"
+          "  --input-file F          one prompt per line, each generated in turn\n"
+          "  --raw                   no chat template: BOS + the prompt as plain text\n"
+          "  --ids \"0 12 55\"         start from these token ids instead of text\n"
+          "  --max-new-tokens N      default 100\n"
+          "  --temperature T         0 = greedy (default 0.2, as the official demo)\n"
+          "  --top-p P               nucleus sampling (default 1: off)\n"
+          "  --seed S                sampling seed (default 965)\n"
+          "  --ignore-eos            keep generating after <｜end▁of▁sentence｜>\n"
+          "  --max-seq-len N         KV-cache length (default 4096)\n"
+          "  --device cpu|cuda       default cpu (this build: CPU reference path)\n"
+          "  --act f32|bf16          CPU activations: float32 (default) or rounded to bf16 where the\n"
+          "                          official bf16 demo rounds them (to reproduce its greedy tokens)\n"
+          "  --threads N             CPU threads (default: all cores)\n"
+          "  --tokenize              read text on stdin, print its ids, space-separated\n"
+          "  --dump-logits FILE      write every position's logits (F32 [tokens, vocab]) and the ids\n"
+          "  --json                  print a JSON record per prompt instead of streaming text\n"
+          "  -q, --quiet             no statistics on stderr\n"
+          "  -h, --help, --version\n");
+}
+
+/* splitmix64 */
+static uint64_t rng_next(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double rng_unit(uint64_t *s) { return ((double)(rng_next(s) >> 11) + 0.5) / 9007199254740992.0; }
+
+static int cmp_desc(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The official sampler: softmax(logits / T), then argmax(p / Exp(1)); with top-p, tokens
+ * outside the nucleus are dropped first.  T == 0: argmax. */
+static int32_t sample(const float *logits, int64_t V, double temp, double top_p, uint64_t *rng) {
+  int64_t best = 0;
+  if (temp <= 0) {
+    for (int64_t i = 1; i < V; i++)
+      if (logits[i] > logits[best]) best = i;
+    return (int32_t)best;
+  }
+  float *p = dsv3_xmalloc((size_t)V * sizeof(float));
+  for (int64_t i = 0; i < V; i++) p[i] = (float)(logits[i] / (temp > 1e-5 ? temp : 1e-5));
+  dsv3_softmax(p, V);
+  if (top_p < 1.0) {
+    float *s = dsv3_xmalloc((size_t)V * sizeof(float));
+    memcpy(s, p, (size_t)V * sizeof(float));
+    qsort(s, (size_t)V, sizeof(float), cmp_desc);
+    double cum = 0;
+    float cut = s[0];
+    for (int64_t i = 0; i < V; i++) {
+      cum += s[i];
+      cut = s[i];
+      if (cum >= top_p) break;
+    }
+    for (int64_t i = 0; i < V; i++)
+      if (p[i] < cut) p[i] = 0;
+    free(s);
+  }
+  double bv = -1;
+  for (int64_t i = 0; i < V; i++) {
+    double e = -log(rng_unit(rng)); /* Exp(1) */
+    double v = p[i] / e;
+    if (v > bv) {
+      bv = v;
+      best = i;
+    }
+  }
+  free(p);
+  return (int32_t)best;
+}
+
+typedef struct {
+  float *logits; /* [n, V] */
+  int32_t *ids;
+  int64_t n, cap;
+} dump_t;
+
+static void dump_add(dump_t *d, const float *lg, int64_t rows, const int32_t *ids, int64_t V) {
+  if (d->n + rows > d->cap) {
+    while (d->n + rows > d->cap) d->cap = d->cap ? d->cap * 2 : 256;
+    d->logits = dsv3_xrealloc(d->logits, (size_t)(d->cap * V) * sizeof(float));
+    d->ids = dsv3_xrealloc(d->ids, (size_t)d->cap * sizeof(int32_t));
+  }
+  memcpy(d->logits + d->n * V, lg, (size_t)(rows * V) * sizeof(float));
+  memcpy(d->ids + d->n, ids, (size_t)rows * sizeof(int32_t));
+  d->n += rows;
+}
+
+typedef struct {
+  int32_t *out;
+  int64_t n;
+  double prefill_s, decode_s;
+  int64_t prompt_n;
+} gen_result;
+
+/* Generate from prompt ids; streams text to stdout unless quiet_text. */
+static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, const int32_t *prompt, int64_t np,
+                    int stream, dump_t *dump, uint64_t *rng, gen_result *res) {
+  int64_t V = m->cfg.vocab_size;
+  memset(res, 0, sizeof *res);
+  res->prompt_n = np;
+  if (np <= 0) {
+    dsv3_error_set("empty prompt");
+    return -1;
+  }
+  int64_t total = np + o->max_new;
+  if (total > m->max_seq_len) total = m->max_seq_len;
+  if (np > total || (np == total && o->max_new > 0)) {
+    dsv3_error_set("prompt of %lld tokens does not fit --max-seq-len %lld", (long long)np, (long long)m->max_seq_len);
+    return -1;
+  }
+  dsv3_cache *c = dsv3_cache_new(m, total);
+  float *lg = dsv3_xmalloc((size_t)((dump ? np : 1) * V) * sizeof(float));
+  res->out = dsv3_xmalloc((size_t)(total - np + 1) * sizeof(int32_t));
+  double t0 = dsv3_now();
+  int rc = dsv3_forward(m, c, prompt, np, 0, lg, dump != NULL);
+  res->prefill_s = dsv3_now() - t0;
+  if (rc) goto out;
+  if (dump) dump_add(dump, lg, np, prompt, V);
+  const float *last = lg + (dump ? (np - 1) * V : 0);
+  int32_t next = sample(last, V, o->temperature, o->top_p, rng);
+  double t1 = dsv3_now();
+  char buf[4096];
+  for (int64_t pos = np; pos < total; pos++) {
+    if (next == dsv3_tok_eos(tok) && !o->ignore_eos) break;
+    res->out[res->n++] = next;
+    if (stream && tok) {
+      size_t l = dsv3_tok_is_special(tok, next) ? 0 : dsv3_tok_token_bytes(tok, next, buf, sizeof buf);
+      fwrite(buf, 1, l, stdout);
+      fflush(stdout);
+    }
+    if (pos + 1 >= total) break;
+    if ((rc = dsv3_forward(m, c, &next, 1, pos, lg, 0))) break;
+    if (dump) dump_add(dump, lg, 1, &next, V);
+    next = sample(lg, V, o->temperature, o->top_p, rng);
+  }
+  res->decode_s = dsv3_now() - t1;
+out:
+  free(lg);
+  dsv3_cache_free(m, c);
+  return rc;
+}
+
+static void report(const opts *o, const gen_result *r) {
+  if (o->quiet) return;
+  fprintf(stderr, "\n[%s] prompt %lld tokens: prefill %.1f tok/s (%.3f s); decode %lld tokens: %.2f tok/s (%.1f ms/token)\n",
+          PROG, (long long)r->prompt_n, r->prefill_s > 0 ? r->prompt_n / r->prefill_s : 0, r->prefill_s, (long long)r->n,
+          r->decode_s > 0 && r->n > 1 ? (r->n - 1) / r->decode_s : 0, r->n > 1 ? r->decode_s * 1000 / (r->n - 1) : 0);
+}
+
+static int write_dump(const char *path, const dump_t *d, int64_t V) {
+  dsv3_tensor_src ts[2] = {{"logits", DSV3_F32, 2, {d->n, V}, d->logits}, {"ids", DSV3_I32, 1, {d->n}, d->ids}};
+  return dsv3_st_write_file(path, ts, 2, NULL, 0);
+}
+
+/* Prompt text -> ids: raw (BOS + text) or the chat template with one user turn. */
+static int64_t prompt_ids(const dsv3_tokenizer *tok, const opts *o, const char *text, int32_t **ids) {
+  if (o->raw) {
+    int32_t *t;
+    int64_t n = dsv3_tok_encode(tok, text, strlen(text), &t);
+    *ids = dsv3_xmalloc((size_t)(n + 1) * sizeof(int32_t));
+    (*ids)[0] = dsv3_tok_bos(tok);
+    memcpy(*ids + 1, t, (size_t)n * sizeof(int32_t));
+    free(t);
+    return n + 1;
+  }
+  dsv3_chat_msg msg = {"user", text};
+  return dsv3_tok_chat(tok, &msg, 1, 1, ids);
+}
+
+static void print_json(const dsv3_tokenizer *tok, const char *prompt, const int32_t *pids, int64_t np, const gen_result *r) {
+  cJSON *j = cJSON_CreateObject();
+  if (prompt) cJSON_AddStringToObject(j, "prompt", prompt);
+  cJSON *a = cJSON_AddArrayToObject(j, "prompt_ids");
+  for (int64_t i = 0; i < np; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(pids[i]));
+  cJSON *b = cJSON_AddArrayToObject(j, "ids");
+  for (int64_t i = 0; i < r->n; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber(r->out[i]));
+  if (tok) {
+    char *txt = dsv3_tok_decode(tok, r->out, (size_t)r->n, 1, NULL);
+    cJSON_AddStringToObject(j, "completion", txt);
+    free(txt);
+  }
+  cJSON_AddNumberToObject(j, "prefill_tok_s", r->prefill_s > 0 ? r->prompt_n / r->prefill_s : 0);
+  cJSON_AddNumberToObject(j, "decode_tok_s", r->decode_s > 0 && r->n > 1 ? (r->n - 1) / r->decode_s : 0);
+  char *s = cJSON_PrintUnformatted(j);
+  puts(s);
+  free(s);
+  cJSON_Delete(j);
+}
+
+static int run_one(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, const char *text, const int32_t *ids0,
+                   int64_t n0, dump_t *dump, uint64_t *rng) {
+  int32_t *ids = NULL;
+  int64_t np = ids0 ? n0 : prompt_ids(tok, o, text, &ids);
+  const int32_t *p = ids0 ? ids0 : ids;
+  gen_result r;
+  if (!o->json && text && o->raw) {
+    fputs(text, stdout); /* the completion follows the prompt text */
+    fflush(stdout);
+  }
+  int rc = generate(m, tok, o, p, np, !o->json, dump, rng, &r);
+  if (!rc) {
+    if (o->json) print_json(tok, text, p, np, &r);
+    else putchar('\n');
+    report(o, &r);
+  }
+  free(r.out);
+  free(ids);
+  return rc;
+}
+
+static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_t *rng) {
+  dsv3_chat_msg *msgs = NULL;
+  size_t n = 0;
+  char *line = NULL;
+  size_t cap = 0;
+  int rc = 0;
+  for (;;) {
+    if (isatty(0)) {
+      fputs(">>> ", stdout);
+      fflush(stdout);
+    }
+    ssize_t l = getline(&line, &cap, stdin);
+    if (l < 0) break;
+    while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+    if (!strcmp(line, "/exit")) break;
+    if (!strcmp(line, "/clear")) {
+      for (size_t i = 0; i < n; i++) free((char *)msgs[i].content);
+      n = 0;
+      continue;
+    }
+    msgs = dsv3_xrealloc(msgs, (n + 2) * sizeof *msgs);
+    msgs[n++] = (dsv3_chat_msg){"user", dsv3_xstrdup(line)};
+    int32_t *ids;
+    int64_t np = dsv3_tok_chat(tok, msgs, n, 1, &ids);
+    gen_result r;
+    rc = generate(m, tok, o, ids, np, 1, NULL, rng, &r);
+    free(ids);
+    if (rc) {
+      dsv3_error_print(PROG);
+      free(r.out);
+      n--;
+      free((char *)msgs[n].content);
+      continue;
+    }
+    putchar('\n');
+    report(o, &r);
+    char *txt = dsv3_tok_decode(tok, r.out, (size_t)r.n, 1, NULL);
+    msgs[n++] = (dsv3_chat_msg){"assistant", txt};
+    free(r.out);
+  }
+  for (size_t i = 0; i < n; i++) free((char *)msgs[i].content);
+  free(msgs);
+  free(line);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  enum { O_CKPT = 256, O_CONFIG, O_PROMPT, O_INPUT, O_RAW, O_IDS, O_MAXNEW, O_TEMP, O_TOPP, O_SEED, O_EOS, O_MAXSEQ,
+         O_DEVICE, O_ACT, O_THREADS, O_TOKENIZE, O_DUMP, O_JSON, O_VERSION, O_INTERACTIVE };
+  static const struct option lo[] = {
+      {"ckpt", required_argument, 0, O_CKPT}, {"ckpt-path", required_argument, 0, O_CKPT},
+      {"config", required_argument, 0, O_CONFIG}, {"prompt", required_argument, 0, O_PROMPT},
+      {"input-file", required_argument, 0, O_INPUT}, {"raw", no_argument, 0, O_RAW}, {"ids", required_argument, 0, O_IDS},
+      {"max-new-tokens", required_argument, 0, O_MAXNEW}, {"temperature", required_argument, 0, O_TEMP},
+      {"top-p", required_argument, 0, O_TOPP}, {"seed", required_argument, 0, O_SEED},
+      {"ignore-eos", no_argument, 0, O_EOS}, {"max-seq-len", required_argument, 0, O_MAXSEQ},
+      {"device", required_argument, 0, O_DEVICE}, {"act", required_argument, 0, O_ACT}, {"threads", required_argument, 0, O_THREADS},
+      {"tokenize", no_argument, 0, O_TOKENIZE}, {"dump-logits", required_argument, 0, O_DUMP},
+      {"json", no_argument, 0, O_JSON}, {"interactive", no_argument, 0, O_INTERACTIVE},
+      {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+      {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+  opts o = {.max_new = 100, .max_seq = 4096, .temperature = 0.2, .top_p = 1.0, .seed = 965, .device = "cpu"};
+  int c;
+  char *end;
+  while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
+    switch (c) {
+    case O_CKPT: o.ckpt = optarg; break;
+    case O_CONFIG: o.config = optarg; break;
+    case O_PROMPT: o.prompt = optarg; break;
+    case O_INPUT: o.input_file = optarg; break;
+    case O_RAW: o.raw = 1; break;
+    case O_IDS: o.ids = optarg; break;
+    case O_MAXNEW:
+      o.max_new = strtoll(optarg, &end, 10);
+      if (*end || o.max_new < 0) dsv3_die(PROG, 2, "--max-new-tokens needs a non-negative integer");
+      break;
+    case O_TEMP:
+      o.temperature = strtod(optarg, &end);
+      if (*end || o.temperature < 0) dsv3_die(PROG, 2, "--temperature needs a number >= 0");
+      break;
+    case O_TOPP:
+      o.top_p = strtod(optarg, &end);
+      if (*end || o.top_p <= 0 || o.top_p > 1) dsv3_die(PROG, 2, "--top-p needs a number in (0, 1]");
+      break;
+    case O_SEED: o.seed = strtoull(optarg, NULL, 10); break;
+    case O_EOS: o.ignore_eos = 1; break;
+    case O_MAXSEQ:
+      o.max_seq = strtoll(optarg, &end, 10);
+      if (*end || o.max_seq < 2 || o.max_seq > (1 << 24)) dsv3_die(PROG, 2, "--max-seq-len needs an integer in [2, 16M]");
+      break;
+    case O_DEVICE:
+      if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) dsv3_die(PROG, 2, "--device must be cpu or cuda");
+      o.device = optarg;
+      break;
+    case O_ACT:
+      if (strcmp(optarg, "f32") && strcmp(optarg, "bf16")) dsv3_die(PROG, 2, "--act must be f32 or bf16");
+      o.bf16_act = !strcmp(optarg, "bf16");
+      break;
+    case O_THREADS:
+      o.threads = atoi(optarg);
+      if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
+      break;
+    case O_TOKENIZE: o.tokenize = 1; break;
+    case O_DUMP: o.dump_logits = optarg; break;
+    case O_JSON: o.json = 1; break;
+    case O_INTERACTIVE: break;
+    case 'q': o.quiet = 1; break;
+    case 'h': usage(stdout); return 0;
+    case O_VERSION: printf("dsv3-run %s\n", DSV3_VERSION); return 0;
+    default: usage(stderr); return 2;
+    }
+  }
+  if (optind != argc || !o.ckpt) {
+    usage(stderr);
+    return 2;
+  }
+  if (o.threads > 0) {
+    char b[32];
+    snprintf(b, sizeof b, "%d", o.threads);
+    setenv("DSV3_THREADS", b, 1);
+  }
+  if (!strcmp(o.device, "cuda")) {
+    fprintf(stderr, "%s: error: --device cuda: this build runs the CPU reference path only (GPU backend not built)\n", PROG);
+    return 1;
+  }
+  dsv3_tokenizer *tok = NULL;
+  char *tp = dsv3_path_join(o.ckpt, "tokenizer.json");
+  if (dsv3_file_exists(tp) && dsv3_tok_load(tp, &tok) != 0) {
+    free(tp);
+    dsv3_error_print(PROG);
+    return 1;
+  }
+  free(tp);
+  if (!tok && !o.ids) {
+    free(NULL);
+    dsv3_die(PROG, 1, "%s: no tokenizer.json (use --ids to give token ids)", o.ckpt);
+  }
+  if (o.tokenize) {
+    size_t cap = 1 << 16, n = 0;
+    char *buf = dsv3_xmalloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n, stdin)) > 0) {
+      n += r;
+      if (n == cap) buf = dsv3_xrealloc(buf, cap *= 2);
+    }
+    int32_t *ids;
+    int64_t k = dsv3_tok_encode(tok, buf, n, &ids);
+    for (int64_t i = 0; i < k; i++) printf("%s%d", i ? " " : "", ids[i]);
+    putchar('\n');
+    free(ids);
+    free(buf);
+    dsv3_tok_free(tok);
+    return 0;
+  }
+  dsv3_model *m;
+  double t0 = dsv3_now();
+  if (dsv3_model_load(o.ckpt, o.config, o.max_seq, &m) != 0) {
+    dsv3_error_print(PROG);
+    dsv3_tok_free(tok);
+    return 1;
+  }
+  m->threads = o.threads;
+  m->bf16_act = o.bf16_act;
+  if (!o.quiet && !o.json)
+    fprintf(stderr, "[%s] %s: %lld layers, %lld experts, loaded in %.2f s (cpu, %d threads)\n", PROG, o.ckpt,
+            (long long)m->n_layers, (long long)m->cfg.n_routed_experts, dsv3_now() - t0,
+            o.threads ? o.threads : dsv3_num_cpus());
+  uint64_t rng = o.seed;
+  dump_t dump = {0};
+  int rc = 0;
+  if (o.ids) {
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    for (char *s = (char *)o.ids; *s;) {
+      long v = strtol(s, &end, 10);
+      if (end == s) {
+        if (*s == ' ' || *s == ',') { s++; continue; }
+        dsv3_die(PROG, 2, "--ids: not a list of integers");
+      }
+      ids = dsv3_xrealloc(ids, (size_t)(n + 1) * sizeof(int32_t));
+      ids[n++] = (int32_t)v;
+      s = end;
+    }
+    rc = run_one(m, tok, &o, NULL, ids, n, o.dump_logits ? &dump : NULL, &rng);
+    free(ids);
+  } else if (o.prompt) {
+    rc = run_one(m, tok, &o, o.prompt, NULL, 0, o.dump_logits ? &dump : NULL, &rng);
+  } else if (o.input_file) {
+    FILE *f = fopen(o.input_file, "r");
+    if (!f) dsv3_die(PROG, 1, "%s: cannot open", o.input_file);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t l;
+    while (!rc && (l = getline(&line, &cap, f)) >= 0) {
+      while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+      if (!l) continue;
+      if (!o.json) printf("Prompt: %s\nCompletion: ", line);
+      rc = run_one(m, tok, &o, line, NULL, 0, o.dump_logits ? &dump : NULL, &rng);
+    }
+    free(line);
+    fclose(f);
+  } else {
+    rc = chat(m, tok, &o, &rng);
+  }
+  if (rc) dsv3_error_print(PROG);
+  if (!rc && o.dump_logits && write_dump(o.dump_logits, &dump, m->cfg.vocab_size) != 0) {
+    dsv3_error_print(PROG);
+    rc = 1;
+  }
+  free(dump.logits);
+  free(dump.ids);
+  dsv3_model_free(m);
+  dsv3_tok_free(tok);
+  return rc ? 1 : 0;
+}

@@ -1,0 +1,231 @@
+/* ops.c - reference ops in plain C (see ops.h): float32 activations, weights as stored. */
+#include "ops.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../format/fp8.h"
+#include "../../format/util.h"
+
+#define B DSV3_FP8_BLOCK
+
+static float bf16_round(float x) { return dsv3_bf16_to_f32(dsv3_f32_to_bf16(x)); }
+
+float dsv3_wmat_get(const dsv3_wmat *w, int64_t r, int64_t c) {
+  int64_t i = r * w->cols + c;
+  switch (w->dtype) {
+  case DSV3_F8_E4M3: {
+    int64_t nb = dsv3_ceil_div(w->cols, B);
+    float s = w->scale[(r / B) * nb + c / B];
+    return bf16_round(dsv3_e4m3_to_f32(((const uint8_t *)w->data)[i]) * s);
+  }
+  case DSV3_BF16: return dsv3_bf16_to_f32(((const uint16_t *)w->data)[i]);
+  case DSV3_F16: return dsv3_f16_to_f32(((const uint16_t *)w->data)[i]);
+  case DSV3_F32: return ((const float *)w->data)[i];
+  default: return NAN;
+  }
+}
+
+void dsv3_wmat_row(const dsv3_wmat *w, int64_t r, float *out) {
+  if (w->dtype == DSV3_F8_E4M3) {
+    /* one 256-entry table per block column: the dequantised, bf16-rounded value of each code */
+    const float *e4 = dsv3_e4m3_table();
+    int64_t nb = dsv3_ceil_div(w->cols, B);
+    const uint8_t *src = (const uint8_t *)w->data + r * w->cols;
+    float tab[256];
+    for (int64_t bc = 0; bc < nb; bc++) {
+      float s = w->scale[(r / B) * nb + bc];
+      for (int v = 0; v < 256; v++) tab[v] = bf16_round(e4[v] * s);
+      int64_t c0 = bc * B, c1 = c0 + B < w->cols ? c0 + B : w->cols;
+      for (int64_t c = c0; c < c1; c++) out[c] = tab[src[c]];
+    }
+    return;
+  }
+  size_t es = dsv3_dtype_size(w->dtype);
+  dsv3_to_f32(w->dtype, (const uint8_t *)w->data + (size_t)r * (size_t)w->cols * es, out, (size_t)w->cols);
+}
+
+/* 8-way unrolled dot product (vectorises without -ffast-math). */
+static float dot(const float *a, const float *b, int64_t n) {
+  float s[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+  float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; i < n; i++) t += a[i] * b[i];
+  return t;
+}
+
+typedef struct {
+  float *y;
+  const float *x;
+  int64_t ntok;
+  const dsv3_wmat *w;
+  int64_t rows_per_task;
+} lin_ctx;
+
+static int lin_task(void *vctx, size_t task, int thread) {
+  (void)thread;
+  lin_ctx *c = vctx;
+  const dsv3_wmat *w = c->w;
+  int64_t r0 = (int64_t)task * c->rows_per_task, r1 = r0 + c->rows_per_task;
+  if (r1 > w->rows) r1 = w->rows;
+  float *row = dsv3_xmalloc((size_t)w->cols * sizeof(float));
+  for (int64_t r = r0; r < r1; r++) {
+    dsv3_wmat_row(w, r, row);
+    for (int64_t t = 0; t < c->ntok; t++) c->y[t * w->rows + r] = dot(c->x + t * w->cols, row, w->cols);
+  }
+  free(row);
+  return 0;
+}
+
+void dsv3_linear(float *y, const float *x, int64_t ntok, const dsv3_wmat *w) {
+  /* tasks of whole 128-row blocks keep FP8 scale rows together and amortise thread start */
+  int64_t per = 64;
+  size_t ntask = (size_t)dsv3_ceil_div(w->rows, per);
+  lin_ctx c = {y, x, ntok, w, per};
+  int threads = w->rows * w->cols * (ntok < 4 ? ntok : 4) < (1 << 16) ? 1 : 0;
+  dsv3_parallel_for(ntask, threads, lin_task, &c);
+}
+
+void dsv3_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int64_t ntok, int64_t dim, float eps) {
+  float *wf = dsv3_xmalloc((size_t)dim * sizeof(float));
+  dsv3_to_f32(wdt, w, wf, (size_t)dim);
+  for (int64_t t = 0; t < ntok; t++) {
+    const float *xi = x + t * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; i++) ss += (double)xi[i] * xi[i];
+    float r = (float)(1.0 / sqrt(ss / (double)dim + eps));
+    for (int64_t i = 0; i < dim; i++) out[t * dim + i] = xi[i] * r * wf[i];
+  }
+  free(wf);
+}
+
+void dsv3_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t dim) {
+  size_t es = dsv3_dtype_size(edt);
+  for (int64_t t = 0; t < ntok; t++)
+    dsv3_to_f32(edt, (const uint8_t *)E + (size_t)ids[t] * (size_t)dim * es, out + t * dim, (size_t)dim);
+}
+
+void dsv3_rope_tables(const dsv3_rope_params *p, float *cos_t, float *sin_t) {
+  int64_t half = p->rope_dim / 2, dim = p->rope_dim;
+  float *freqs = dsv3_xmalloc((size_t)half * sizeof(float));
+  for (int64_t i = 0; i < half; i++) freqs[i] = (float)(1.0 / pow(p->theta, (double)(2 * i) / (double)dim));
+  if (p->factor > 1) {
+    /* YaRN, as precompute_freqs_cis in the official model.py (which enables it when its
+     * max_seq_len exceeds original_seq_len: the caller decides, by passing factor > 1) */
+    double base = p->theta, osl = (double)p->original_seq_len;
+#define CORR_DIM(rot) ((double)dim * log(osl / ((rot) * 2 * M_PI)) / (2 * log(base)))
+    double low = floor(CORR_DIM(p->beta_fast)), high = ceil(CORR_DIM(p->beta_slow));
+#undef CORR_DIM
+    if (low < 0) low = 0;
+    if (high > dim - 1) high = (double)(dim - 1);
+    if (low == high) high += 0.001;
+    for (int64_t i = 0; i < half; i++) {
+      float ramp = (float)(((double)i - low) / (high - low));
+      ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+      float smooth = 1 - ramp;
+      freqs[i] = freqs[i] / (float)p->factor * (1 - smooth) + freqs[i] * smooth;
+    }
+  }
+  for (int64_t t = 0; t < p->max_seq_len; t++)
+    for (int64_t i = 0; i < half; i++) {
+      float a = (float)t * freqs[i];
+      cos_t[t * half + i] = cosf(a);
+      sin_t[t * half + i] = sinf(a);
+    }
+  free(freqs);
+}
+
+void dsv3_rope_apply(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t, int64_t pos) {
+  int64_t half = rope_dim / 2;
+  const float *c = cos_t + pos * half, *s = sin_t + pos * half;
+  for (int64_t i = 0; i < half; i++) {
+    float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * c[i] - b * s[i];
+    x[2 * i + 1] = a * s[i] + b * c[i];
+  }
+}
+
+void dsv3_silu_mul(float *out, const float *g, const float *u, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void dsv3_softmax(float *x, int64_t n) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = expf(x[i] - m);
+    s += x[i];
+  }
+  for (int64_t i = 0; i < n; i++) x[i] = (float)(x[i] / s);
+}
+
+void dsv3_route(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx, float *weight) {
+  int64_t E = p->n_experts, G = p->n_groups > 0 ? p->n_groups : 1, per = E / G;
+  float *orig = dsv3_xmalloc((size_t)E * sizeof(float)), *sel = dsv3_xmalloc((size_t)E * sizeof(float));
+  memcpy(orig, logits, (size_t)E * sizeof(float));
+  if (p->sigmoid) {
+    for (int64_t e = 0; e < E; e++) orig[e] = 1.0f / (1.0f + expf(-orig[e]));
+    if (p->bf16) /* sigmoid of a bf16 tensor is bf16; softmax is taken in float32 */
+      for (int64_t e = 0; e < E; e++) orig[e] = bf16_round(orig[e]);
+  } else {
+    dsv3_softmax(orig, E);
+  }
+  for (int64_t e = 0; e < E; e++) sel[e] = orig[e] + (bias ? bias[e] : 0.0f);
+  if (G > 1) {
+    /* group score: sum of the top-2 with a bias, the max without; keep the top groups */
+    float *gs = dsv3_xmalloc((size_t)G * sizeof(float));
+    for (int64_t g = 0; g < G; g++) {
+      float a = -INFINITY, b = -INFINITY;
+      for (int64_t e = g * per; e < (g + 1) * per; e++) {
+        if (sel[e] > a) { b = a; a = sel[e]; }
+        else if (sel[e] > b) b = sel[e];
+      }
+      gs[g] = bias ? a + (per > 1 ? b : 0) : a;
+    }
+    char *keep = dsv3_xcalloc((size_t)G, 1);
+    for (int64_t k = 0; k < p->topk_groups; k++) {
+      int64_t best = -1;
+      for (int64_t g = 0; g < G; g++)
+        if (!keep[g] && (best < 0 || gs[g] > gs[best])) best = g;
+      keep[best] = 1;
+    }
+    for (int64_t g = 0; g < G; g++)
+      if (!keep[g])
+        for (int64_t e = g * per; e < (g + 1) * per; e++) sel[e] = -INFINITY;
+    free(gs);
+    free(keep);
+  }
+  /* top-k by selection score; ties go to the lower index, as torch.topk on CPU/GPU mostly does */
+  char *used = dsv3_xcalloc((size_t)E, 1);
+  double sum = 0;
+  for (int64_t k = 0; k < p->topk; k++) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < E; e++)
+      if (!used[e] && (best < 0 || sel[e] > sel[best])) best = e;
+    used[best] = 1;
+    idx[k] = (int32_t)best;
+    weight[k] = orig[best];
+    sum += orig[best];
+  }
+  if (p->bf16) { /* bf16 tensors: the sum, the division, the scaling each round */
+    float s = 0;
+    for (int64_t k = 0; k < p->topk; k++) s = bf16_round(s + weight[k]);
+    for (int64_t k = 0; k < p->topk; k++) {
+      if (p->sigmoid) weight[k] = bf16_round(weight[k] / s);
+      weight[k] = bf16_round(weight[k] * p->route_scale);
+    }
+  } else {
+    for (int64_t k = 0; k < p->topk; k++) {
+      if (p->sigmoid) weight[k] = (float)(weight[k] / sum);
+      weight[k] *= p->route_scale;
+    }
+  }
+  free(used);
+  free(orig);
+  free(sel);
+}
