@@ -17,8 +17,10 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
+# The main job on the embedded model: a raw, greedy completion of a Python prompt (CPU).
 demo: build
-	$(BUILD)/dsv3-inspect/dsv3-inspect models/dsv3-tiny
+	$(BUILD)/dsv3-run/dsv3-run --ckpt models/dsv3-tiny --raw --prompt "$(DEMO_PROMPT)" \
+	  --max-new-tokens 64 --temperature 0 --device cpu
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -369,6 +369,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s: error: --device cuda: this build runs the CPU reference path only (GPU backend not built)\n", PROG);
     return 1;
   }
+  if (!dsv3_file_exists(o.ckpt)) dsv3_die(PROG, 1, "%s: no such file or directory", o.ckpt);
   dsv3_tokenizer *tok = NULL;
   char *tp = dsv3_path_join(o.ckpt, "tokenizer.json");
   if (dsv3_file_exists(tp) && dsv3_tok_load(tp, &tok) != 0) {
@@ -378,7 +379,6 @@ int main(int argc, char **argv) {
   }
   free(tp);
   if (!tok && !o.ids) {
-    free(NULL);
     dsv3_die(PROG, 1, "%s: no tokenizer.json (use --ids to give token ids)", o.ckpt);
   }
   if (o.tokenize) {
