@@ -73,17 +73,39 @@ static int lin_task(void *vctx, size_t task, int thread) {
   int64_t r0 = (int64_t)task * c->rows_per_task, r1 = r0 + c->rows_per_task;
   if (r1 > w->rows) r1 = w->rows;
   float *row = dsv3_xmalloc((size_t)w->cols * sizeof(float));
+  float *tab = NULL;
+  int64_t nb = dsv3_ceil_div(w->cols, B), tab_br = -1;
+  if (w->dtype == DSV3_F8_E4M3) tab = dsv3_xmalloc((size_t)nb * 256 * sizeof(float));
+  const float *e4 = dsv3_e4m3_table();
   for (int64_t r = r0; r < r1; r++) {
-    dsv3_wmat_row(w, r, row);
+    if (tab) {
+      /* per 128-row block: one table per block column of bf16(e4m3(v) * scale), then each
+       * row decodes by lookup (the official weight_dequant's values, exactly) */
+      if (r / B != tab_br) {
+        tab_br = r / B;
+        for (int64_t bc = 0; bc < nb; bc++) {
+          float sc = w->scale[tab_br * nb + bc];
+          for (int v = 0; v < 256; v++) tab[bc * 256 + v] = bf16_round(e4[v] * sc);
+        }
+      }
+      const uint8_t *src = (const uint8_t *)w->data + r * w->cols;
+      for (int64_t col = 0; col < w->cols; col++) row[col] = tab[(col / B) * 256 + src[col]];
+    } else {
+      dsv3_wmat_row(w, r, row);
+    }
     for (int64_t t = 0; t < c->ntok; t++) c->y[t * w->rows + r] = dot(c->x + t * w->cols, row, w->cols);
   }
+  free(tab);
   free(row);
   return 0;
 }
 
 void dsv3_linear(float *y, const float *x, int64_t ntok, const dsv3_wmat *w) {
-  /* tasks of whole 128-row blocks keep FP8 scale rows together and amortise thread start */
-  int64_t per = 64;
+  /* tasks of whole 128-row blocks share one set of FP8 tables; split finer when there are
+   * few blocks, so every core has work */
+  int64_t per = B;
+  int nc = dsv3_num_cpus();
+  while (per > 8 && dsv3_ceil_div(w->rows, per) < 4 * nc) per /= 2;
   size_t ntask = (size_t)dsv3_ceil_div(w->rows, per);
   lin_ctx c = {y, x, ntok, w, per};
   int threads = w->rows * w->cols * (ntok < 4 ? ntok : 4) < (1 << 16) ? 1 : 0;
