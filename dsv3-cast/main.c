@@ -20,7 +20,7 @@ typedef struct {
   const char *in, *out, *scales_from;
   dsv3_ckpt *ref; /* --scales-from */
   dsv3_dtype to;
-  int ue8m0, threads, quiet, json, resume, allow_missing;
+  int ue8m0, threads, quiet, json, resume, allow_missing, no_manifest;
   uint64_t memory;
 } opts;
 
@@ -41,6 +41,7 @@ static void usage(FILE *f) {
           "  --allow-missing-scale   pass an FP8 weight without scale through unchanged (official\n"
           "                          behaviour) instead of failing\n"
           "  --resume                skip output shards that are already complete\n"
+          "  --no-manifest           do not write dsv3-manifest.json (hashes of every file and tensor)\n"
           "  --threads N             worker threads (default: all cores)\n"
           "  --memory SIZE           working-memory budget, e.g. 512M (default 256M)\n"
           "  --json                  print a JSON summary on stdout\n"
@@ -286,12 +287,12 @@ static int copy_other_files(const char *in_dir, const char *out_dir) {
 }
 
 int main(int argc, char **argv) {
-  enum { O_TO = 256, O_SCALEFMT, O_SCALESFROM, O_IN, O_OUT, O_ALLOW, O_RESUME, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
+  enum { O_TO = 256, O_SCALEFMT, O_SCALESFROM, O_IN, O_OUT, O_ALLOW, O_RESUME, O_NOMANIFEST, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
       {"to", required_argument, 0, O_TO}, {"scale-fmt", required_argument, 0, O_SCALEFMT},
       {"scales-from", required_argument, 0, O_SCALESFROM},
       {"input-fp8-hf-path", required_argument, 0, O_IN}, {"output-bf16-hf-path", required_argument, 0, O_OUT},
-      {"allow-missing-scale", no_argument, 0, O_ALLOW}, {"resume", no_argument, 0, O_RESUME},
+      {"allow-missing-scale", no_argument, 0, O_ALLOW}, {"resume", no_argument, 0, O_RESUME}, {"no-manifest", no_argument, 0, O_NOMANIFEST},
       {"threads", required_argument, 0, O_THREADS}, {"memory", required_argument, 0, O_MEMORY},
       {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
@@ -315,6 +316,7 @@ int main(int argc, char **argv) {
     case O_OUT: o.out = optarg; break;
     case O_ALLOW: o.allow_missing = 1; break;
     case O_RESUME: o.resume = 1; break;
+    case O_NOMANIFEST: o.no_manifest = 1; break;
     case O_THREADS:
       o.threads = atoi(optarg);
       if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
@@ -387,6 +389,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nf; i++) {
     sum.in_total += dsv3_st_file_size(dsv3_ckpt_file(ck, i));
     sum.out_total += dsv3_stw_file_size(pf[i].w);
+    pf[i].hash = !o.no_manifest;
     if (o.resume && dsv3_plan_output_complete(&pf[i])) {
       sum.skipped_files++;
       dsv3_progress_add(pg, pf[i].in_bytes);
@@ -417,6 +420,7 @@ int main(int argc, char **argv) {
     if (r) goto fail;
   }
   if (write_config(&o, o.in, o.out) || copy_other_files(o.in, o.out)) goto fail;
+  if (!o.no_manifest && dsv3_plan_write_manifest(pf, nf, ck, PROG, argc, argv, o.out, threads)) goto fail;
   double el = dsv3_now() - t0;
   if (o.json) {
     cJSON *j = cJSON_CreateObject();

@@ -23,7 +23,7 @@ static const char *PROG = "dsv3-convert";
 
 typedef struct {
   const char *in, *out;
-  int mp, n_experts, keep_mtp, threads, quiet, json, resume;
+  int mp, n_experts, keep_mtp, threads, quiet, json, resume, no_manifest;
   dsv3_dtype dtype; /* DSV3_DT_INVALID: as stored */
   uint64_t memory;
 } opts;
@@ -42,6 +42,7 @@ static void usage(FILE *f) {
           "                              identical to dsv3-cast then dsv3-convert); default: as stored\n"
           "  --keep-mtp                  keep the MTP layers (runtime names)\n"
           "  --resume                    skip output files that are already complete\n"
+          "  --no-manifest               do not write dsv3-manifest.json\n"
           "  --threads N, --memory SIZE, --json, -q/--quiet, -h/--help, --version\n");
 }
 
@@ -299,12 +300,12 @@ static int copy_token_files(const char *in_dir, const char *out_dir) {
 }
 
 int main(int argc, char **argv) {
-  enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
+  enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_NOMANIFEST, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
       {"mp", required_argument, 0, O_MP}, {"model-parallel", required_argument, 0, O_MP},
       {"n-experts", required_argument, 0, O_E}, {"hf-ckpt-path", required_argument, 0, O_IN},
       {"save-path", required_argument, 0, O_OUT}, {"dtype", required_argument, 0, O_DTYPE},
-      {"keep-mtp", no_argument, 0, O_MTP}, {"resume", no_argument, 0, O_RESUME},
+      {"keep-mtp", no_argument, 0, O_MTP}, {"resume", no_argument, 0, O_RESUME}, {"no-manifest", no_argument, 0, O_NOMANIFEST},
       {"threads", required_argument, 0, O_THREADS}, {"memory", required_argument, 0, O_MEMORY},
       {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
@@ -329,6 +330,7 @@ int main(int argc, char **argv) {
       break;
     case O_MTP: o.keep_mtp = 1; break;
     case O_RESUME: o.resume = 1; break;
+    case O_NOMANIFEST: o.no_manifest = 1; break;
     case O_THREADS:
       o.threads = atoi(optarg);
       if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
@@ -410,6 +412,7 @@ int main(int argc, char **argv) {
   dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
   int skipped = 0;
   for (int r = 0; r < o.mp; r++) {
+    pf[r].hash = !o.no_manifest;
     if (o.resume && dsv3_plan_output_complete(&pf[r])) {
       skipped++;
       dsv3_progress_add(pg, pf[r].in_bytes);
@@ -435,6 +438,7 @@ int main(int argc, char **argv) {
     free(dst);
     if (r) goto out;
   }
+  if (!o.no_manifest && dsv3_plan_write_manifest(pf, (size_t)o.mp, ck, PROG, argc, argv, o.out, threads)) goto out;
   double el = dsv3_now() - t0;
   uint64_t in_bytes = 0;
   for (size_t i = 0; i < dsv3_ckpt_nfiles(ck); i++) in_bytes += dsv3_st_file_size(dsv3_ckpt_file(ck, i));

@@ -3,6 +3,9 @@
 #include "plan.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <xxhash.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,8 @@
 #include <unistd.h>
 
 #include "fp8.h"
+#include "checkpoint.h"
+#include "manifest.h"
 #include "util.h"
 
 #define B DSV3_FP8_BLOCK
@@ -75,7 +80,26 @@ typedef struct {
   dsv3_plan_file *f;
   dsv3_progress *pg;
   int dontneed;
+  /* ordered hashing */
+  int hashing;
+  size_t next;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  EVP_MD_CTX *sha;
+  XXH3_state_t **xs;
 } run_ctx;
+
+/* Hash piece i's output bytes once every earlier piece is hashed (file order). */
+static void hash_in_order(run_ctx *c, size_t i, const dsv3_piece *p, const uint8_t *bytes, size_t n) {
+  if (!c->hashing) return;
+  pthread_mutex_lock(&c->mu);
+  while (c->next != i) pthread_cond_wait(&c->cv, &c->mu);
+  EVP_DigestUpdate(c->sha, bytes, n);
+  XXH3_128bits_update(c->xs[p->out], bytes, n);
+  c->next++;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
 
 static int run_piece(void *vctx, size_t i, int thread) {
   (void)thread;
@@ -90,12 +114,14 @@ static int run_piece(void *vctx, size_t i, int thread) {
   if (p->kind == DSV3_PIECE_COPY) {
     if (p->c0 == 0 && p->ncols == p->cols) {
       rc = write_rows(f, p, rows, (size_t)p->cols * ies, ies); /* straight from the map */
+      hash_in_order(c, i, p, rows, in_bytes);
     } else {
       size_t rb = (size_t)p->ncols * ies;
       uint8_t *buf = dsv3_xmalloc((size_t)p->nrows * rb);
       for (int64_t r = 0; r < p->nrows; r++)
         memcpy(buf + (size_t)r * rb, rows + ((uint64_t)r * (uint64_t)p->cols + (uint64_t)p->c0) * ies, rb);
       rc = write_rows(f, p, buf, rb, ies);
+      hash_in_order(c, i, p, buf, (size_t)p->nrows * rb);
       free(buf);
     }
   } else if (p->kind == DSV3_PIECE_DEQUANT) {
@@ -105,11 +131,13 @@ static int run_piece(void *vctx, size_t i, int thread) {
     dsv3_fp8_dequant_rows(src, (const float *)p->src_scale->data, p->rows, p->cols, p->r0, p->nrows, p->out_dt, buf);
     if (p->c0 == 0 && p->ncols == p->cols) {
       rc = write_rows(f, p, buf, (size_t)p->cols * oes, oes);
+      hash_in_order(c, i, p, buf, full);
     } else {
       size_t rb = (size_t)p->ncols * oes;
       for (int64_t r = 0; r < p->nrows; r++)
         memmove(buf + (size_t)r * rb, buf + ((size_t)r * (size_t)p->cols + (size_t)p->c0) * oes, rb);
       rc = write_rows(f, p, buf, rb, oes);
+      hash_in_order(c, i, p, buf, (size_t)p->nrows * rb);
     }
     (void)full;
     free(buf);
@@ -135,15 +163,103 @@ static int run_piece(void *vctx, size_t i, int thread) {
   return rc ? -1 : 0;
 }
 
+static uint64_t piece_abs(const dsv3_plan_file *f, const dsv3_piece *p) {
+  return dsv3_stw_offset(f->w, p->out) + p->out_off;
+}
+static const dsv3_plan_file *sort_f;
+static int cmp_piece(const void *a, const void *b) {
+  uint64_t x = piece_abs(sort_f, a), y = piece_abs(sort_f, b);
+  return x < y ? -1 : x > y;
+}
+
+/* Do the (sorted) pieces tile the data section exactly, one contiguous range each? */
+static int pieces_tile(const dsv3_plan_file *f) {
+  size_t hl;
+  dsv3_stw_header(f->w, &hl);
+  uint64_t pos = hl;
+  for (size_t i = 0; i < f->np; i++) {
+    const dsv3_piece *p = &f->p[i];
+    if (p->kind == DSV3_PIECE_QUANT || (p->out_cols > 0 && p->out_cols != p->ncols)) return 0;
+    uint64_t n = (uint64_t)p->nrows * (uint64_t)p->ncols * out_esize(p);
+    if (piece_abs(f, p) != pos) {
+      /* a gap may only be zero-size tensors, which have no pieces */
+      return 0;
+    }
+    pos += n;
+  }
+  return pos == dsv3_stw_file_size(f->w);
+}
+
+static void finish_xxh(dsv3_plan_file *f, XXH3_state_t **xs) {
+  size_t nt = dsv3_stw_count(f->w);
+  f->xxh3 = dsv3_xcalloc(nt ? nt : 1, 16);
+  for (size_t t = 0; t < nt; t++) {
+    XXH128_canonical_t cn;
+    XXH128_canonicalFromHash(&cn, XXH3_128bits_digest(xs[t]));
+    memcpy(f->xxh3[t], cn.digest, 16);
+    XXH3_freeState(xs[t]);
+  }
+  free(xs);
+}
+
+/* Fallback: hash the committed file by reading it back once. */
+static int hash_by_reading(dsv3_plan_file *f) {
+  dsv3_st *st;
+  if (dsv3_st_open(f->path, &st) != 0) return -1;
+  size_t nt = dsv3_stw_count(f->w);
+  XXH3_state_t **xs = dsv3_xcalloc(nt ? nt : 1, sizeof *xs);
+  for (size_t t = 0; t < nt; t++) {
+    xs[t] = XXH3_createState();
+    XXH3_128bits_reset(xs[t]);
+  }
+  for (size_t i = 0; i < dsv3_st_count(st); i++) {
+    const dsv3_tensor *t = dsv3_st_tensor(st, i);
+    int k = dsv3_stw_find(f->w, t->name);
+    if (k >= 0) XXH3_128bits_update(xs[k], t->data, t->nbytes);
+  }
+  dsv3_st_close(st);
+  finish_xxh(f, xs);
+  f->hashed_by_reading = 1;
+  return dsv3_sha256_file(f->path, f->sha256, NULL);
+}
+
 int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int dontneed) {
   if (dsv3_stw_open(f->w, f->path) != 0) return -1;
-  run_ctx c = {f, pg, dontneed};
-  if (dsv3_parallel_for(f->np, threads, run_piece, &c) != 0) return -1; /* writer frees the temp */
-  return dsv3_stw_commit(f->w);
+  run_ctx c = {f, pg, dontneed, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL};
+  sort_f = f; /* plans run one at a time */
+  qsort(f->p, f->np, sizeof *f->p, cmp_piece); /* file order: sequential writes, ordered hashing */
+  sort_f = NULL;
+  size_t nt = dsv3_stw_count(f->w);
+  if (f->hash && pieces_tile(f)) {
+    c.hashing = 1;
+    c.sha = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c.sha, EVP_sha256(), NULL);
+    size_t hl;
+    const void *h = dsv3_stw_header(f->w, &hl);
+    EVP_DigestUpdate(c.sha, h, hl);
+    c.xs = dsv3_xcalloc(nt ? nt : 1, sizeof *c.xs);
+    for (size_t t = 0; t < nt; t++) {
+      c.xs[t] = XXH3_createState();
+      XXH3_128bits_reset(c.xs[t]);
+    }
+  }
+  int rc = dsv3_parallel_for(f->np, threads, run_piece, &c); /* on failure the writer frees the temp */
+  if (c.hashing) {
+    unsigned int len = 32;
+    EVP_DigestFinal_ex(c.sha, f->sha256, &len);
+    EVP_MD_CTX_free(c.sha);
+    finish_xxh(f, c.xs);
+  }
+  if (rc) return -1;
+  if (dsv3_stw_commit(f->w) != 0) return -1;
+  if (f->hash && !c.hashing) return hash_by_reading(f);
+  return 0;
 }
 
 void dsv3_plan_file_free(dsv3_plan_file *f) {
   if (!f) return;
+  free(f->xxh3);
+  f->xxh3 = NULL;
   dsv3_stw_free(f->w);
   free(f->p);
   free(f->path);
@@ -165,4 +281,85 @@ int dsv3_plan_output_complete(const dsv3_plan_file *f) {
   int ok = r == (ssize_t)hl && memcmp(buf, h, hl) == 0;
   free(buf);
   return ok;
+}
+
+int dsv3_plan_manifest_add(dsv3_plan_file *f, struct dsv3_manifest *m, const char *name) {
+  if (!f->xxh3 && hash_by_reading(f) != 0) return -1; /* e.g. a file skipped by --resume */
+  size_t hl;
+  const void *h = dsv3_stw_header(f->w, &hl);
+  dsv3_st *view;
+  if (dsv3_st_open_header(h, hl, dsv3_stw_file_size(f->w), name, &view) != 0) return -1;
+  dsv3_manifest_file *mf = dsv3_manifest_add_file(m, name, 0);
+  mf->size = dsv3_stw_file_size(f->w);
+  memcpy(mf->sha256, f->sha256, 32);
+  mf->ntensors = dsv3_st_count(view);
+  mf->t = dsv3_xcalloc(mf->ntensors ? mf->ntensors : 1, sizeof *mf->t);
+  for (size_t i = 0; i < mf->ntensors; i++) {
+    const dsv3_tensor *t = dsv3_st_tensor(view, i);
+    dsv3_manifest_tensor *mt = &mf->t[i];
+    mt->name = dsv3_xstrdup(t->name);
+    mt->dtype = t->dtype;
+    mt->ndim = t->ndim;
+    memcpy(mt->shape, t->shape, sizeof mt->shape);
+    memcpy(mt->xxh3, f->xxh3[dsv3_stw_find(f->w, t->name)], 16);
+  }
+  dsv3_st_close(view);
+  return 0;
+}
+
+typedef struct {
+  dsv3_manifest *m;
+  char **paths;
+} inhash_ctx;
+
+static int inhash_task(void *vctx, size_t i, int thread) {
+  (void)thread;
+  inhash_ctx *c = vctx;
+  return dsv3_sha256_file(c->paths[i], c->m->inputs[i].sha256, NULL);
+}
+
+int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads) {
+  for (size_t i = 0; i < n; i++) {
+    dsv3_manifest_file *f = dsv3_manifest_add_file(m, names[i], 1);
+    struct stat st;
+    if (stat(paths[i], &st) == 0) f->size = (uint64_t)st.st_size;
+  }
+  inhash_ctx c = {m, paths};
+  return dsv3_parallel_for(n, threads, inhash_task, &c);
+}
+
+int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, const char *tool, int argc,
+                             char **argv, const char *out_dir, int threads) {
+  dsv3_manifest m = {0};
+  m.tool = dsv3_xstrdup(tool);
+  m.version = dsv3_xstrdup(DSV3_VERSION);
+  size_t al = 1;
+  for (int i = 0; i < argc; i++) al += strlen(argv[i]) + 1;
+  m.args = dsv3_xcalloc(al, 1);
+  for (int i = 0; i < argc; i++) {
+    if (i) strcat(m.args, " ");
+    strcat(m.args, argv[i]);
+  }
+  int rc = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    const char *b = strrchr(pf[i].path, '/');
+    rc = dsv3_plan_manifest_add(&pf[i], &m, b ? b + 1 : pf[i].path);
+  }
+  size_t ni = dsv3_ckpt_nfiles(in);
+  char **paths = dsv3_xmalloc((ni ? ni : 1) * sizeof(char *));
+  const char **names = dsv3_xmalloc((ni ? ni : 1) * sizeof(char *));
+  for (size_t i = 0; i < ni; i++) {
+    paths[i] = (char *)dsv3_st_path(dsv3_ckpt_file(in, i));
+    names[i] = dsv3_ckpt_file_name(in, i);
+  }
+  if (!rc) rc = dsv3_manifest_hash_inputs(&m, paths, names, ni, threads);
+  free(paths);
+  free(names);
+  if (!rc) {
+    char *mp = dsv3_path_join(out_dir, DSV3_MANIFEST_NAME);
+    rc = dsv3_manifest_write(&m, mp);
+    free(mp);
+  }
+  dsv3_manifest_free(&m);
+  return rc;
 }

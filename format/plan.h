@@ -48,6 +48,14 @@ typedef struct {
   dsv3_piece *p;
   size_t np, cap;
   uint64_t in_bytes; /* input bytes these pieces read (progress) */
+  /* Hashing in the writing pass (manifest): set `hash` before dsv3_plan_run; afterwards
+   * sha256 is the file's SHA-256 and xxh3[i] the XXH3-128 of writer tensor i.  Pieces are run
+   * in file order and hashed in that order as they are written; plans whose pieces do not tile
+   * the file contiguously (column joins, FP8 quantisation) are hashed by reading the file back
+   * once after the commit, and say so in hashed_by_reading. */
+  int hash, hashed_by_reading;
+  uint8_t sha256[32];
+  uint8_t (*xxh3)[16];
 } dsv3_plan_file;
 
 /* Append pieces that cover src rows [r0, r0+nrows) x cols [c0, c0+ncols), split in chunks of
@@ -60,6 +68,18 @@ void dsv3_plan_add(dsv3_plan_file *f, dsv3_piece proto, int64_t r0, int64_t nrow
 struct dsv3_progress;
 int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int dontneed);
 void dsv3_plan_file_free(dsv3_plan_file *f);
+
+/* Record a run (or resumed) file in a manifest under `name` (its hashes, its tensors). */
+struct dsv3_manifest;
+int dsv3_plan_manifest_add(dsv3_plan_file *f, struct dsv3_manifest *m, const char *name);
+/* SHA-256 of the input files, in parallel, as the manifest's "inputs". */
+int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads);
+
+/* Write OUT_DIR/dsv3-manifest.json for the n files of a run (hashes made while writing;
+ * resumed files are read back), with the SHA-256 of every input file of `in`. */
+struct dsv3_ckpt;
+int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const struct dsv3_ckpt *in, const char *tool, int argc,
+                             char **argv, const char *out_dir, int threads);
 
 /* For --resume: 1 if `path` exists, has the planned size and begins with the planned header. */
 int dsv3_plan_output_complete(const dsv3_plan_file *f);
