@@ -7,17 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "fp8.h"
+#include "manifest.h"
 #include "names.h"
 #include "plan.h"
+#include "tarball.h"
 #include "util.h"
 
 static const char *PROG = "dsv3-cast";
 
 typedef struct {
-  const char *in, *out, *scales_from;
+  const char *in, *out, *scales_from, *pack;
   dsv3_ckpt *ref; /* --scales-from */
   dsv3_dtype to;
   int ue8m0, threads, quiet, json, resume, allow_missing, no_manifest;
@@ -42,6 +45,8 @@ static void usage(FILE *f) {
           "                          behaviour) instead of failing\n"
           "  --resume                skip output shards that are already complete\n"
           "  --no-manifest           do not write dsv3-manifest.json (hashes of every file and tensor)\n"
+          "  --pack OUT.tar.zst      write the output as one archive (.tar.zst, .tar.gz or .tar; zstd\n"
+          "                          on all cores), manifest inside; then OUT is not given\n"
           "  --threads N             worker threads (default: all cores)\n"
           "  --memory SIZE           working-memory budget, e.g. 512M (default 256M)\n"
           "  --json                  print a JSON summary on stdout\n"
@@ -217,28 +222,19 @@ static int write_json(const char *path, cJSON *j) {
   return rc;
 }
 
-static int write_config(const opts *o, const char *in_dir, const char *out_dir) {
-  char *src = dsv3_path_join(in_dir, "config.json");
-  if (!dsv3_file_exists(src)) {
-    free(src);
-    return 0;
-  }
+static int write_config(const opts *o, const dsv3_ckpt *ck, const char *out_dir) {
+  if (!dsv3_ckpt_config(ck)) return 0;
   char *buf;
   size_t n;
-  int rc = dsv3_read_file(src, &buf, &n, 16u << 20);
-  if (rc) {
-    free(src);
-    return -1;
-  }
+  int rc = dsv3_ckpt_read_extra(ck, "config.json", &buf, &n);
+  if (rc) return -1;
   cJSON *j = cJSON_ParseWithLength(buf, n);
   free(buf);
   if (!j || !cJSON_IsObject(j)) {
-    dsv3_error_set("%s: not a JSON object", src);
-    free(src);
+    dsv3_error_set("%s: config.json: not a JSON object", o->in);
     cJSON_Delete(j);
     return -1;
   }
-  free(src);
   const char *td = o->to == DSV3_F16 ? "float16" : o->to == DSV3_F32 ? "float32" : "bfloat16";
   if (o->to == DSV3_F8_E4M3) {
     cJSON_DeleteItemFromObjectCaseSensitive(j, "quantization_config");
@@ -263,36 +259,31 @@ static int write_config(const opts *o, const char *in_dir, const char *out_dir) 
   return rc;
 }
 
-/* Every other regular file (tokenizer, generation_config.json, README, LICENSE, *.py...). */
-static int copy_other_files(const char *in_dir, const char *out_dir) {
-  DIR *d = opendir(in_dir);
-  if (!d) return 0;
-  struct dirent *de;
+/* Every other file (tokenizer, generation_config.json, README, LICENSE, *.py...). */
+static int copy_other_files(const dsv3_ckpt *ck, const char *out_dir) {
+  char **names;
+  size_t n = dsv3_ckpt_extra_names(ck, &names);
   int rc = 0;
-  while ((de = readdir(d)) && !rc) {
-    const char *nm = de->d_name;
-    size_t l = strlen(nm);
-    if (nm[0] == '.' || (l > 12 && strcmp(nm + l - 12, ".safetensors") == 0) ||
-        strcmp(nm, "model.safetensors.index.json") == 0 || strcmp(nm, "config.json") == 0 ||
-        strcmp(nm, "dsv3-manifest.json") == 0)
-      continue;
-    char *s = dsv3_path_join(in_dir, nm), *t = dsv3_path_join(out_dir, nm);
-    struct stat sb;
-    if (stat(s, &sb) == 0 && S_ISREG(sb.st_mode)) rc = dsv3_copy_file(s, t);
-    free(s);
-    free(t);
+  for (size_t i = 0; i < n; i++) {
+    const char *nm = names[i];
+    if (!rc && strcmp(nm, "model.safetensors.index.json") && strcmp(nm, "config.json") && strcmp(nm, DSV3_MANIFEST_NAME)) {
+      char *t = dsv3_path_join(out_dir, nm);
+      rc = dsv3_ckpt_copy_extra(ck, nm, t);
+      free(t);
+    }
+    free(names[i]);
   }
-  closedir(d);
+  free(names);
   return rc;
 }
 
 int main(int argc, char **argv) {
-  enum { O_TO = 256, O_SCALEFMT, O_SCALESFROM, O_IN, O_OUT, O_ALLOW, O_RESUME, O_NOMANIFEST, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
+  enum { O_TO = 256, O_SCALEFMT, O_SCALESFROM, O_IN, O_OUT, O_ALLOW, O_RESUME, O_NOMANIFEST, O_PACK, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
       {"to", required_argument, 0, O_TO}, {"scale-fmt", required_argument, 0, O_SCALEFMT},
       {"scales-from", required_argument, 0, O_SCALESFROM},
       {"input-fp8-hf-path", required_argument, 0, O_IN}, {"output-bf16-hf-path", required_argument, 0, O_OUT},
-      {"allow-missing-scale", no_argument, 0, O_ALLOW}, {"resume", no_argument, 0, O_RESUME}, {"no-manifest", no_argument, 0, O_NOMANIFEST},
+      {"allow-missing-scale", no_argument, 0, O_ALLOW}, {"resume", no_argument, 0, O_RESUME}, {"no-manifest", no_argument, 0, O_NOMANIFEST}, {"pack", required_argument, 0, O_PACK},
       {"threads", required_argument, 0, O_THREADS}, {"memory", required_argument, 0, O_MEMORY},
       {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
@@ -317,6 +308,10 @@ int main(int argc, char **argv) {
     case O_ALLOW: o.allow_missing = 1; break;
     case O_RESUME: o.resume = 1; break;
     case O_NOMANIFEST: o.no_manifest = 1; break;
+    case O_PACK:
+      if (!dsv3_archive_is(optarg)) dsv3_die(PROG, 2, "--pack needs a .tar.zst, .tar.gz or .tar name");
+      o.pack = optarg;
+      break;
     case O_THREADS:
       o.threads = atoi(optarg);
       if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
@@ -332,15 +327,25 @@ int main(int argc, char **argv) {
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];
-  if (!o.out && optind < argc) o.out = argv[optind++];
-  if (!o.in || !o.out || optind != argc) {
+  if (!o.out && !o.pack && optind < argc) o.out = argv[optind++];
+  if (!o.in || (!o.out && !o.pack) || optind != argc) {
     usage(stderr);
     return 2;
   }
   if ((o.ue8m0 || o.scales_from) && o.to != DSV3_F8_E4M3) dsv3_die(PROG, 2, "--scale-fmt and --scales-from apply to --to fp8 only");
   if (o.ue8m0 && o.scales_from) dsv3_die(PROG, 2, "--scale-fmt and --scales-from exclude each other");
-  if (!dsv3_is_dir(o.in)) dsv3_die(PROG, 1, "%s: not a checkpoint directory", o.in);
-  if (dsv3_path_inside(o.out, o.in) || dsv3_path_inside(o.in, o.out))
+  if (!dsv3_is_dir(o.in) && !dsv3_archive_is(o.in)) dsv3_die(PROG, 1, "%s: not a checkpoint directory or archive", o.in);
+  /* --pack: write the directory beside the archive, pack it, remove it */
+  char *pack_dir = NULL;
+  if (o.pack) {
+    size_t l = strlen(o.pack) + 32;
+    pack_dir = dsv3_xmalloc(l);
+    snprintf(pack_dir, l, "%s.parts.%ld", o.pack, (long)getpid());
+    o.out = pack_dir;
+  }
+  if (o.pack && dsv3_path_inside(o.pack, o.in) && !dsv3_archive_is(o.in))
+    dsv3_die(PROG, 1, "%s: output must not be inside the input directory %s", o.pack, o.in);
+  if (!o.pack && (dsv3_path_inside(o.out, o.in) || dsv3_path_inside(o.in, o.out)))
     dsv3_die(PROG, 1, "%s: output must not be the input directory, inside it, or contain it (%s)", o.out, o.in);
   int threads = o.threads > 0 ? o.threads : dsv3_num_cpus();
   uint64_t chunk = o.memory / (uint64_t)(2 * threads);
@@ -395,7 +400,7 @@ int main(int argc, char **argv) {
       dsv3_progress_add(pg, pf[i].in_bytes);
       continue;
     }
-    if (dsv3_plan_run(&pf[i], threads, pg, 1) != 0) {
+    if (dsv3_plan_run(&pf[i], threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
       dsv3_progress_done(pg);
       goto fail;
     }
@@ -419,8 +424,9 @@ int main(int argc, char **argv) {
     cJSON_Delete(idx);
     if (r) goto fail;
   }
-  if (write_config(&o, o.in, o.out) || copy_other_files(o.in, o.out)) goto fail;
+  if (write_config(&o, ck, o.out) || copy_other_files(ck, o.out)) goto fail;
   if (!o.no_manifest && dsv3_plan_write_manifest(pf, nf, ck, PROG, argc, argv, o.out, threads)) goto fail;
+  if (o.pack && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto fail;
   double el = dsv3_now() - t0;
   if (o.json) {
     cJSON *j = cJSON_CreateObject();
@@ -454,6 +460,7 @@ int main(int argc, char **argv) {
   cJSON_Delete(sum.weight_map);
   dsv3_ckpt_close(ck);
   dsv3_ckpt_close(o.ref);
+  free(pack_dir);
   return 0;
 fail:
   dsv3_error_print(PROG);

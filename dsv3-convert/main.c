@@ -12,18 +12,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "fp8.h"
 #include "names.h"
 #include "plan.h"
+#include "tarball.h"
 #include "util.h"
 
 static const char *PROG = "dsv3-convert";
 
 typedef struct {
   const char *in, *out;
-  int mp, n_experts, keep_mtp, threads, quiet, json, resume, no_manifest;
+  int mp, n_experts, keep_mtp, threads, quiet, json, resume, no_manifest, pack_per_rank;
+  const char *pack;
   dsv3_dtype dtype; /* DSV3_DT_INVALID: as stored */
   uint64_t memory;
 } opts;
@@ -43,6 +46,9 @@ static void usage(FILE *f) {
           "  --keep-mtp                  keep the MTP layers (runtime names)\n"
           "  --resume                    skip output files that are already complete\n"
           "  --no-manifest               do not write dsv3-manifest.json\n"
+          "  --pack OUT.tar.zst          write one archive instead of a directory (zstd on all cores)\n"
+          "  --pack-per-rank             with --pack: one archive per rank, OUT-rank{r}.tar.zst, each with\n"
+          "                              its shard, config, tokenizer files and the manifest (for shipping)\n"
           "  --threads N, --memory SIZE, --json, -q/--quiet, -h/--help, --version\n");
 }
 
@@ -282,30 +288,42 @@ static int plan_rank(const opts *o, const logicals *L, int rank, int n_experts, 
   return 0;
 }
 
-static int copy_token_files(const char *in_dir, const char *out_dir) {
-  DIR *d = opendir(in_dir);
-  if (!d) return 0;
-  struct dirent *de;
+/* convert.py copies glob("*token*"); we also write config.json for dsv3-run. */
+static int copy_extras(const dsv3_ckpt *ck, const char *out_dir) {
+  char **names;
+  size_t n = dsv3_ckpt_extra_names(ck, &names);
   int rc = 0;
-  while ((de = readdir(d)) && !rc) {
-    if (de->d_name[0] == '.' || !strstr(de->d_name, "token")) continue; /* convert.py: glob("*token*") */
-    char *s = dsv3_path_join(in_dir, de->d_name), *t = dsv3_path_join(out_dir, de->d_name);
-    struct stat sb;
-    if (stat(s, &sb) == 0 && S_ISREG(sb.st_mode)) rc = dsv3_copy_file(s, t);
-    free(s);
-    free(t);
+  for (size_t i = 0; i < n; i++) {
+    if (!rc && (strstr(names[i], "token") || !strcmp(names[i], "config.json"))) {
+      char *t = dsv3_path_join(out_dir, names[i]);
+      rc = dsv3_ckpt_copy_extra(ck, names[i], t);
+      free(t);
+    }
+    free(names[i]);
   }
-  closedir(d);
+  free(names);
   return rc;
 }
 
+/* --pack-per-rank: rank r's archive holds its shard and the shared small files */
+typedef struct {
+  int rank, mp;
+} rank_sel;
+static int rank_file(const char *name, void *ctx) {
+  const rank_sel *s = ctx;
+  int r, n, len = 0;
+  if (sscanf(name, "model%d-mp%d.safetensors%n", &r, &n, &len) == 2 && (size_t)len == strlen(name)) return r == s->rank;
+  return 1;
+}
+
 int main(int argc, char **argv) {
-  enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_NOMANIFEST, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
+  enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_NOMANIFEST, O_PACK, O_PACKRANK, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
       {"mp", required_argument, 0, O_MP}, {"model-parallel", required_argument, 0, O_MP},
       {"n-experts", required_argument, 0, O_E}, {"hf-ckpt-path", required_argument, 0, O_IN},
       {"save-path", required_argument, 0, O_OUT}, {"dtype", required_argument, 0, O_DTYPE},
       {"keep-mtp", no_argument, 0, O_MTP}, {"resume", no_argument, 0, O_RESUME}, {"no-manifest", no_argument, 0, O_NOMANIFEST},
+      {"pack", required_argument, 0, O_PACK}, {"pack-per-rank", no_argument, 0, O_PACKRANK},
       {"threads", required_argument, 0, O_THREADS}, {"memory", required_argument, 0, O_MEMORY},
       {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
@@ -331,6 +349,11 @@ int main(int argc, char **argv) {
     case O_MTP: o.keep_mtp = 1; break;
     case O_RESUME: o.resume = 1; break;
     case O_NOMANIFEST: o.no_manifest = 1; break;
+    case O_PACK:
+      if (!dsv3_archive_is(optarg)) dsv3_die(PROG, 2, "--pack needs a .tar.zst, .tar.gz or .tar name");
+      o.pack = optarg;
+      break;
+    case O_PACKRANK: o.pack_per_rank = 1; break;
     case O_THREADS:
       o.threads = atoi(optarg);
       if (o.threads <= 0) dsv3_die(PROG, 2, "--threads needs a positive number");
@@ -346,12 +369,20 @@ int main(int argc, char **argv) {
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];
-  if (!o.out && optind < argc) o.out = argv[optind++];
-  if (!o.in || !o.out || optind != argc || !o.mp) {
+  if (!o.out && !o.pack && optind < argc) o.out = argv[optind++];
+  if (!o.in || (!o.out && !o.pack) || optind != argc || !o.mp) {
     usage(stderr);
     return 2;
   }
-  if (dsv3_path_inside(o.out, o.in) || dsv3_path_inside(o.in, o.out))
+  if (o.pack_per_rank && !o.pack) dsv3_die(PROG, 2, "--pack-per-rank needs --pack");
+  char *pack_dir = NULL;
+  if (o.pack) {
+    size_t l = strlen(o.pack) + 32;
+    pack_dir = dsv3_xmalloc(l);
+    snprintf(pack_dir, l, "%s.parts.%ld", o.pack, (long)getpid());
+    o.out = pack_dir;
+  }
+  if (!o.pack && (dsv3_path_inside(o.out, o.in) || dsv3_path_inside(o.in, o.out)))
     dsv3_die(PROG, 1, "%s: output must not be the input directory, inside it, or contain it (%s)", o.out, o.in);
   int threads = o.threads > 0 ? o.threads : dsv3_num_cpus();
   uint64_t chunk = o.memory / (uint64_t)(2 * threads);
@@ -418,7 +449,7 @@ int main(int argc, char **argv) {
       dsv3_progress_add(pg, pf[r].in_bytes);
       continue;
     }
-    if (dsv3_plan_run(&pf[r], threads, pg, 1) != 0) {
+    if (dsv3_plan_run(&pf[r], threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
       dsv3_progress_done(pg);
       goto out;
     }
@@ -429,16 +460,20 @@ int main(int argc, char **argv) {
     }
   }
   dsv3_progress_done(pg);
-  if (copy_token_files(dsv3_ckpt_layout(ck) == DSV3_LAYOUT_SINGLE && !dsv3_is_dir(o.in) ? "." : o.in, o.out))
-    goto out;
-  {
-    char *src = dsv3_path_join(o.in, "config.json"), *dst = dsv3_path_join(o.out, "config.json");
-    int r = dsv3_file_exists(src) ? dsv3_copy_file(src, dst) : 0;
-    free(src);
-    free(dst);
-    if (r) goto out;
-  }
+  if (copy_extras(ck, o.out)) goto out;
   if (!o.no_manifest && dsv3_plan_write_manifest(pf, (size_t)o.mp, ck, PROG, argc, argv, o.out, threads)) goto out;
+  if (o.pack && !o.pack_per_rank && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto out;
+  if (o.pack_per_rank) {
+    /* OUT.tar.zst -> OUT-rank{r}.tar.zst */
+    const char *suf = strstr(o.pack, ".tar");
+    for (int r = 0; r < o.mp; r++) {
+      char name[4096];
+      snprintf(name, sizeof name, "%.*s-rank%d%s", (int)(suf - o.pack), o.pack, r, suf);
+      rank_sel sel = {r, o.mp};
+      if (dsv3_pack_dir(o.out, name, threads, rank_file, &sel, 0)) goto out;
+    }
+    dsv3_remove_flat_dir(o.out);
+  }
   double el = dsv3_now() - t0;
   uint64_t in_bytes = 0;
   for (size_t i = 0; i < dsv3_ckpt_nfiles(ck); i++) in_bytes += dsv3_st_file_size(dsv3_ckpt_file(ck, i));
@@ -470,6 +505,7 @@ out:
     for (int r = 0; r < o.mp; r++) dsv3_plan_file_free(&pf[r]);
   free(pf);
   free(L.v);
+  free(pack_dir);
   dsv3_ckpt_close(ck);
   return rc;
 }

@@ -3,10 +3,12 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tarball.h"
 #include "util.h"
 
 typedef struct {
@@ -32,6 +34,7 @@ struct dsv3_ckpt {
   size_t nidx;
   char **idx_name, **idx_file;
   int64_t total_size;
+  dsv3_archive *ar; /* checkpoint read from a .tar[.zst|.gz] */
 };
 
 static uint64_t hash_str(const char *s) {
@@ -59,6 +62,10 @@ void dsv3_ckpt_close(dsv3_ckpt *ck) {
   free(ck->ent);
   free(ck->path);
   free(ck->dir);
+  if (ck->ar) {
+    dsv3_archive_free(ck->ar);
+    free(ck->ar);
+  }
   free(ck);
 }
 
@@ -98,12 +105,8 @@ static void add_file_name(dsv3_ckpt *ck, size_t *cap, const char *name) {
   ck->fnames[ck->nfiles++] = dsv3_xstrdup(name);
 }
 
-static int read_index(dsv3_ckpt *ck, const char *ipath, size_t *cap) {
-  char *buf;
-  size_t n;
-  if (dsv3_read_file(ipath, &buf, &n, 512u << 20) != 0) return -1;
+static int parse_index(dsv3_ckpt *ck, const char *buf, size_t n, const char *ipath, size_t *cap) {
   cJSON *root = cJSON_ParseWithLength(buf, n);
-  free(buf);
   if (!root || !cJSON_IsObject(root)) {
     dsv3_error_set("%s: not a valid JSON object", ipath);
     cJSON_Delete(root);
@@ -147,6 +150,53 @@ static int read_index(dsv3_ckpt *ck, const char *ipath, size_t *cap) {
     }
   free(sorted);
   ck->has_index = 1;
+  return 0;
+}
+
+static int read_index(dsv3_ckpt *ck, const char *ipath, size_t *cap) {
+  char *buf;
+  size_t n;
+  if (dsv3_read_file(ipath, &buf, &n, 512u << 20) != 0) return -1;
+  int rc = parse_index(ck, buf, n, ipath, cap);
+  free(buf);
+  return rc;
+}
+
+/* A checkpoint inside an archive: the same layouts, members held in memory. */
+static int open_archive(dsv3_ckpt *ck, const char *path, size_t *cap) {
+  ck->ar = dsv3_xcalloc(1, sizeof *ck->ar);
+  if (dsv3_archive_read(path, ck->ar) != 0) return -1;
+  ck->dir = dsv3_xstrdup(path);
+  const dsv3_member *idx = dsv3_archive_find(ck->ar, "model.safetensors.index.json");
+  char label[4096];
+  snprintf(label, sizeof label, "%s:model.safetensors.index.json", path);
+  if (idx && parse_index(ck, (const char *)idx->data, idx->size, label, cap) != 0) return -1;
+  int n_rt = 0, rt_mp = -1;
+  for (size_t i = 0; i < ck->ar->n; i++) {
+    const char *nm = ck->ar->m[i].name;
+    if (!ends_with(nm, ".safetensors") || strchr(nm, '/')) continue;
+    int r, n;
+    if (parse_rt_name(nm, &r, &n) == 0) {
+      if (rt_mp >= 0 && rt_mp != n) {
+        dsv3_error_set("%s: model{r}-mp{n}.safetensors members of different degrees", path);
+        return -1;
+      }
+      rt_mp = n;
+      n_rt++;
+    }
+    add_file_name(ck, cap, nm);
+  }
+  if (idx) ck->layout = DSV3_LAYOUT_HF;
+  else if (n_rt > 0) ck->layout = DSV3_LAYOUT_RUNTIME, ck->mp = rt_mp;
+  else if (ck->nfiles) ck->layout = DSV3_LAYOUT_SINGLE;
+  else {
+    dsv3_error_set("%s: no .safetensors members", path);
+    return -1;
+  }
+  if (ck->layout == DSV3_LAYOUT_RUNTIME && n_rt != rt_mp) {
+    dsv3_error_set("%s: %d of %d model{r}-mp%d.safetensors members present", path, n_rt, rt_mp, rt_mp);
+    return -1;
+  }
   return 0;
 }
 
@@ -211,7 +261,10 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
   ck->total_size = -1;
   size_t cap = 0;
   int single_file = !dsv3_is_dir(path);
-  if (single_file) {
+  if (single_file && dsv3_archive_is(path) && dsv3_file_exists(path)) {
+    single_file = 0;
+    if (open_archive(ck, path, &cap) != 0) goto fail;
+  } else if (single_file) {
     if (!dsv3_file_exists(path)) {
       dsv3_error_set("%s: no such file or directory", path);
       goto fail;
@@ -222,7 +275,7 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
     ck->layout = DSV3_LAYOUT_SINGLE;
     int r, n;
     if (parse_rt_name(ck->fnames[0], &r, &n) == 0 && n == 1) ck->layout = DSV3_LAYOUT_RUNTIME;
-  } else {
+  } else if (!ck->ar) {
     ck->dir = dsv3_xstrdup(path);
     char *ipath = dsv3_path_join(path, "model.safetensors.index.json");
     int have_index = dsv3_file_exists(ipath);
@@ -272,6 +325,19 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
   ck->files = dsv3_xcalloc(ck->nfiles ? ck->nfiles : 1, sizeof(dsv3_st *));
   ck->ranks = dsv3_xcalloc(ck->nfiles ? ck->nfiles : 1, sizeof(int));
   for (size_t i = 0; i < ck->nfiles; i++) {
+    if (ck->ar) {
+      const dsv3_member *mb = dsv3_archive_find(ck->ar, ck->fnames[i]);
+      char label[4096];
+      snprintf(label, sizeof label, "%s:%s", path, ck->fnames[i]);
+      if (!mb) {
+        dsv3_error_set("%s: shard %s named by model.safetensors.index.json is missing", path, ck->fnames[i]);
+        goto fail;
+      }
+      if (dsv3_st_open_mem(mb->data, mb->size, label, &ck->files[i]) != 0) goto fail;
+      int r, n;
+      ck->ranks[i] = (ck->layout == DSV3_LAYOUT_RUNTIME && parse_rt_name(ck->fnames[i], &r, &n) == 0) ? r : -1;
+      continue;
+    }
     char *fp = single_file ? dsv3_xstrdup(path) : dsv3_path_join(ck->dir, ck->fnames[i]);
     if (!dsv3_file_exists(fp)) {
       dsv3_error_set("%s: shard %s named by model.safetensors.index.json is missing", path, ck->fnames[i]);
@@ -294,6 +360,17 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
       }
   }
   if (build_lookup(ck) != 0) goto fail;
+  if (ck->ar) {
+    const dsv3_member *cm = dsv3_archive_find(ck->ar, "config.json");
+    char label[4096];
+    snprintf(label, sizeof label, "%s:config.json", path);
+    if (cm) {
+      if (dsv3_config_parse((const char *)cm->data, cm->size, label, &ck->cfg) != 0) goto fail;
+      ck->has_cfg = 1;
+    }
+    *out = ck;
+    return 0;
+  }
   char *cpath = dsv3_path_join(ck->dir, "config.json");
   if (dsv3_file_exists(cpath)) {
     if (dsv3_config_load(cpath, &ck->cfg) != 0) {
@@ -411,3 +488,73 @@ int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx) {
 #undef PROBLEM
   return problems;
 }
+
+/* ------------------------------------------------------------------ other files */
+static int is_extra(const char *nm) {
+  return nm[0] != '.' && !ends_with(nm, ".safetensors") && !strchr(nm, '/');
+}
+
+size_t dsv3_ckpt_extra_names(const dsv3_ckpt *ck, char ***names) {
+  size_t n = 0;
+  *names = NULL;
+  if (ck->ar) {
+    for (size_t i = 0; i < ck->ar->n; i++)
+      if (is_extra(ck->ar->m[i].name)) {
+        *names = dsv3_xrealloc(*names, (n + 1) * sizeof(char *));
+        (*names)[n++] = dsv3_xstrdup(ck->ar->m[i].name);
+      }
+    return n;
+  }
+  if (!dsv3_is_dir(ck->path)) return 0;
+  DIR *d = opendir(ck->dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    if (!is_extra(de->d_name)) continue;
+    char *p = dsv3_path_join(ck->dir, de->d_name);
+    struct stat st;
+    if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+      *names = dsv3_xrealloc(*names, (n + 1) * sizeof(char *));
+      (*names)[n++] = dsv3_xstrdup(de->d_name);
+    }
+    free(p);
+  }
+  if (d) closedir(d);
+  qsort(*names, n, sizeof(char *), cmp_str);
+  return n;
+}
+
+int dsv3_ckpt_read_extra(const dsv3_ckpt *ck, const char *name, char **buf, size_t *n) {
+  if (ck->ar) {
+    const dsv3_member *m = dsv3_archive_find(ck->ar, name);
+    if (!m) {
+      dsv3_error_set("%s: no member %s", ck->path, name);
+      return -1;
+    }
+    *buf = dsv3_xmalloc(m->size + 1);
+    memcpy(*buf, m->data, m->size);
+    (*buf)[m->size] = 0;
+    *n = m->size;
+    return 0;
+  }
+  char *p = dsv3_path_join(ck->dir, name);
+  int rc = dsv3_read_file(p, buf, n, (size_t)1 << 32);
+  free(p);
+  return rc;
+}
+
+int dsv3_ckpt_copy_extra(const dsv3_ckpt *ck, const char *name, const char *dst) {
+  if (!ck->ar) {
+    char *p = dsv3_path_join(ck->dir, name);
+    int rc = dsv3_copy_file(p, dst);
+    free(p);
+    return rc;
+  }
+  const dsv3_member *m = dsv3_archive_find(ck->ar, name);
+  if (!m) {
+    dsv3_error_set("%s: no member %s", ck->path, name);
+    return -1;
+  }
+  return dsv3_write_file_atomic(dst, m->data, m->size);
+}
+
+int dsv3_ckpt_in_memory(const dsv3_ckpt *ck) { return ck->ar != NULL; }

@@ -1,6 +1,7 @@
 /* checkpoint.h - a checkpoint: a directory in the Hugging Face layout
  * (model.safetensors.index.json + shards), the runtime layout (model{r}-mp{n}.safetensors),
- * a single .safetensors file, or a directory with safetensors files and no index.
+ * a single .safetensors file, a directory with safetensors files and no index, or any of
+ * these inside a .tar / .tar.zst / .tar.gz archive (read in memory, see tarball.h).
  * Opening validates every file's header; tensor data stays in the mappings. */
 #ifndef DSV3_CHECKPOINT_H
 #define DSV3_CHECKPOINT_H
@@ -58,6 +59,16 @@ typedef void (*dsv3_problem_fn)(void *ctx, const char *line);
 int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx);
 /* The index's metadata.total_size, or -1 if absent. */
 int64_t dsv3_ckpt_index_total_size(const dsv3_ckpt *ck);
+
+/* 1 when the tensors live in memory (an archive) rather than in mapped files: their pages
+ * must not be dropped with MADV_DONTNEED (that would zero them). */
+int dsv3_ckpt_in_memory(const dsv3_ckpt *ck);
+
+/* Files beside the weights (config.json, tokenizer files, README, ...): the regular,
+ * non-hidden, non-.safetensors files of the directory or archive.  Names are malloc'd. */
+size_t dsv3_ckpt_extra_names(const dsv3_ckpt *ck, char ***names);
+int dsv3_ckpt_read_extra(const dsv3_ckpt *ck, const char *name, char **buf, size_t *n);
+int dsv3_ckpt_copy_extra(const dsv3_ckpt *ck, const char *name, const char *dst);
 
 #ifdef __cplusplus
 }

@@ -310,22 +310,39 @@ int dsv3_plan_manifest_add(dsv3_plan_file *f, struct dsv3_manifest *m, const cha
 typedef struct {
   dsv3_manifest *m;
   char **paths;
+  const dsv3_ckpt *ck;
 } inhash_ctx;
 
 static int inhash_task(void *vctx, size_t i, int thread) {
   (void)thread;
   inhash_ctx *c = vctx;
-  return dsv3_sha256_file(c->paths[i], c->m->inputs[i].sha256, NULL);
+  uint64_t n;
+  const void *img = c->ck ? dsv3_st_image(dsv3_ckpt_file(c->ck, i), &n) : NULL;
+  if (!img) return dsv3_sha256_file(c->paths[i], c->m->inputs[i].sha256, NULL);
+  /* the mapped file (or the archive member in memory), hashed in place */
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  EVP_DigestUpdate(ctx, img, (size_t)n);
+  unsigned int len = 32;
+  EVP_DigestFinal_ex(ctx, c->m->inputs[i].sha256, &len);
+  EVP_MD_CTX_free(ctx);
+  c->m->inputs[i].size = n;
+  return 0;
 }
 
-int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads) {
+static int hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads,
+                       const dsv3_ckpt *ck) {
   for (size_t i = 0; i < n; i++) {
     dsv3_manifest_file *f = dsv3_manifest_add_file(m, names[i], 1);
     struct stat st;
     if (stat(paths[i], &st) == 0) f->size = (uint64_t)st.st_size;
   }
-  inhash_ctx c = {m, paths};
+  inhash_ctx c = {m, paths, ck};
   return dsv3_parallel_for(n, threads, inhash_task, &c);
+}
+
+int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads) {
+  return hash_inputs(m, paths, names, n, threads, NULL);
 }
 
 int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, const char *tool, int argc,
@@ -352,7 +369,7 @@ int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, 
     paths[i] = (char *)dsv3_st_path(dsv3_ckpt_file(in, i));
     names[i] = dsv3_ckpt_file_name(in, i);
   }
-  if (!rc) rc = dsv3_manifest_hash_inputs(&m, paths, names, ni, threads);
+  if (!rc) rc = hash_inputs(&m, paths, names, ni, threads, in);
   free(paths);
   free(names);
   if (!rc) {

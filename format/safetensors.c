@@ -367,6 +367,10 @@ int dsv3_st_open(const char *path, dsv3_st **out) {
 }
 
 const char *dsv3_st_path(const dsv3_st *st) { return st->path; }
+const void *dsv3_st_image(const dsv3_st *st, uint64_t *size) {
+  if (size) *size = st->file_size;
+  return st->base;
+}
 uint64_t dsv3_st_file_size(const dsv3_st *st) { return st->file_size; }
 uint64_t dsv3_st_data_offset(const dsv3_st *st) { return st->data_off; }
 size_t dsv3_st_count(const dsv3_st *st) { return st->n; }

@@ -61,6 +61,8 @@ const dsv3_tensor *dsv3_st_find(const dsv3_st *st, const char *name);
 size_t dsv3_st_meta_count(const dsv3_st *st);
 void dsv3_st_meta(const dsv3_st *st, size_t i, const char **key, const char **value);
 const char *dsv3_st_meta_get(const dsv3_st *st, const char *key);
+/* The whole file image (mapping or memory buffer); NULL for header-only handles. */
+const void *dsv3_st_image(const dsv3_st *st, uint64_t *size);
 /* Advise the kernel about a range of the mapping (MADV_SEQUENTIAL/WILLNEED/DONTNEED). */
 void dsv3_st_advise(const dsv3_st *st, const dsv3_tensor *t, int dontneed);
 

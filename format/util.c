@@ -1,6 +1,7 @@
 /* util.c - errors, memory, files, threads, progress: see util.h. */
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -207,6 +208,20 @@ int dsv3_path_inside(const char *inner, const char *outer) {
   free(a);
   free(b);
   return r;
+}
+
+int dsv3_remove_flat_dir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    char *p = dsv3_path_join(dir, de->d_name);
+    unlink(p);
+    free(p);
+  }
+  closedir(d);
+  return rmdir(dir);
 }
 
 int64_t dsv3_free_disk(const char *path) {

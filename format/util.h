@@ -53,6 +53,8 @@ int dsv3_file_exists(const char *path);
 int dsv3_mkdirs(const char *path);
 /* 1 if `inner` is `outer` or lies inside it (after realpath of the existing prefix). */
 int dsv3_path_inside(const char *inner, const char *outer);
+/* Remove the regular files of a directory (no recursion) and the directory itself. */
+int dsv3_remove_flat_dir(const char *dir);
 /* Free bytes on the file system holding `path` (or its nearest existing parent); -1 unknown. */
 int64_t dsv3_free_disk(const char *path);
 
