@@ -19,6 +19,13 @@
 
 static const char *PROG = "dsv3-cast";
 
+/* resume.c */
+char *dsv3_cast_state_text(const dsv3_ckpt *in, const dsv3_ckpt *scales_from, const char *options);
+int dsv3_cast_state_matches(const char *out_dir, const char *text);
+int dsv3_cast_state_write(const char *out_dir, const char *text);
+void dsv3_cast_state_remove(const char *out_dir);
+int dsv3_cast_clean_stale_temps(const char *out_dir);
+
 typedef struct {
   const char *in, *out, *scales_from, *pack;
   dsv3_ckpt *ref; /* --scales-from */
@@ -99,6 +106,16 @@ static int plan_shard(const opts *o, dsv3_ckpt *ck, size_t fi, dsv3_plan_file *p
     if (o->to != DSV3_F8_E4M3) {
       if (is_scale_name(t->name)) continue; /* dropped, as the official script does */
       dsv3_dtype odt = t->dtype;
+      if (t->dtype != DSV3_F8_E4M3 && dsv3_dtype_size(t->dtype) == 1) {
+        /* the official script would dequantise any 1-byte weight as if e4m3; dropping its
+         * scale would silently change the values: refuse */
+        scale_name(lay, t->name, sn, sizeof sn);
+        if (dsv3_ckpt_find(ck, sn, rank, NULL)) {
+          dsv3_error_set("%s: tensor %s: is %s with a scale %s; only F8_E4M3 block-scaled weights can be cast",
+                         dsv3_st_path(st), t->name, dsv3_dtype_name(t->dtype), sn);
+          goto fail;
+        }
+      }
       if (t->dtype == DSV3_F8_E4M3) {
         scale_name(lay, t->name, sn, sizeof sn);
         const dsv3_tensor *s = dsv3_ckpt_find(ck, sn, rank, NULL);
@@ -277,6 +294,50 @@ static int copy_other_files(const dsv3_ckpt *ck, const char *out_dir) {
   return rc;
 }
 
+/* The input index must tell the truth about where each tensor is (loaders trust it, and a
+ * lie means the checkpoint is not what it claims); a wrong total_size only warns, as the
+ * output's is recomputed. */
+typedef struct {
+  char first[1100];
+  int errors;
+  const opts *o;
+} index_problems;
+
+static void on_index_problem(void *ctx, const char *line) {
+  index_problems *ip = ctx;
+  if (strstr(line, "metadata.total_size")) {
+    if (!ip->o->quiet && !ip->o->json) fprintf(stderr, "%s: warning: %s (the output's is recomputed)\n", PROG, line);
+    return;
+  }
+  if (!ip->errors++) snprintf(ip->first, sizeof ip->first, "%s", line);
+}
+
+static int check_index(dsv3_ckpt *ck, const opts *o) {
+  index_problems ip = {.o = o};
+  dsv3_ckpt_check_index(ck, on_index_problem, &ip);
+  if (!ip.errors) return 0;
+  if (ip.errors > 1)
+    dsv3_error_set("%s/%s (and %d more index problems; dsv3-inspect --check lists them)", o->in, ip.first, ip.errors - 1);
+  else
+    dsv3_error_set("%s/%s", o->in, ip.first);
+  return -1;
+}
+
+/* The input index's "metadata" object (a copy; empty when there is none). */
+static cJSON *input_index_metadata(const dsv3_ckpt *ck) {
+  char *buf = NULL;
+  size_t n = 0;
+  cJSON *md = NULL;
+  if (dsv3_ckpt_read_extra(ck, "model.safetensors.index.json", &buf, &n) == 0) {
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    cJSON *m = j ? cJSON_GetObjectItemCaseSensitive(j, "metadata") : NULL;
+    if (cJSON_IsObject(m)) md = cJSON_Duplicate(m, 1);
+    cJSON_Delete(j);
+  }
+  free(buf);
+  return md ? md : cJSON_CreateObject();
+}
+
 int main(int argc, char **argv) {
   enum { O_TO = 256, O_SCALEFMT, O_SCALESFROM, O_IN, O_OUT, O_ALLOW, O_RESUME, O_NOMANIFEST, O_PACK, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
@@ -323,15 +384,13 @@ int main(int argc, char **argv) {
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("dsv3-cast %s\n", DSV3_VERSION); return 0;
-    default: usage(stderr); return 2;
+    default: fprintf(stderr, "%s: see --help\n", PROG); return 2; /* getopt named the option */
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];
   if (!o.out && !o.pack && optind < argc) o.out = argv[optind++];
-  if (!o.in || (!o.out && !o.pack) || optind != argc) {
-    usage(stderr);
-    return 2;
-  }
+  if (!o.in || (!o.out && !o.pack) || optind != argc)
+    dsv3_die(PROG, 2, "needs an input and an output directory, nothing else (see --help)");
   if ((o.ue8m0 || o.scales_from) && o.to != DSV3_F8_E4M3) dsv3_die(PROG, 2, "--scale-fmt and --scales-from apply to --to fp8 only");
   if (o.ue8m0 && o.scales_from) dsv3_die(PROG, 2, "--scale-fmt and --scales-from exclude each other");
   if (!dsv3_is_dir(o.in) && !dsv3_archive_is(o.in)) dsv3_die(PROG, 1, "%s: not a checkpoint directory or archive", o.in);
@@ -363,10 +422,18 @@ int main(int argc, char **argv) {
     dsv3_ckpt_close(ck);
     return 1;
   }
+  if (check_index(ck, &o) != 0) {
+    dsv3_error_print(PROG);
+    dsv3_ckpt_close(ck);
+    dsv3_ckpt_close(o.ref);
+    return 1;
+  }
   size_t nf = dsv3_ckpt_nfiles(ck);
   dsv3_plan_file *pf = dsv3_xcalloc(nf ? nf : 1, sizeof *pf);
   summary sum = {0};
   sum.weight_map = cJSON_CreateObject();
+  char *state = NULL;
+  int resumable = 0;
   uint64_t todo = 0;
   int rc = 0;
   for (size_t i = 0; i < nf && !rc; i++) {
@@ -390,12 +457,25 @@ int main(int argc, char **argv) {
       goto fail;
     }
   }
+  /* the one place output shards are decided and written; see resume.c for --resume */
+  {
+    int stale = dsv3_cast_clean_stale_temps(o.out);
+    if (stale && !o.quiet && !o.json) fprintf(stderr, "%s: removed %d temp file(s) of a killed run\n", PROG, stale);
+    char opt[1200];
+    snprintf(opt, sizeof opt, "to=%s ue8m0=%d allow-missing-scale=%d", dsv3_dtype_name(o.to), o.ue8m0, o.allow_missing);
+    state = dsv3_cast_state_text(ck, o.ref, opt);
+    resumable = o.resume && dsv3_cast_state_matches(o.out, state);
+    if (o.resume && !resumable && !o.quiet && !o.json)
+      fprintf(stderr, "%s: --resume: %s holds no interrupted run of this command on these inputs; casting every shard\n",
+              PROG, o.out);
+    if (dsv3_cast_state_write(o.out, state) != 0) goto fail;
+  }
   dsv3_progress *pg = dsv3_progress_new("cast", todo, o.quiet || o.json);
   for (size_t i = 0; i < nf; i++) {
     sum.in_total += dsv3_st_file_size(dsv3_ckpt_file(ck, i));
     sum.out_total += dsv3_stw_file_size(pf[i].w);
     pf[i].hash = !o.no_manifest;
-    if (o.resume && dsv3_plan_output_complete(&pf[i])) {
+    if (resumable && dsv3_plan_output_complete(&pf[i])) {
       sum.skipped_files++;
       dsv3_progress_add(pg, pf[i].in_bytes);
       continue;
@@ -414,7 +494,9 @@ int main(int argc, char **argv) {
   dsv3_progress_done(pg);
   if (dsv3_ckpt_layout(ck) == DSV3_LAYOUT_HF) {
     cJSON *idx = cJSON_CreateObject();
-    cJSON *md = cJSON_AddObjectToObject(idx, "metadata");
+    cJSON *md = input_index_metadata(ck);
+    cJSON_AddItemToObject(idx, "metadata", md);
+    cJSON_DeleteItemFromObjectCaseSensitive(md, "total_size");
     cJSON_AddNumberToObject(md, "total_size", (double)sum.total);
     cJSON_AddItemToObject(idx, "weight_map", sum.weight_map);
     sum.weight_map = NULL;
@@ -426,6 +508,7 @@ int main(int argc, char **argv) {
   }
   if (write_config(&o, ck, o.out) || copy_other_files(ck, o.out)) goto fail;
   if (!o.no_manifest && dsv3_plan_write_manifest(pf, nf, ck, PROG, argc, argv, o.out, threads)) goto fail;
+  dsv3_cast_state_remove(o.out);
   if (o.pack && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto fail;
   double el = dsv3_now() - t0;
   if (o.json) {
@@ -443,6 +526,9 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "output_bytes", (double)sum.out_total);
     cJSON_AddNumberToObject(j, "seconds", el);
     cJSON_AddNumberToObject(j, "input_gb_per_s", el > 0 ? (double)sum.in_total / el / 1e9 : 0);
+    cJSON_AddNumberToObject(j, "output_gb_per_s", el > 0 ? (double)sum.out_total / el / 1e9 : 0);
+    cJSON_AddNumberToObject(j, "threads", threads);
+    cJSON_AddNumberToObject(j, "memory_budget_bytes", (double)o.memory);
     cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)dsv3_peak_rss());
     char *s = cJSON_Print(j);
     puts(s);
@@ -461,6 +547,7 @@ int main(int argc, char **argv) {
   dsv3_ckpt_close(ck);
   dsv3_ckpt_close(o.ref);
   free(pack_dir);
+  free(state);
   return 0;
 fail:
   dsv3_error_print(PROG);
@@ -469,5 +556,6 @@ fail:
   cJSON_Delete(sum.weight_map);
   dsv3_ckpt_close(ck);
   dsv3_ckpt_close(o.ref);
+  free(state);
   return 1;
 }
