@@ -33,7 +33,12 @@ struct dsv3_ckpt {
   int has_index;
   size_t nidx;
   char **idx_name, **idx_file;
+  uint32_t *idx_fno;  /* file index (into fnames) of idx_file[i]; UINT32_MAX: no such file */
+  const char **iset;  /* open addressing: weight_map name -> its position in idx_name */
+  uint32_t *iset_pos;
+  size_t iset_cap;
   int64_t total_size;
+  int total_size_bad; /* metadata.total_size present but not a non-negative integer */
   dsv3_archive *ar; /* checkpoint read from a .tar[.zst|.gz] */
 };
 
@@ -55,6 +60,9 @@ void dsv3_ckpt_close(dsv3_ckpt *ck) {
   }
   free(ck->idx_name);
   free(ck->idx_file);
+  free(ck->idx_fno);
+  free(ck->iset);
+  free(ck->iset_pos);
   free(ck->files);
   free(ck->fnames);
   free(ck->ranks);
@@ -122,7 +130,11 @@ static int parse_index(dsv3_ckpt *ck, const char *buf, size_t n, const char *ipa
   const cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
   if (cJSON_IsObject(md)) {
     const cJSON *ts = cJSON_GetObjectItemCaseSensitive(md, "total_size");
-    if (cJSON_IsNumber(ts) && ts->valuedouble >= 0) ck->total_size = (int64_t)ts->valuedouble;
+    if (cJSON_IsNumber(ts) && ts->valuedouble >= 0 && ts->valuedouble <= 9e18 &&
+        (double)(int64_t)ts->valuedouble == ts->valuedouble)
+      ck->total_size = (int64_t)ts->valuedouble;
+    else if (ts)
+      ck->total_size_bad = 1;
   }
   size_t cnt = (size_t)cJSON_GetArraySize(wm);
   ck->idx_name = dsv3_xcalloc(cnt ? cnt : 1, sizeof(char *));
@@ -135,20 +147,34 @@ static int parse_index(dsv3_ckpt *ck, const char *buf, size_t n, const char *ipa
     }
     ck->idx_name[ck->nidx] = dsv3_xstrdup(e->string);
     ck->idx_file[ck->nidx++] = dsv3_xstrdup(e->valuestring);
-    add_file_name(ck, cap, e->valuestring);
   }
   cJSON_Delete(root);
-  /* duplicate names in the weight_map */
-  char **sorted = dsv3_xmalloc((ck->nidx ? ck->nidx : 1) * sizeof(char *));
-  memcpy(sorted, ck->idx_name, ck->nidx * sizeof(char *));
-  qsort(sorted, ck->nidx, sizeof(char *), cmp_str);
-  for (size_t i = 1; i < ck->nidx; i++)
-    if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-      dsv3_error_set("%s: tensor %.200s: appears twice in weight_map", ipath, sorted[i]);
-      free(sorted);
-      return -1;
+  /* the shards: the distinct weight_map values (sort + unique: 91k entries, 163 files) */
+  if (ck->nidx) {
+    char **files = dsv3_xmalloc(ck->nidx * sizeof(char *));
+    memcpy(files, ck->idx_file, ck->nidx * sizeof(char *));
+    qsort(files, ck->nidx, sizeof(char *), cmp_str);
+    for (size_t i = 0; i < ck->nidx; i++)
+      if (i == 0 || strcmp(files[i], files[i - 1]) != 0) add_file_name(ck, cap, files[i]);
+    free(files);
+  }
+  /* the weight_map names as a hash set; a name twice is an error (JSON objects may repeat keys) */
+  ck->iset_cap = 16;
+  while (ck->iset_cap < ck->nidx * 2) ck->iset_cap <<= 1;
+  ck->iset = dsv3_xcalloc(ck->iset_cap, sizeof(char *));
+  ck->iset_pos = dsv3_xcalloc(ck->iset_cap, sizeof(uint32_t));
+  for (size_t i = 0; i < ck->nidx; i++) {
+    size_t h = (size_t)hash_str(ck->idx_name[i]) & (ck->iset_cap - 1);
+    while (ck->iset[h]) {
+      if (strcmp(ck->iset[h], ck->idx_name[i]) == 0) {
+        dsv3_error_set("%s: tensor %.200s: appears twice in weight_map", ipath, ck->idx_name[i]);
+        return -1;
+      }
+      h = (h + 1) & (ck->iset_cap - 1);
     }
-  free(sorted);
+    ck->iset[h] = ck->idx_name[i];
+    ck->iset_pos[h] = (uint32_t)i;
+  }
   ck->has_index = 1;
   return 0;
 }
@@ -228,6 +254,25 @@ static int list_dir(dsv3_ckpt *ck, size_t *cap, int *n_rt, int *rt_mp) {
   return 0;
 }
 
+/* Position in the weight_map of NAME, or -1. */
+static long index_pos(const dsv3_ckpt *ck, const char *name) {
+  if (!ck->iset_cap) return -1;
+  size_t mask = ck->iset_cap - 1, h = (size_t)hash_str(name) & mask;
+  while (ck->iset[h]) {
+    if (strcmp(ck->iset[h], name) == 0) return (long)ck->iset_pos[h];
+    h = (h + 1) & mask;
+  }
+  return -1;
+}
+
+static int cmp_str_key(const void *key, const void *elem) {
+  return strcmp((const char *)key, *(const char *const *)elem);
+}
+
+/* Name -> (file, tensor) for every tensor of every file, in one open-addressing table.  The
+ * same name in two files: the runtime layout has that on purpose (replicated tensors); the HF
+ * layout tolerates it when the index names one of them (check_index reports the other); a
+ * directory or file without index refuses it, as a lookup could not choose. */
 static int build_lookup(dsv3_ckpt *ck) {
   ck->file_start = dsv3_xcalloc(ck->nfiles + 1, sizeof(size_t));
   for (size_t f = 0; f < ck->nfiles; f++)
@@ -242,7 +287,8 @@ static int build_lookup(dsv3_ckpt *ck) {
       const dsv3_tensor *t = dsv3_st_tensor(ck->files[f], i);
       size_t h = (size_t)hash_str(t->name) & mask;
       while (ck->ent[h].name) {
-        if (strcmp(ck->ent[h].name, t->name) == 0 && ck->layout != DSV3_LAYOUT_RUNTIME) {
+        if (strcmp(ck->ent[h].name, t->name) == 0 && ck->layout != DSV3_LAYOUT_RUNTIME &&
+            (ck->layout != DSV3_LAYOUT_HF || index_pos(ck, t->name) < 0)) {
           dsv3_error_set("%s: tensor %s: also in %s", dsv3_st_path(ck->files[f]), t->name,
                          ck->fnames[ck->ent[h].file]);
           return -1;
@@ -251,6 +297,14 @@ static int build_lookup(dsv3_ckpt *ck) {
       }
       ck->ent[h] = (entry){t->name, (uint32_t)f, (uint32_t)i};
     }
+  /* the file the index names for each entry (files are sorted by name by now) */
+  if (ck->has_index) {
+    ck->idx_fno = dsv3_xcalloc(ck->nidx ? ck->nidx : 1, sizeof(uint32_t));
+    for (size_t i = 0; i < ck->nidx; i++) {
+      char **hit = bsearch(ck->idx_file[i], ck->fnames, ck->nfiles, sizeof(char *), cmp_str_key);
+      ck->idx_fno[i] = hit ? (uint32_t)(hit - ck->fnames) : UINT32_MAX;
+    }
+  }
   return 0;
 }
 
@@ -418,16 +472,26 @@ const dsv3_tensor *dsv3_ckpt_tensor(const dsv3_ckpt *ck, size_t i, size_t *file_
 }
 
 const dsv3_tensor *dsv3_ckpt_find(const dsv3_ckpt *ck, const char *name, int rank, size_t *file_index) {
+  if (!ck->ent_cap) return NULL;
+  /* HF layout: where the index says, when the name is in more than one file */
+  long ip = ck->layout == DSV3_LAYOUT_HF ? index_pos(ck, name) : -1;
+  uint32_t want = ip >= 0 && ck->idx_fno ? ck->idx_fno[ip] : UINT32_MAX;
   size_t mask = ck->ent_cap - 1, h = (size_t)hash_str(name) & mask;
+  const entry *first = NULL;
   while (ck->ent[h].name) {
     const entry *e = &ck->ent[h];
     if (strcmp(e->name, name) == 0 && (rank < 0 || ck->ranks[e->file] == rank || ck->ranks[e->file] < 0)) {
-      if (file_index) *file_index = e->file;
-      return dsv3_st_tensor(ck->files[e->file], e->tidx);
+      if (want == UINT32_MAX || e->file == want) {
+        first = e;
+        break;
+      }
+      if (!first) first = e;
     }
     h = (h + 1) & mask;
   }
-  return NULL;
+  if (!first) return NULL;
+  if (file_index) *file_index = first->file;
+  return dsv3_st_tensor(ck->files[first->file], first->tidx);
 }
 
 uint64_t dsv3_ckpt_total_bytes(const dsv3_ckpt *ck) {
@@ -448,6 +512,7 @@ int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx) {
     snprintf(line, sizeof line, __VA_ARGS__);          \
     if (cb) cb(ctx, line);                             \
   } while (0)
+  /* every weight_map entry: the named file holds the tensor */
   for (size_t i = 0; i < ck->nidx; i++) {
     size_t f;
     const dsv3_tensor *t = dsv3_ckpt_find(ck, ck->idx_name[i], -1, &f);
@@ -458,30 +523,24 @@ int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx) {
       PROBLEM("model.safetensors.index.json: tensor %.300s: weight_map says %s but it is in %s",
               ck->idx_name[i], ck->idx_file[i], ck->fnames[f]);
   }
-  /* tensors in shards that the index does not list */
-  size_t cap = 16;
-  while (cap < ck->nidx * 2) cap <<= 1;
-  const char **set = dsv3_xcalloc(cap, sizeof(char *));
-  for (size_t i = 0; i < ck->nidx; i++) {
-    size_t h = (size_t)hash_str(ck->idx_name[i]) & (cap - 1);
-    while (set[h]) h = (h + 1) & (cap - 1);
-    set[h] = ck->idx_name[i];
-  }
+  /* every tensor of every file: in the weight_map, and there under this file */
   for (size_t i = 0; i < ck->ntotal; i++) {
     size_t f;
     const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, &f);
-    size_t h = (size_t)hash_str(t->name) & (cap - 1);
-    int found = 0;
-    while (set[h]) {
-      if (strcmp(set[h], t->name) == 0) {
-        found = 1;
-        break;
-      }
-      h = (h + 1) & (cap - 1);
+    long ip = index_pos(ck, t->name);
+    if (ip < 0) {
+      PROBLEM("%s: tensor %.300s: not in model.safetensors.index.json", ck->fnames[f], t->name);
+    } else if (ck->idx_fno[ip] != f && ck->idx_fno[ip] != UINT32_MAX) {
+      /* the copy the index names exists: this one is a second copy (the other case, the
+       * named file lacking it, was reported above) */
+      size_t g;
+      if (dsv3_ckpt_find(ck, t->name, -1, &g) && g == ck->idx_fno[ip])
+        PROBLEM("%s: tensor %.300s: also in %s, where model.safetensors.index.json places it", ck->fnames[f],
+                t->name, ck->idx_file[ip]);
     }
-    if (!found) PROBLEM("%s: tensor %.300s: not in model.safetensors.index.json", ck->fnames[f], t->name);
   }
-  free(set);
+  if (ck->total_size_bad)
+    PROBLEM("model.safetensors.index.json: metadata.total_size is not a non-negative integer");
   if (ck->total_size >= 0 && (uint64_t)ck->total_size != dsv3_ckpt_total_bytes(ck))
     PROBLEM("model.safetensors.index.json: metadata.total_size %lld but the tensors hold %llu bytes",
             (long long)ck->total_size, (unsigned long long)dsv3_ckpt_total_bytes(ck));

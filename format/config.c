@@ -9,21 +9,30 @@
 
 #include "util.h"
 
+#define DSV3_CONFIG_FP8_BLOCK 128 /* = DSV3_FP8_BLOCK (fp8.h) */
+
 typedef struct {
   const char *label;
   const cJSON *root;
   int err;
+  const char *prefix; /* "" or "rope_scaling." / "quantization_config." for error lines */
 } rd;
 
 static const cJSON *item(rd *r, const char *key) {
   return cJSON_GetObjectItemCaseSensitive(r->root, key);
 }
+static const char *pfx(const rd *r) { return r->prefix ? r->prefix : ""; }
+
+/* An integral JSON number small enough to convert to int64_t exactly. */
+static int is_int(const cJSON *v) {
+  return cJSON_IsNumber(v) && floor(v->valuedouble) == v->valuedouble && fabs(v->valuedouble) <= 9e15;
+}
 
 static void get_i64(rd *r, const char *key, int64_t *dst) {
   const cJSON *v = item(r, key);
   if (!v || cJSON_IsNull(v)) return;
-  if (!cJSON_IsNumber(v) || floor(v->valuedouble) != v->valuedouble || fabs(v->valuedouble) > 9e15) {
-    if (!r->err) dsv3_error_set("%s: field \"%s\" must be an integer", r->label, key);
+  if (!is_int(v)) {
+    if (!r->err) dsv3_error_set("%s: field \"%s%s\" must be an integer", r->label, pfx(r), key);
     r->err = 1;
     return;
   }
@@ -33,7 +42,7 @@ static void get_f64(rd *r, const char *key, double *dst) {
   const cJSON *v = item(r, key);
   if (!v || cJSON_IsNull(v)) return;
   if (!cJSON_IsNumber(v)) {
-    if (!r->err) dsv3_error_set("%s: field \"%s\" must be a number", r->label, key);
+    if (!r->err) dsv3_error_set("%s: field \"%s%s\" must be a number", r->label, pfx(r), key);
     r->err = 1;
     return;
   }
@@ -43,7 +52,7 @@ static void get_bool(rd *r, const char *key, int *dst) {
   const cJSON *v = item(r, key);
   if (!v || cJSON_IsNull(v)) return;
   if (!cJSON_IsBool(v)) {
-    if (!r->err) dsv3_error_set("%s: field \"%s\" must be true or false", r->label, key);
+    if (!r->err) dsv3_error_set("%s: field \"%s%s\" must be true or false", r->label, pfx(r), key);
     r->err = 1;
     return;
   }
@@ -53,7 +62,8 @@ static void get_str(rd *r, const cJSON *obj, const char *key, char *dst, size_t 
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
   if (!v || cJSON_IsNull(v)) return;
   if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap) {
-    if (!r->err) dsv3_error_set("%s: field \"%s\" must be a string of at most %zu characters", r->label, key, cap - 1);
+    if (!r->err)
+      dsv3_error_set("%s: field \"%s%s\" must be a string of at most %zu characters", r->label, pfx(r), key, cap - 1);
     r->err = 1;
     return;
   }
@@ -134,7 +144,7 @@ static void parse_hf(rd *r, dsv3_config *c) {
   get_f64(r, "rope_theta", &c->rope_theta);
   const cJSON *rs = item(r, "rope_scaling");
   if (cJSON_IsObject(rs)) {
-    rd sub = {r->label, rs, 0};
+    rd sub = {r->label, rs, 0, "rope_scaling."};
     dsv3_rope_scaling *s = &c->rope_scaling;
     s->factor = 1;
     s->beta_fast = 32;
@@ -152,12 +162,12 @@ static void parse_hf(rd *r, dsv3_config *c) {
     get_f64(&sub, "mscale_all_dim", &s->mscale_all_dim);
     if (sub.err) r->err = 1;
   } else if (rs && !cJSON_IsNull(rs)) {
-    dsv3_error_set("%s: field \"rope_scaling\" must be an object or null", r->label);
+    if (!r->err) dsv3_error_set("%s: field \"rope_scaling\" must be an object or null", r->label);
     r->err = 1;
   }
   const cJSON *q = item(r, "quantization_config");
   if (cJSON_IsObject(q)) {
-    rd sub = {r->label, q, 0};
+    rd sub = {r->label, q, 0, "quantization_config."};
     dsv3_quant_config *qc = &c->quant;
     qc->present = 1;
     qc->weight_block_size[0] = qc->weight_block_size[1] = 128;
@@ -166,17 +176,22 @@ static void parse_hf(rd *r, dsv3_config *c) {
     get_str(&sub, q, "activation_scheme", qc->activation_scheme, sizeof qc->activation_scheme);
     get_str(&sub, q, "scale_fmt", qc->scale_fmt, sizeof qc->scale_fmt);
     const cJSON *bs = cJSON_GetObjectItemCaseSensitive(q, "weight_block_size");
-    if (bs) {
-      if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2 || !cJSON_IsNumber(bs->child) ||
-          !cJSON_IsNumber(bs->child->next)) {
-        dsv3_error_set("%s: quantization_config.weight_block_size must be [rows, cols]", r->label);
-        r->err = 1;
+    if (bs && !cJSON_IsNull(bs)) {
+      const cJSON *b0 = cJSON_IsArray(bs) ? bs->child : NULL, *b1 = b0 ? b0->next : NULL;
+      if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2 || !is_int(b0) || !is_int(b1)) {
+        if (!sub.err)
+          dsv3_error_set("%s: field \"quantization_config.weight_block_size\" must be [rows, cols] (integers)",
+                         r->label);
+        sub.err = 1;
       } else {
-        qc->weight_block_size[0] = (int64_t)bs->child->valuedouble;
-        qc->weight_block_size[1] = (int64_t)bs->child->next->valuedouble;
+        qc->weight_block_size[0] = (int64_t)b0->valuedouble;
+        qc->weight_block_size[1] = (int64_t)b1->valuedouble;
       }
     }
     if (sub.err) r->err = 1;
+  } else if (q && !cJSON_IsNull(q)) {
+    if (!r->err) dsv3_error_set("%s: field \"quantization_config\" must be an object or null", r->label);
+    r->err = 1;
   }
 }
 
@@ -238,9 +253,13 @@ static void parse_demo(rd *r, dsv3_config *c) {
   c->moe_layer_freq = 1;
   c->norm_topk_prob = 1;
   c->num_nextn_predict_layers = 0;
-  snprintf(c->topk_method, sizeof c->topk_method, "noaux_tc");
+  /* model.py's Gate has the correction bias only when dim == 7168 (DeepSeek-V3); without
+   * it, groups are scored by their best expert (V2's group-limited greedy) */
+  snprintf(c->topk_method, sizeof c->topk_method, "%s",
+           c->hidden_size == 7168 ? "noaux_tc" : c->n_group > 1 ? "group_limited_greedy" : "greedy");
   snprintf(c->hidden_act, sizeof c->hidden_act, "silu");
-  c->max_position_embeddings = 4096 * 4;
+  c->max_position_embeddings = 4096 * 4; /* ModelArgs.max_seq_len */
+  get_i64(r, "max_seq_len", &c->max_position_embeddings);
   c->rms_norm_eps = 1e-6;
   c->bos_token_id = 0;
   c->eos_token_id = 1;
@@ -259,11 +278,13 @@ static void parse_demo(rd *r, dsv3_config *c) {
     snprintf(c->quant.fmt, sizeof c->quant.fmt, "e4m3");
     snprintf(c->quant.activation_scheme, sizeof c->quant.activation_scheme, "dynamic");
     c->quant.weight_block_size[0] = c->quant.weight_block_size[1] = 128;
-    get_str(r, r->root, "scale_fmt", c->quant.scale_fmt, sizeof c->quant.scale_fmt);
   } else if (strcmp(dtype, "bf16") != 0) {
-    dsv3_error_set("%s: field \"dtype\" must be \"bf16\" or \"fp8\"", r->label);
+    if (!r->err) dsv3_error_set("%s: field \"dtype\" must be \"bf16\" or \"fp8\" (got \"%s\")", r->label, dtype);
     r->err = 1;
   }
+  /* ModelArgs.scale_fmt: None or "ue8m0" (DeepSeek-V3.1); kept even for dtype bf16, where
+   * the demo uses it for activation quantisation only */
+  get_str(r, r->root, "scale_fmt", c->quant.scale_fmt, sizeof c->quant.scale_fmt);
 }
 
 #define NEED(cond, ...)                                 \
@@ -274,47 +295,84 @@ static void parse_demo(rd *r, dsv3_config *c) {
     }                                                   \
   } while (0)
 
+/* The name of a field as the file spells it: HF names, or ModelArgs names for the demo format. */
+static const char *F(const dsv3_config *c, const char *hf) {
+  static const char *const demo[][2] = {
+      {"hidden_size", "dim"}, {"intermediate_size", "inter_dim"}, {"moe_intermediate_size", "moe_inter_dim"},
+      {"num_hidden_layers", "n_layers"}, {"first_k_dense_replace", "n_dense_layers"},
+      {"num_attention_heads", "n_heads"}, {"num_experts_per_tok", "n_activated_experts"},
+      {"n_group", "n_expert_groups"}, {"topk_group", "n_limited_groups"}, {"scoring_func", "score_func"},
+      {"routed_scaling_factor", "route_scale"}, {"rope_scaling.factor", "rope_factor"},
+      {"rope_scaling.original_max_position_embeddings", "original_seq_len"},
+      {"quantization_config.scale_fmt", "scale_fmt"}};
+  if (c->from_demo_format)
+    for (size_t i = 0; i < sizeof demo / sizeof demo[0]; i++)
+      if (strcmp(demo[i][0], hf) == 0) return demo[i][1];
+  return hf;
+}
+
 static int validate(const char *L, const dsv3_config *c) {
   const struct { const char *name; int64_t v; } pos[] = {
       {"vocab_size", c->vocab_size}, {"hidden_size", c->hidden_size},
       {"intermediate_size", c->intermediate_size}, {"moe_intermediate_size", c->moe_intermediate_size},
       {"num_hidden_layers", c->num_hidden_layers}, {"num_attention_heads", c->num_attention_heads},
+      {"num_key_value_heads", c->num_key_value_heads},
       {"kv_lora_rank", c->kv_lora_rank}, {"qk_rope_head_dim", c->qk_rope_head_dim},
       {"qk_nope_head_dim", c->qk_nope_head_dim}, {"v_head_dim", c->v_head_dim},
       {"n_group", c->n_group}, {"topk_group", c->topk_group}, {"moe_layer_freq", c->moe_layer_freq},
+      {"max_position_embeddings", c->max_position_embeddings},
   };
   for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
     NEED(pos[i].v > 0 && pos[i].v < (INT64_C(1) << 40), "%s: field \"%s\" must be positive (got %lld)", L,
-         pos[i].name, (long long)pos[i].v);
+         F(c, pos[i].name), (long long)pos[i].v);
   NEED(c->num_nextn_predict_layers >= 0 && c->num_nextn_predict_layers < 1000,
-       "%s: field \"num_nextn_predict_layers\" out of range", L);
+       "%s: field \"num_nextn_predict_layers\" must be in [0, 1000) (got %lld)", L,
+       (long long)c->num_nextn_predict_layers);
   NEED(c->q_lora_rank >= 0, "%s: field \"q_lora_rank\" must not be negative", L);
-  NEED(c->n_routed_experts >= 0 && c->n_shared_experts >= 0, "%s: expert counts must not be negative", L);
-  NEED(c->first_k_dense_replace >= 0, "%s: field \"first_k_dense_replace\" must not be negative", L);
-  NEED(c->qk_rope_head_dim % 2 == 0, "%s: field \"qk_rope_head_dim\" must be even", L);
+  NEED(c->n_routed_experts >= 0 && c->n_routed_experts < (INT64_C(1) << 30),
+       "%s: field \"n_routed_experts\" must not be negative", L);
+  NEED(c->n_shared_experts >= 0 && c->n_shared_experts < (INT64_C(1) << 30),
+       "%s: field \"n_shared_experts\" must not be negative", L);
+  NEED(c->first_k_dense_replace >= 0, "%s: field \"%s\" must not be negative", L, F(c, "first_k_dense_replace"));
+  NEED(c->qk_rope_head_dim % 2 == 0, "%s: field \"qk_rope_head_dim\" must be even (got %lld)", L,
+       (long long)c->qk_rope_head_dim);
   if (c->n_routed_experts > 0) {
-    NEED(c->n_routed_experts % c->n_group == 0, "%s: n_routed_experts %lld is not divisible by n_group %lld",
-         L, (long long)c->n_routed_experts, (long long)c->n_group);
-    NEED(c->topk_group <= c->n_group, "%s: topk_group %lld exceeds n_group %lld", L,
-         (long long)c->topk_group, (long long)c->n_group);
+    NEED(c->n_routed_experts % c->n_group == 0,
+         "%s: field \"n_routed_experts\" %lld is not divisible by \"%s\" %lld", L, (long long)c->n_routed_experts,
+         F(c, "n_group"), (long long)c->n_group);
+    NEED(c->topk_group <= c->n_group, "%s: field \"%s\" %lld exceeds \"%s\" %lld", L, F(c, "topk_group"),
+         (long long)c->topk_group, F(c, "n_group"), (long long)c->n_group);
     NEED(c->num_experts_per_tok > 0 && c->num_experts_per_tok <= c->n_routed_experts,
-         "%s: num_experts_per_tok %lld must be in [1, n_routed_experts]", L, (long long)c->num_experts_per_tok);
-    NEED(c->num_experts_per_tok <= c->topk_group * (c->n_routed_experts / c->n_group),
-         "%s: num_experts_per_tok %lld exceeds the experts in topk_group groups", L,
+         "%s: field \"%s\" %lld must be in [1, n_routed_experts]", L, F(c, "num_experts_per_tok"),
          (long long)c->num_experts_per_tok);
+    NEED(c->num_experts_per_tok <= c->topk_group * (c->n_routed_experts / c->n_group),
+         "%s: field \"%s\" %lld exceeds the experts of \"%s\" groups", L, F(c, "num_experts_per_tok"),
+         (long long)c->num_experts_per_tok, F(c, "topk_group"));
   }
   NEED(strcmp(c->scoring_func, "sigmoid") == 0 || strcmp(c->scoring_func, "softmax") == 0,
-       "%s: scoring_func \"%s\" is not sigmoid or softmax", L, c->scoring_func);
+       "%s: field \"%s\" is \"%s\": only sigmoid or softmax", L, F(c, "scoring_func"), c->scoring_func);
   NEED(c->rms_norm_eps > 0, "%s: field \"rms_norm_eps\" must be positive", L);
+  NEED(!c->quant.scale_fmt[0] || strcmp(c->quant.scale_fmt, "ue8m0") == 0,
+       "%s: field \"%s\" is \"%s\": only null or \"ue8m0\" are known", L, F(c, "quantization_config.scale_fmt"),
+       c->quant.scale_fmt);
   if (c->quant.present) {
-    NEED(c->quant.weight_block_size[0] > 0 && c->quant.weight_block_size[1] > 0,
-         "%s: quantization_config.weight_block_size must be positive", L);
+    /* every FP8 path (format/fp8.h) works on 128x128 blocks: anything else would be
+     * dequantised wrongly, so it is refused here */
+    NEED(c->quant.weight_block_size[0] == DSV3_CONFIG_FP8_BLOCK && c->quant.weight_block_size[1] == DSV3_CONFIG_FP8_BLOCK,
+         "%s: field \"quantization_config.weight_block_size\" is [%lld, %lld]: only [128, 128] is supported", L,
+         (long long)c->quant.weight_block_size[0], (long long)c->quant.weight_block_size[1]);
     NEED(!c->quant.fmt[0] || strcmp(c->quant.fmt, "e4m3") == 0,
-         "%s: quantization_config.fmt \"%s\" is not supported (e4m3 only)", L, c->quant.fmt);
+         "%s: field \"quantization_config.fmt\" is \"%s\": only e4m3 is supported", L, c->quant.fmt);
+    NEED(!c->quant.quant_method[0] || strcmp(c->quant.quant_method, "fp8") == 0,
+         "%s: field \"quantization_config.quant_method\" is \"%s\": only fp8 is supported", L,
+         c->quant.quant_method);
   }
-  if (c->rope_scaling.type[0])
-    NEED(c->rope_scaling.factor > 0 && c->rope_scaling.original_max_position_embeddings > 0,
-         "%s: rope_scaling needs a positive factor and original_max_position_embeddings", L);
+  if (c->rope_scaling.type[0]) {
+    NEED(c->rope_scaling.factor > 0, "%s: field \"%s\" must be positive", L, F(c, "rope_scaling.factor"));
+    NEED(c->rope_scaling.original_max_position_embeddings > 0, "%s: field \"%s\" must be positive", L,
+         F(c, "rope_scaling.original_max_position_embeddings"));
+  }
+  NEED(c->rope_theta > 0, "%s: field \"rope_theta\" must be positive", L);
   return 0;
 }
 
@@ -329,7 +387,7 @@ int dsv3_config_parse(const char *json, size_t len, const char *label, dsv3_conf
     dsv3_error_set("%s: not a JSON object", label);
     return -1;
   }
-  rd r = {label, root, 0};
+  rd r = {label, root, 0, NULL};
   /* The demo format has "dim" and no "hidden_size". */
   if (cJSON_GetObjectItemCaseSensitive(root, "dim") && !cJSON_GetObjectItemCaseSensitive(root, "hidden_size")) {
     parse_demo(&r, cfg);

@@ -50,7 +50,7 @@ typedef struct {
   int64_t qk_rope_head_dim;
   int64_t qk_nope_head_dim;
   int64_t v_head_dim;
-  char topk_method[16];          /* "noaux_tc", "greedy", "group_limited_greedy" */
+  char topk_method[24];          /* "noaux_tc", "greedy", "group_limited_greedy" */
   int64_t n_group;               /* n_expert_groups */
   int64_t topk_group;            /* n_limited_groups */
   int64_t num_experts_per_tok;   /* n_activated_experts */
