@@ -52,6 +52,16 @@ expect "gen bf16" "$GEN" -q --config "$C" --out "$T/bf" --dtype bf16
 expect "bf16 check" "$INSPECT" --check "$T/bf"
 expect "bf16 summary" "$INSPECT" "$T/bf"
 contains "bf16: no quantization" "$T/out" "^quantization none$"
+# the official demo's config format (ModelArgs names) is accepted and written out as an HF config
+cat > "$T/demo.json" <<'JSON'
+{"vocab_size": 1024, "dim": 256, "inter_dim": 512, "moe_inter_dim": 64, "n_layers": 3, "n_dense_layers": 1,
+ "n_heads": 4, "n_routed_experts": 8, "n_shared_experts": 1, "n_activated_experts": 2, "n_expert_groups": 2,
+ "n_limited_groups": 1, "route_scale": 2.5, "score_func": "sigmoid", "q_lora_rank": 64, "kv_lora_rank": 64,
+ "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32, "dtype": "fp8"}
+JSON
+expect "gen demo format" "$GEN" -q --config "$T/demo.json" --out "$T/demo" --layers 2
+expect "demo check" "$INSPECT" --check "$T/demo"
+contains "demo hf config" "$T/demo/config.json" '"num_hidden_layers":[[:space:]]*2'
 expect_error "refuses to overwrite" "already holds a checkpoint" "$GEN" -q --config "$C" --out "$T/g"
 expect_error "bad config" "nope.json" "$GEN" -q --config "$T/nope.json" --out "$T/x"
 "$GEN" --config "$C" > /dev/null 2>&1; [ $? = 2 ] && ok || fail "no --out: not a usage error"
