@@ -33,6 +33,11 @@ if ! ldd "$CAST" 2>/dev/null | grep -q asan; then
   "$CAST" --json --no-manifest --memory 4M --threads 2 "$T/in" "$T/rss" >"$T/j" 2>"$T/err" || fail "rss run: $(cat "$T/err")"
   rss=$("$PYTHON" -c "import json; print(json.load(open('$T/j'))['peak_rss_bytes'])")
   [ "$rss" -lt $((20 << 20)) ] && ok || fail "peak RSS $rss with --memory 4M"
+  # the same with the default manifest (hashes of inputs and outputs must not hold them either)
+  "$CAST" --json --memory 4M --threads 2 "$T/in" "$T/rss2" >"$T/j" 2>"$T/err" || fail "rss run: $(cat "$T/err")"
+  rss=$("$PYTHON" -c "import json; print(json.load(open('$T/j'))['peak_rss_bytes'])")
+  [ "$rss" -lt $((24 << 20)) ] && ok || fail "peak RSS $rss with --memory 4M and the manifest"
+  rm -rf "$T/rss" "$T/rss2"
 fi
 
 # kill -9 while shard 2 is being written

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# dsv3-cast end to end on a slice of the real 671B checkpoint, against the I/O floor.
+#
+# The slice: dsv3-gen with bench/configs/deepseek-v3-671b.json, LAYERS MoE layers at the real
+# widths (first_k_dense_replace 0, no MTP) with EXPERTS of the 256 routed experts and the
+# vocabulary cut to VOCAB, so that, as in the real checkpoint, ~99% of the bytes are FP8
+# weights (the full embedding and lm_head alone would make a small slice a BF16 copy).
+# Defaults: 1 layer, 64 experts, vocab 4096, 1G shards: ~3.1 GB of FP8 in, ~6.2 GB of BF16 out.
+#
+# Measured, cold (input evicted from the page cache) and warm (input cached):
+#   dsv3-cast IN OUT                      (fsyncs each output shard)
+#   floor: cat IN/*.safetensors >/dev/null + dd if=/dev/zero bs=16M of=X conv=fsync of the
+#          output's size, on the same disk.  ratio = floor seconds / cast seconds (goal
+#          >= 0.90; above 1 means reading and writing overlapped better than cat then dd).
+# Then bench_cast_dequant: the in-memory kernel rate per core (goal >= 2 GB/s of FP8).
+#
+# Env: BUILD (default build), BENCH_DIR (scratch, default bench/out; needs ~3x the slice),
+#      LAYERS, EXPERTS, VOCAB, SHARD, THREADS (default all cores), KEEP=1 keeps the slice.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+D=${BENCH_DIR:-$ROOT/bench/out}/cast
+LAYERS=${LAYERS:-1} EXPERTS=${EXPERTS:-64} VOCAB=${VOCAB:-4096} SHARD=${SHARD:-1G}
+GEN=$BUILD/bench/dsv3-gen CAST=$BUILD/dsv3-cast/dsv3-cast KERN=$BUILD/bench/bench_cast_dequant
+for b in "$GEN" "$CAST" "$KERN"; do
+  [ -x "$b" ] || { echo "cast_bench: $b missing: cmake --build $BUILD --target dsv3-gen dsv3-cast bench_cast_dequant" >&2; exit 1; }
+done
+THREADS=${THREADS:-$(nproc)}
+mkdir -p "$D"
+IN=$D/in-l$LAYERS-e$EXPERTS-v$VOCAB OUT=$D/out
+now() { date +%s.%N; }
+calc() { awk "BEGIN{printf \"%.3f\", $*}"; }
+bytes() { cat "$1"/*.safetensors | wc -c; }
+evict() { # drop the files' pages from the page cache (clean pages: sync first)
+  sync
+  python3 - "$@" <<'PY'
+import os, sys
+for d in sys.argv[1:]:
+    for f in os.listdir(d):
+        p = os.path.join(d, f)
+        if os.path.isfile(p):
+            fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
+PY
+}
+if [ ! -f "$IN/model.safetensors.index.json" ]; then
+  python3 - "$ROOT/bench/configs/deepseek-v3-671b.json" "$D/cfg.json" "$EXPERTS" "$VOCAB" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["first_k_dense_replace"] = 0
+c["n_routed_experts"] = int(sys.argv[3])
+c["vocab_size"] = int(sys.argv[4])
+if c["n_routed_experts"] < 64:  # routing groups must still cover num_experts_per_tok
+    c["n_group"], c["topk_group"] = 1, 1
+    c["num_experts_per_tok"] = min(c["num_experts_per_tok"], c["n_routed_experts"])
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+  echo "generating the slice in $IN ..." >&2
+  "$GEN" --config "$D/cfg.json" --layers "$LAYERS" --no-mtp --shard-size "$SHARD" --out "$IN" -q
+fi
+inb=$(bytes "$IN")
+fp8b=$(python3 - "$IN" <<'PY'
+import json, os, struct, sys
+d = sys.argv[1]; n = 0
+for f in os.listdir(d):
+    if f.endswith(".safetensors"):
+        b = open(os.path.join(d, f), "rb"); k = struct.unpack("<Q", b.read(8))[0]; h = json.loads(b.read(k))
+        n += sum(v["data_offsets"][1] - v["data_offsets"][0] for t, v in h.items() if t != "__metadata__" and v["dtype"] == "F8_E4M3")
+print(n)
+PY
+)
+cast_once() { # cast_once cold|warm -> seconds; leaves $D/cast.json
+  rm -rf "$OUT"
+  if [ "$1" = cold ]; then evict "$IN"; else cat "$IN"/*.safetensors >/dev/null; fi
+  local t0 t1
+  t0=$(now); "$CAST" -q --json --no-manifest --threads "$THREADS" "$IN" "$OUT" >"$D/cast.json"; t1=$(now)
+  calc "$t1 - $t0"
+}
+floor_once() { # floor_once cold|warm OUTBYTES -> "read_s write_s"
+  if [ "$1" = cold ]; then evict "$IN"; else cat "$IN"/*.safetensors >/dev/null; fi
+  local t0 t1 t2
+  t0=$(now); cat "$IN"/*.safetensors >/dev/null; t1=$(now)
+  dd if=/dev/zero of="$D/dd.tmp" bs=16M count=$((($2 + 16777215) / 16777216)) conv=fsync status=none; t2=$(now)
+  rm -f "$D/dd.tmp"
+  echo "$(calc "$t1 - $t0") $(calc "$t2 - $t1")"
+}
+echo "dsv3-cast end to end: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB RAM, $(df -h "$D" | awk 'NR==2{print $1}'), $(date -u +%Y-%m-%dT%H:%MZ), --threads $THREADS"
+printf '  slice: %d MoE layer(s) of the 671B config, %d experts, vocab %d: %.2f GB in (%.1f%% FP8), %d shards\n' \
+  "$LAYERS" "$EXPERTS" "$VOCAB" "$(calc "$inb / 1e9")" "$(calc "100 * $fp8b / $inb")" "$(ls "$IN" | grep -c '\.safetensors$')"
+for mode in cold warm; do
+  t=$(cast_once $mode)
+  outb=$(bytes "$OUT")
+  rss=$(python3 -c "import json; print(json.load(open('$D/cast.json'))['peak_rss_bytes'])")
+  read -r fr fw < <(floor_once $mode "$outb")
+  fl=$(calc "$fr + $fw")
+  printf '  %s: cast %.2f s: %.2f GB/s in, %.2f GB/s out, peak RSS %.0f MiB\n' "$mode" "$t" "$(calc "$inb / $t / 1e9")" \
+    "$(calc "$outb / $t / 1e9")" "$(calc "$rss / 1048576")"
+  printf '  %s: floor cat %.2f s (%.2f GB/s) + dd %.2f s (%.2f GB/s) = %.2f s; ratio floor/cast %.2f (goal >= 0.90)\n' \
+    "$mode" "$fr" "$(calc "$inb / $fr / 1e9")" "$fw" "$(calc "$outb / $fw / 1e9")" "$fl" "$(calc "$fl / $t")"
+done
+rm -rf "$OUT"
+[ "${KEEP:-0}" = 1 ] || rm -rf "$IN"
+"$KERN" 0.5
