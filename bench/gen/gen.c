@@ -183,6 +183,7 @@ static void usage(FILE *f) {
           "  --shards N         about N equal shards instead (at most N)\n"
           "  --threads N        worker threads (default: all cores)\n"
           "  --force            write into a directory that already holds a checkpoint\n"
+          "  --dry-run          print the plan (tensors, bytes, shards) and write nothing\n"
           "  --json             print a JSON summary on stdout\n"
           "  -q, --quiet        no progress bar\n"
           "  -h, --help, --version\n");
@@ -277,19 +278,19 @@ static int dir_has_checkpoint(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-  enum { O_CONFIG = 256, O_OUT, O_LAYERS, O_SEED, O_SHARD, O_SHARDS, O_THREADS, O_NOMTP, O_DTYPE, O_FORCE, O_JSON, O_VERSION };
+  enum { O_CONFIG = 256, O_OUT, O_LAYERS, O_SEED, O_SHARD, O_SHARDS, O_THREADS, O_NOMTP, O_DTYPE, O_FORCE, O_JSON, O_VERSION, O_DRY };
   static const struct option lo[] = {
       {"config", required_argument, 0, O_CONFIG}, {"out", required_argument, 0, O_OUT},
       {"layers", required_argument, 0, O_LAYERS}, {"seed", required_argument, 0, O_SEED},
       {"shard-size", required_argument, 0, O_SHARD}, {"shards", required_argument, 0, O_SHARDS},
       {"threads", required_argument, 0, O_THREADS}, {"no-mtp", no_argument, 0, O_NOMTP},
       {"dtype", required_argument, 0, O_DTYPE}, {"force", no_argument, 0, O_FORCE},
-      {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'},
+      {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'}, {"dry-run", no_argument, 0, O_DRY},
       {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
   const char *cfg_path = NULL, *out = NULL, *dtype = NULL;
   int64_t layers = -1, nshards = 0;
   uint64_t seed = 0, shard_size = 5000000000ull;
-  int threads = 0, no_mtp = 0, force = 0, json = 0, quiet = 0, c;
+  int threads = 0, no_mtp = 0, force = 0, json = 0, quiet = 0, dry = 0, c;
   char *end;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
@@ -320,6 +321,7 @@ int main(int argc, char **argv) {
       if (strcmp(dtype, "fp8") && strcmp(dtype, "bf16")) die_usage("--dtype is fp8 or bf16");
       break;
     case O_FORCE: force = 1; break;
+    case O_DRY: dry = 1; break;
     case O_JSON: json = 1; break;
     case 'q': quiet = 1; break;
     case 'h': usage(stdout); return 0;
@@ -336,9 +338,6 @@ int main(int argc, char **argv) {
   cfg.quant.present = fp8;
   cfg.quant.weight_block_size[0] = cfg.quant.weight_block_size[1] = DSV3_FP8_BLOCK;
   snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "bfloat16");
-  if (dsv3_is_dir(out) && dir_has_checkpoint(out) && !force)
-    dsv3_die(PROG, 1, "%s: already holds a checkpoint (use --force to write over it)", out);
-  if (dsv3_mkdirs(out) != 0) dsv3_die(PROG, 1, "%s", dsv3_error());
 
   /* the tensor list, scales right after their weights */
   dsv3i_expects X = {0};
@@ -369,6 +368,21 @@ int main(int argc, char **argv) {
     }
   }
   dsv3i_expects_free(&X);
+  if (dry) {
+    uint64_t fp8b = 0;
+    size_t nfp8 = 0;
+    for (size_t i = 0; i < nt; i++)
+      if (ts[i].kind == V_FP8) fp8b += ts[i].bytes, nfp8++;
+    char a[32], b[32];
+    printf("%s: %zu tensors (%zu FP8 weights, %s), %llu bytes (%s), %lld layers + %lld MTP\n", out, nt, nfp8,
+           dsv3_human_bytes(fp8b, b, sizeof b), (unsigned long long)total, dsv3_human_bytes(total, a, sizeof a),
+           (long long)cfg.num_hidden_layers, (long long)cfg.num_nextn_predict_layers);
+    free(ts);
+    return 0;
+  }
+  if (dsv3_is_dir(out) && dir_has_checkpoint(out) && !force)
+    dsv3_die(PROG, 1, "%s: already holds a checkpoint (use --force to write over it)", out);
+  if (dsv3_mkdirs(out) != 0) dsv3_die(PROG, 1, "%s", dsv3_error());
   int64_t free_b = dsv3_free_disk(out);
   if (free_b >= 0 && (uint64_t)free_b < total + (64u << 20)) {
     char a[32], b[32];

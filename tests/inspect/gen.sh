@@ -62,6 +62,12 @@ JSON
 expect "gen demo format" "$GEN" -q --config "$T/demo.json" --out "$T/demo" --layers 2
 expect "demo check" "$INSPECT" --check "$T/demo"
 contains "demo hf config" "$T/demo/config.json" '"num_hidden_layers":[[:space:]]*2'
+# the real 671B config, planned only: the official release's tensor count and bytes
+expect "671b plan" "$GEN" --config "$SRC/bench/configs/deepseek-v3-671b.json" --out "$T/full" --dry-run
+contains "671b: 91991 tensors" "$T/out" ": 91991 tensors (45808 FP8 weights, 633.83 GiB), 688574839360 bytes (641.29 GiB), 61 layers + 1 MTP$"
+[ ! -e "$T/full" ] && ok || fail "--dry-run wrote something"
+expect "671b 4-layer plan" "$GEN" --config "$SRC/bench/configs/deepseek-v3-671b.json" --out "$T/full" --layers 4 --dry-run
+contains "671b 4 layers" "$T/out" ": 3185 tensors .* 32393832544 bytes (30.17 GiB), 4 layers + 1 MTP$"
 expect_error "refuses to overwrite" "already holds a checkpoint" "$GEN" -q --config "$C" --out "$T/g"
 expect_error "bad config" "nope.json" "$GEN" -q --config "$T/nope.json" --out "$T/x"
 "$GEN" --config "$C" > /dev/null 2>&1; [ $? = 2 ] && ok || fail "no --out: not a usage error"
