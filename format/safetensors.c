@@ -63,6 +63,7 @@ void dsv3_st_close(dsv3_st *st) {
 static int json_u64(const cJSON *v, uint64_t *out) {
   if (!cJSON_IsNumber(v)) return -1;
   double d = v->valuedouble;
+  /* Past 2^53 a double no longer holds every integer: refuse rather than guess. */
   if (!(d >= 0) || d > 9007199254740992.0 || floor(d) != d) return -1;
   *out = (uint64_t)d;
   return 0;
@@ -106,7 +107,7 @@ static int parse_entry(dsv3_st *st, const cJSON *e, dsv3_tensor *t, uint64_t dat
   for (const cJSON *d = sh->child; d; d = d->next, i++) {
     uint64_t v;
     if (json_u64(d, &v) != 0) {
-      dsv3_error_set("%s: tensor %s: shape[%d] is not a non-negative integer", P, N, i);
+      dsv3_error_set("%s: tensor %s: shape[%d] is not a non-negative integer (at most 2^53)", P, N, i);
       return -1;
     }
     t->shape[i] = (int64_t)v;
@@ -124,7 +125,7 @@ static int parse_entry(dsv3_st *st, const cJSON *e, dsv3_tensor *t, uint64_t dat
   uint64_t b, en;
   if (cJSON_GetArraySize(off) != 2 || json_u64(off->child, &b) != 0 ||
       json_u64(off->child->next, &en) != 0) {
-    dsv3_error_set("%s: tensor %s: data_offsets must be two non-negative integers", P, N);
+    dsv3_error_set("%s: tensor %s: data_offsets must be two non-negative integers (at most 2^53)", P, N);
     return -1;
   }
   if (en < b) {
@@ -158,6 +159,86 @@ static int ht_insert(dsv3_st *st, size_t idx) {
   return 0;
 }
 
+/* What cJSON does not check but the reference (serde_json over a Rust &str) does: the header
+ * is UTF-8, strings hold no raw control characters, and shape/offset numbers are integer
+ * tokens ("4", never "4.0" or "4e0").  Also refused: "\u0000" in a string, which the reference
+ * accepts but a C string cannot carry.  `key` tracks the top-level key being parsed so that the
+ * error names the tensor. */
+static int scan_header(const char *P, const uint8_t *j, size_t n) {
+  int depth = 0, in_str = 0, want_key = 0, str_is_key = 0;
+  const uint8_t *key = NULL, *ks = NULL;
+  size_t klen = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint8_t c = j[i];
+    if (c >= 0x80) { /* strict UTF-8: no overlongs, no surrogates, <= U+10FFFF */
+      int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+      uint32_t cp = len == 4 ? c & 7u : len == 3 ? c & 15u : c & 31u;
+      if (!len || c > 0xf4 || i + (size_t)len > n) goto bad_utf8;
+      for (int k = 1; k < len; k++) {
+        if ((j[i + k] & 0xc0) != 0x80) goto bad_utf8;
+        cp = (cp << 6) | (j[i + k] & 0x3fu);
+      }
+      if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+          cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        goto bad_utf8;
+      i += (size_t)len - 1;
+      continue;
+    bad_utf8:
+      dsv3_error_set("%s: header is not valid UTF-8 (at byte %zu)", P, i + 8);
+      return -1;
+    }
+    if (in_str) {
+      if (c < 0x20) {
+        dsv3_error_set("%s: header has a raw control character in a string (at byte %zu)", P, i + 8);
+        return -1;
+      }
+      if (c == '\\' && i + 1 < n) {
+        if (j[i + 1] == 'u' && i + 5 < n && !memcmp(j + i + 2, "0000", 4)) {
+          dsv3_error_set("%s: header has a NUL character (\\u0000) in a string (at byte %zu)", P, i + 8);
+          return -1;
+        }
+        i++;
+      } else if (c == '"') {
+        in_str = 0;
+        if (str_is_key) {
+          key = ks;
+          klen = (size_t)(j + i - ks);
+        }
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_str = 1;
+      str_is_key = depth == 1 && want_key;
+      want_key = 0;
+      ks = j + i + 1;
+    } else if (c == '{' || c == '[') {
+      depth++;
+      want_key = depth == 1;
+    } else if (c == '}' || c == ']') {
+      depth--;
+    } else if (c == ',') {
+      want_key = depth == 1;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t b = i;
+      int frac = 0;
+      while (i < n && (j[i] == '-' || j[i] == '+' || j[i] == '.' || j[i] == 'e' || j[i] == 'E' ||
+                       (j[i] >= '0' && j[i] <= '9'))) {
+        frac |= j[i] == '.' || j[i] == 'e' || j[i] == 'E';
+        i++;
+      }
+      int is_meta = key && klen == 12 && !memcmp(key, "__metadata__", 12);
+      if (frac && !is_meta) { /* a number in __metadata__ gets its own message later */
+        dsv3_error_set("%s: tensor %.*s: number %.*s is not a non-negative integer", P, (int)(klen > 200 ? 200 : klen),
+                       key ? (const char *)key : "?", (int)(i - b > 40 ? 40 : i - b), (const char *)j + b);
+        return -1;
+      }
+      i--;
+    }
+  }
+  return 0;
+}
+
 static int parse_header(dsv3_st *st, const uint8_t *buf, size_t len) {
   const char *P = st->path;
   if (len < 8) {
@@ -180,18 +261,19 @@ static int parse_header(dsv3_st *st, const uint8_t *buf, size_t len) {
     dsv3_error_set("%s: header length %llu is beyond the %zu bytes read", P, (unsigned long long)hl, len);
     return -1;
   }
-  if (hl == 0 || buf[8] != '{') {
-    dsv3_error_set("%s: header is not a JSON object", P);
+  if (hl == 0) {
+    dsv3_error_set("%s: header is empty (length 0): not a JSON object", P);
     return -1;
   }
   st->data_off = 8 + hl;
   uint64_t data_len = st->file_size - st->data_off;
   const char *json = (const char *)buf + 8;
+  if (scan_header(P, buf + 8, (size_t)hl) != 0) return -1;
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)hl, &end, 0);
-  if (root && end) /* only padding may follow the JSON (the reference pads with spaces) */
+  if (root && end) /* only JSON whitespace may follow (the reference pads with spaces) */
     for (const char *p = end; p < json + hl; p++)
-      if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != 0) {
+      if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
         cJSON_Delete(root);
         dsv3_error_set("%s: header has trailing bytes after the JSON object (at byte %lld)", P,
                        (long long)(p - json) + 8);
@@ -216,6 +298,7 @@ static int parse_header(dsv3_st *st, const uint8_t *buf, size_t len) {
         dsv3_error_set("%s: __metadata__ appears twice", P);
         goto fail;
       }
+      if (cJSON_IsNull(e)) continue; /* the reference reads null as "no metadata" */
       if (!cJSON_IsObject(e)) {
         dsv3_error_set("%s: __metadata__ is not a JSON object", P);
         goto fail;
@@ -536,9 +619,10 @@ static void sb_json_str(sbuf *b, const char *s) {
   sb_put(b, "\"", 1);
 }
 
-static const dsv3_stw *sort_ctx;
+/* The reference order: dtype descending (its enum order, see dsv3_dtype_order), then name.
+ * Sorting pointers keeps layout reentrant: several writers may lay out at once. */
 static int cmp_layout(const void *a, const void *b) {
-  const wt *x = &sort_ctx->t[*(const size_t *)a], *y = &sort_ctx->t[*(const size_t *)b];
+  const wt *x = *(const wt *const *)a, *y = *(const wt *const *)b;
   int ox = dsv3_dtype_order(x->dtype), oy = dsv3_dtype_order(y->dtype);
   if (ox != oy) return oy - ox; /* larger dtype first */
   return strcmp(x->name, y->name);
@@ -546,11 +630,9 @@ static int cmp_layout(const void *a, const void *b) {
 
 int dsv3_stw_layout(dsv3_stw *w) {
   if (w->laid_out) return 0;
-  size_t *order = dsv3_xmalloc((w->n ? w->n : 1) * sizeof *order);
-  for (size_t i = 0; i < w->n; i++) order[i] = i;
-  sort_ctx = w; /* layout is single-threaded by contract */
+  wt **order = dsv3_xmalloc((w->n ? w->n : 1) * sizeof *order);
+  for (size_t i = 0; i < w->n; i++) order[i] = &w->t[i];
   qsort(order, w->n, sizeof *order, cmp_layout);
-  sort_ctx = NULL;
   sbuf b = {0};
   char num[64];
   sb_puts(&b, "{");
@@ -568,7 +650,7 @@ int dsv3_stw_layout(dsv3_stw *w) {
   }
   uint64_t off = 0;
   for (size_t k = 0; k < w->n; k++) {
-    wt *t = &w->t[order[k]];
+    wt *t = order[k];
     if (!first) sb_puts(&b, ",");
     first = 0;
     sb_json_str(&b, t->name);
@@ -602,8 +684,12 @@ int dsv3_stw_layout(dsv3_stw *w) {
 }
 
 size_t dsv3_stw_count(const dsv3_stw *w) { return w->n; }
-uint64_t dsv3_stw_offset(const dsv3_stw *w, int idx) { return w->t[idx].offset; }
-uint64_t dsv3_stw_nbytes(const dsv3_stw *w, int idx) { return w->t[idx].nbytes; }
+uint64_t dsv3_stw_offset(const dsv3_stw *w, int idx) {
+  return idx >= 0 && (size_t)idx < w->n ? w->t[idx].offset : 0;
+}
+uint64_t dsv3_stw_nbytes(const dsv3_stw *w, int idx) {
+  return idx >= 0 && (size_t)idx < w->n ? w->t[idx].nbytes : 0;
+}
 uint64_t dsv3_stw_file_size(const dsv3_stw *w) { return w->file_size; }
 const void *dsv3_stw_header(const dsv3_stw *w, size_t *len) {
   if (len) *len = w->header_len;
@@ -611,6 +697,10 @@ const void *dsv3_stw_header(const dsv3_stw *w, size_t *len) {
 }
 
 int dsv3_stw_open(dsv3_stw *w, const char *final_path) {
+  if (w->opened) {
+    dsv3_error_set("%s: safetensors writer is already open on %s", final_path, w->out.final_path);
+    return -1;
+  }
   if (!w->laid_out && dsv3_stw_layout(w) != 0) return -1;
   if (dsv3_outfile_open(&w->out, final_path) != 0) return -1;
   w->opened = 1;
@@ -630,6 +720,11 @@ int dsv3_stw_open(dsv3_stw *w, const char *final_path) {
 }
 
 int dsv3_stw_pwrite(dsv3_stw *w, int idx, uint64_t off, const void *buf, size_t n) {
+  if (!w->opened || idx < 0 || (size_t)idx >= w->n) {
+    dsv3_error_set("safetensors writer: write to tensor %d of %zu%s", idx, w->n,
+                   w->opened ? "" : " before open (or after commit)");
+    return -1;
+  }
   const wt *t = &w->t[idx];
   if (off > t->nbytes || n > t->nbytes - off) {
     dsv3_error_set("%s: tensor %s: write of %zu bytes at %llu is out of range", w->out.final_path,
