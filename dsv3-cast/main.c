@@ -350,6 +350,7 @@ int main(int argc, char **argv) {
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
   opts o = {.to = DSV3_BF16, .memory = 256u << 20};
   int c;
+  opterr = 0;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
     case O_TO:
@@ -384,7 +385,8 @@ int main(int argc, char **argv) {
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("dsv3-cast %s\n", DSV3_VERSION); return 0;
-    default: fprintf(stderr, "%s: see --help\n", PROG); return 2; /* getopt named the option */
+    default: /* one line, ours (opterr = 0) */
+      dsv3_die(PROG, 2, "unknown option or missing value: %s (see --help)", argv[optind - 1 < argc ? optind - 1 : argc - 1]);
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];
