@@ -317,9 +317,9 @@ static int inhash_task(void *vctx, size_t i, int thread) {
   (void)thread;
   inhash_ctx *c = vctx;
   uint64_t n;
-  const void *img = c->ck ? dsv3_st_image(dsv3_ckpt_file(c->ck, i), &n) : NULL;
+  /* files are read (page cache, no RSS growth); archive members are hashed in memory */
+  const void *img = c->ck && dsv3_ckpt_in_memory(c->ck) ? dsv3_st_image(dsv3_ckpt_file(c->ck, i), &n) : NULL;
   if (!img) return dsv3_sha256_file(c->paths[i], c->m->inputs[i].sha256, NULL);
-  /* the mapped file (or the archive member in memory), hashed in place */
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
   EVP_DigestUpdate(ctx, img, (size_t)n);
@@ -345,8 +345,64 @@ int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char 
   return hash_inputs(m, paths, names, n, threads, NULL);
 }
 
-int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, const char *tool, int argc,
-                             char **argv, const char *out_dir, int threads) {
+/* Input hashing in the background, while the outputs are written (the inputs are being read
+ * anyway, so the hasher mostly reads the page cache). */
+struct dsv3_input_hasher {
+  pthread_t tid;
+  dsv3_manifest m;
+  char **paths;
+  const char **names;
+  size_t n;
+  const dsv3_ckpt *ck;
+  int rc;
+  char err[1024];
+};
+
+static void *input_hasher_main(void *arg) {
+  dsv3_input_hasher *h = arg;
+  h->rc = hash_inputs(&h->m, h->paths, h->names, h->n, 1, h->ck);
+  if (h->rc) snprintf(h->err, sizeof h->err, "%s", dsv3_error());
+  return NULL;
+}
+
+dsv3_input_hasher *dsv3_input_hasher_start(const dsv3_ckpt *in) {
+  dsv3_input_hasher *h = dsv3_xcalloc(1, sizeof *h);
+  h->ck = in;
+  h->n = dsv3_ckpt_nfiles(in);
+  h->paths = dsv3_xcalloc(h->n ? h->n : 1, sizeof(char *));
+  h->names = dsv3_xcalloc(h->n ? h->n : 1, sizeof(char *));
+  for (size_t i = 0; i < h->n; i++) {
+    h->paths[i] = (char *)dsv3_st_path(dsv3_ckpt_file(in, i));
+    h->names[i] = dsv3_ckpt_file_name(in, i);
+  }
+  if (pthread_create(&h->tid, NULL, input_hasher_main, h) != 0) input_hasher_main(h), h->tid = 0;
+  return h;
+}
+
+static int input_hasher_finish(dsv3_input_hasher *h, dsv3_manifest *into) {
+  if (h->tid) pthread_join(h->tid, NULL);
+  int rc = h->rc;
+  if (rc) dsv3_error_set("%s", h->err);
+  into->inputs = h->m.inputs;
+  into->ninputs = h->m.ninputs;
+  h->m.inputs = NULL;
+  h->m.ninputs = 0;
+  dsv3_manifest_free(&h->m);
+  free(h->paths);
+  free(h->names);
+  free(h);
+  return rc;
+}
+
+void dsv3_input_hasher_cancel(dsv3_input_hasher *h) {
+  if (!h) return;
+  dsv3_manifest m = {0};
+  input_hasher_finish(h, &m);
+  dsv3_manifest_free(&m);
+}
+
+int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, dsv3_input_hasher *ih,
+                             const char *tool, int argc, char **argv, const char *out_dir, int threads) {
   dsv3_manifest m = {0};
   m.tool = dsv3_xstrdup(tool);
   m.version = dsv3_xstrdup(DSV3_VERSION);
@@ -362,16 +418,10 @@ int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const dsv3_ckpt *in, 
     const char *b = strrchr(pf[i].path, '/');
     rc = dsv3_plan_manifest_add(&pf[i], &m, b ? b + 1 : pf[i].path);
   }
-  size_t ni = dsv3_ckpt_nfiles(in);
-  char **paths = dsv3_xmalloc((ni ? ni : 1) * sizeof(char *));
-  const char **names = dsv3_xmalloc((ni ? ni : 1) * sizeof(char *));
-  for (size_t i = 0; i < ni; i++) {
-    paths[i] = (char *)dsv3_st_path(dsv3_ckpt_file(in, i));
-    names[i] = dsv3_ckpt_file_name(in, i);
-  }
-  if (!rc) rc = hash_inputs(&m, paths, names, ni, threads, in);
-  free(paths);
-  free(names);
+  if (!ih) ih = dsv3_input_hasher_start(in);
+  int ihrc = input_hasher_finish(ih, &m);
+  if (!rc) rc = ihrc;
+  (void)threads;
   if (!rc) {
     char *mp = dsv3_path_join(out_dir, DSV3_MANIFEST_NAME);
     rc = dsv3_manifest_write(&m, mp);

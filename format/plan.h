@@ -75,11 +75,15 @@ int dsv3_plan_manifest_add(dsv3_plan_file *f, struct dsv3_manifest *m, const cha
 /* SHA-256 of the input files, in parallel, as the manifest's "inputs". */
 int dsv3_manifest_hash_inputs(struct dsv3_manifest *m, char **paths, const char **names, size_t n, int threads);
 
-/* Write OUT_DIR/dsv3-manifest.json for the n files of a run (hashes made while writing;
- * resumed files are read back), with the SHA-256 of every input file of `in`. */
+/* SHA-256 of every input file, computed by a background thread while the outputs are written. */
 struct dsv3_ckpt;
-int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const struct dsv3_ckpt *in, const char *tool, int argc,
-                             char **argv, const char *out_dir, int threads);
+typedef struct dsv3_input_hasher dsv3_input_hasher;
+dsv3_input_hasher *dsv3_input_hasher_start(const struct dsv3_ckpt *in);
+void dsv3_input_hasher_cancel(dsv3_input_hasher *h);
+/* Write OUT_DIR/dsv3-manifest.json for the n files of a run (hashes made while writing;
+ * resumed files are read back), with the input hashes of `ih` (consumed; NULL: hash now). */
+int dsv3_plan_write_manifest(dsv3_plan_file *pf, size_t n, const struct dsv3_ckpt *in, dsv3_input_hasher *ih,
+                             const char *tool, int argc, char **argv, const char *out_dir, int threads);
 
 /* For --resume: 1 if `path` exists, has the planned size and begins with the planned header. */
 int dsv3_plan_output_complete(const dsv3_plan_file *f);
