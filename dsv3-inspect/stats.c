@@ -101,6 +101,7 @@ int dsv3i_stats(dsv3_ckpt *ck, const dsv3i_opts *o) {
       cJSON_AddStringToObject(e, "name", t->name);
       cJSON_AddStringToObject(e, "dtype", dsv3_dtype_name(t->dtype));
       cJSON_AddStringToObject(e, "file", dsv3_ckpt_file_name(ck, sel[i].file));
+      if (dsv3_ckpt_file_rank(ck, sel[i].file) >= 0) cJSON_AddNumberToObject(e, "rank", dsv3_ckpt_file_rank(ck, sel[i].file));
       cJSON_AddNumberToObject(e, "count", (double)s->n);
       cJSON_AddNumberToObject(e, "min", num(s->min));
       cJSON_AddNumberToObject(e, "max", num(s->max));
@@ -113,7 +114,11 @@ int dsv3i_stats(dsv3_ckpt *ck, const dsv3i_opts *o) {
       if (note) cJSON_AddStringToObject(e, "note", note);
       cJSON_AddItemToArray(arr, e);
     } else {
-      printf("%-60s %-8s %12.6g %12.6g %12.6g %12.6g %12.6g %8llu %8llu%s%s\n", t->name, dsv3_dtype_name(t->dtype),
+      char label[1100];
+      int rank = dsv3_ckpt_file_rank(ck, sel[i].file);
+      if (dsv3_ckpt_mp(ck) > 1 && rank >= 0) snprintf(label, sizeof label, "%s@rank%d", t->name, rank);
+      else snprintf(label, sizeof label, "%s", t->name);
+      printf("%-60s %-8s %12.6g %12.6g %12.6g %12.6g %12.6g %8llu %8llu%s%s\n", label, dsv3_dtype_name(t->dtype),
              s->min, s->max, s->mean, sd, s->absmax, (unsigned long long)s->nan, (unsigned long long)s->inf,
              note ? "  " : "", note ? note : "");
     }
