@@ -68,6 +68,16 @@ open(os.path.join(dst, "model0-mp1.safetensors"), "wb").write(b)
 PY
 expect "runtime layout" "$CAST" -q "$T/rt" "$T/rt-bf16"
 [ -f "$T/rt-bf16/model0-mp1.safetensors" ] && ok || fail "runtime layout output name"
+# progress bar on a terminal (bytes, rate, ETA), none with -q
+if command -v script >/dev/null; then
+  script -qc "'$CAST' --threads 1 --memory 1M '$DSV3_TINY' '$T/pb'" /dev/null > "$T/tty" 2>&1
+  tr '\r' '\n' < "$T/tty" > "$T/tty2"
+  contains "progress bar" "$T/tty2" 'MiB/s'
+  contains "progress ETA" "$T/tty2" 'ETA'
+  contains "summary line" "$T/tty2" 'peak RSS'
+  script -qc "'$CAST' -q '$DSV3_TINY' '$T/pb2'" /dev/null > "$T/tty" 2>&1
+  [ ! -s "$T/tty" ] && ok || fail "-q printed: $(head -c 200 "$T/tty")"
+fi
 # safety
 expect_error "output inside input" "must not be the input directory" "$CAST" -q "$DSV3_TINY" "$DSV3_TINY/sub"
 expect_error "output is input" "must not be the input directory" "$CAST" -q "$DSV3_TINY" "$DSV3_TINY"
