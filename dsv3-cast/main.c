@@ -433,6 +433,7 @@ int main(int argc, char **argv) {
   size_t nf = dsv3_ckpt_nfiles(ck);
   dsv3_plan_file *pf = dsv3_xcalloc(nf ? nf : 1, sizeof *pf);
   summary sum = {0};
+  dsv3_input_hasher *ih = NULL;
   sum.weight_map = cJSON_CreateObject();
   char *state = NULL;
   int resumable = 0;
@@ -472,6 +473,7 @@ int main(int argc, char **argv) {
               PROG, o.out);
     if (dsv3_cast_state_write(o.out, state) != 0) goto fail;
   }
+  ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("cast", todo, o.quiet || o.json);
   for (size_t i = 0; i < nf; i++) {
     sum.in_total += dsv3_st_file_size(dsv3_ckpt_file(ck, i));
@@ -509,7 +511,11 @@ int main(int argc, char **argv) {
     if (r) goto fail;
   }
   if (write_config(&o, ck, o.out) || copy_other_files(ck, o.out)) goto fail;
-  if (!o.no_manifest && dsv3_plan_write_manifest(pf, nf, ck, PROG, argc, argv, o.out, threads)) goto fail;
+  if (!o.no_manifest && dsv3_plan_write_manifest(pf, nf, ck, ih, PROG, argc, argv, o.out, threads)) {
+    ih = NULL;
+    goto fail;
+  }
+  ih = NULL;
   dsv3_cast_state_remove(o.out);
   if (o.pack && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto fail;
   double el = dsv3_now() - t0;
@@ -553,6 +559,7 @@ int main(int argc, char **argv) {
   return 0;
 fail:
   dsv3_error_print(PROG);
+  dsv3_input_hasher_cancel(ih);
   for (size_t i = 0; i < nf; i++) dsv3_plan_file_free(&pf[i]);
   free(pf);
   cJSON_Delete(sum.weight_map);

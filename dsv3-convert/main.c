@@ -58,37 +58,82 @@ typedef struct {
 } source;
 
 typedef struct {
-  char rt[512];
+  char *rt;
   dsv3_split split;
   dsv3_dtype dtype; /* stored */
   int ndim;
   int64_t shape[DSV3_MAX_DIMS]; /* logical (full) shape */
   int64_t expert;               /* routed expert index, or -1 */
   int is_scale;
-  source src[64];
-  int nsrc;
+  source *src; /* one for the HF layout; one per input rank for split runtime tensors */
+  int nsrc, cap;
 } logical;
 
+/* The 671B release has ~92k tensors: logical tensors are found by name through an
+ * open-addressing hash (a linear search made planning quadratic: a minute at full depth). */
 typedef struct {
   logical *v;
   size_t n, cap;
+  uint32_t *ht; /* 0: empty; else index + 1 */
+  size_t hcap;  /* power of two, >= 2 * the most tensors added */
 } logicals;
 
-static logical *find_logical(logicals *L, const char *rt) {
-  for (size_t i = L->n; i-- > 0;) /* recent first: sources of one tensor arrive together */
-    if (!strcmp(L->v[i].rt, rt)) return &L->v[i];
-  return NULL;
+static uint64_t name_hash(const char *s) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
 }
 
-static logical *add_logical(logicals *L) {
+static void logicals_init(logicals *L, size_t max_tensors) {
+  L->hcap = 16;
+  while (L->hcap < 2 * max_tensors + 2) L->hcap *= 2;
+  L->ht = dsv3_xcalloc(L->hcap, sizeof *L->ht);
+}
+
+static void logicals_free(logicals *L) {
+  for (size_t i = 0; i < L->n; i++) {
+    free(L->v[i].rt);
+    free(L->v[i].src);
+  }
+  free(L->v);
+  free(L->ht);
+}
+
+/* The slot of `rt`: holding it, or the empty slot where it belongs. */
+static size_t find_slot(const logicals *L, const char *rt) {
+  size_t m = L->hcap - 1, i = (size_t)name_hash(rt) & m;
+  while (L->ht[i] && strcmp(L->v[L->ht[i] - 1].rt, rt)) i = (i + 1) & m;
+  return i;
+}
+
+static logical *find_logical(logicals *L, const char *rt) {
+  size_t i = find_slot(L, rt);
+  return L->ht[i] ? &L->v[L->ht[i] - 1] : NULL;
+}
+
+/* Add a logical tensor named rt (not present; at most hcap / 2 in all). */
+static logical *add_logical(logicals *L, const char *rt) {
   if (L->n == L->cap) {
     L->cap = L->cap ? L->cap * 2 : 512;
     L->v = dsv3_xrealloc(L->v, L->cap * sizeof *L->v);
   }
+  size_t slot = find_slot(L, rt);
   logical *l = &L->v[L->n++];
   memset(l, 0, sizeof *l);
+  l->rt = dsv3_xstrdup(rt);
   l->expert = -1;
+  L->ht[slot] = (uint32_t)L->n;
   return l;
+}
+
+static source *add_source(logical *l) {
+  if (l->nsrc == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 1;
+    l->src = dsv3_xrealloc(l->src, (size_t)l->cap * sizeof *l->src);
+  }
+  source *s = &l->src[l->nsrc++];
+  memset(s, 0, sizeof *s);
+  return s;
 }
 
 static int is_scale_name(const char *n) {
@@ -100,6 +145,7 @@ static int is_scale_name(const char *n) {
 static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logicals *L) {
   int rt_in = dsv3_ckpt_layout(ck) == DSV3_LAYOUT_RUNTIME;
   int mp_in = dsv3_ckpt_mp(ck);
+  logicals_init(L, dsv3_ckpt_count(ck));
   /* runtime input: a hash would be faster; the tensor count per rank is ~1.5k for 671B/mp16 */
   for (size_t i = 0; i < dsv3_ckpt_count(ck); i++) {
     size_t fi;
@@ -119,8 +165,7 @@ static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logical
     int rank = dsv3_ckpt_file_rank(ck, fi);
     logical *l = find_logical(L, rt);
     if (!l) {
-      l = add_logical(L);
-      snprintf(l->rt, sizeof l->rt, "%s", rt);
+      l = add_logical(L, rt);
       l->split = sp;
       l->dtype = t->dtype;
       l->ndim = t->ndim;
@@ -142,11 +187,7 @@ static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logical
       return -1;
     }
     if (rt_in && (sp == DSV3_SPLIT_NONE || sp == DSV3_SPLIT_EXPERT) && l->nsrc > 0) continue; /* replicas */
-    if (l->nsrc == (int)(sizeof l->src / sizeof l->src[0])) {
-      dsv3_error_set("tensor %s: more than 64 input ranks", rt);
-      return -1;
-    }
-    source *s = &l->src[l->nsrc++];
+    source *s = add_source(l);
     s->t = t;
     if (rt_in && (sp == DSV3_SPLIT_DIM0 || sp == DSV3_SPLIT_DIM1)) {
       if (t->ndim <= sp) {
@@ -190,6 +231,7 @@ static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logical
 /* 0 if the logical tensor splits evenly at degree mp (and on 128-blocks for FP8 kinds). */
 static int split_ok(const logical *l, int mp, int fp8_out, char *why, size_t cap) {
   if (l->split != DSV3_SPLIT_DIM0 && l->split != DSV3_SPLIT_DIM1) return 0;
+  if (mp == 1) return 0; /* nothing is cut: partial edge blocks stay as they are */
   int d = l->split;
   if (l->ndim <= d) {
     snprintf(why, cap, "tensor %s: split on dim %d but has %d dims", l->rt, d, l->ndim);
@@ -199,6 +241,8 @@ static int split_ok(const logical *l, int mp, int fp8_out, char *why, size_t cap
     snprintf(why, cap, "tensor %s: dim %d of size %lld is not divisible by %d", l->rt, d, (long long)l->shape[d], mp);
     return -1;
   }
+  /* each rank's FP8 slice must start on a 128x128 scale block, or its scale slice would
+   * belong partly to its neighbour */
   if (fp8_out && (l->dtype == DSV3_F8_E4M3 && ((l->shape[d] / mp) % DSV3_FP8_BLOCK))) {
     snprintf(why, cap, "tensor %s: FP8 slices of %lld along dim %d would cut 128x128 scale blocks", l->rt,
              (long long)(l->shape[d] / mp), d);
@@ -212,8 +256,11 @@ static int valid_mp(const logicals *L, int mp, int n_experts, int fp8_out, char 
     snprintf(why, cap, "%d experts are not divisible by %d ranks", n_experts, mp);
     return -1;
   }
-  for (size_t i = 0; i < L->n; i++)
-    if (split_ok(&L->v[i], mp, fp8_out, why, cap)) return -1;
+  /* weights first, so that the error names the weight rather than its scale; scales are not
+   * written with --dtype bf16 */
+  for (int pass = 0; pass < (fp8_out ? 2 : 1); pass++)
+    for (size_t i = 0; i < L->n; i++)
+      if (L->v[i].is_scale == pass && split_ok(&L->v[i], mp, fp8_out, why, cap)) return -1;
   return 0;
 }
 
@@ -397,6 +444,7 @@ int main(int argc, char **argv) {
   const dsv3_config *cfg = dsv3_ckpt_config(ck);
   logicals L = {0};
   dsv3_plan_file *pf = NULL;
+  dsv3_input_hasher *ih = NULL;
   int rc = 1;
   if (!cfg) {
     dsv3_error_set("%s: no config.json (needed for num_hidden_layers and the expert count)", o.in);
@@ -440,6 +488,7 @@ int main(int argc, char **argv) {
                    dsv3_human_bytes((uint64_t)fr, b, sizeof b));
     goto out;
   }
+  ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
   int skipped = 0;
   for (int r = 0; r < o.mp; r++) {
@@ -461,7 +510,11 @@ int main(int argc, char **argv) {
   }
   dsv3_progress_done(pg);
   if (copy_extras(ck, o.out)) goto out;
-  if (!o.no_manifest && dsv3_plan_write_manifest(pf, (size_t)o.mp, ck, PROG, argc, argv, o.out, threads)) goto out;
+  if (!o.no_manifest) {
+    int mr = dsv3_plan_write_manifest(pf, (size_t)o.mp, ck, ih, PROG, argc, argv, o.out, threads);
+    ih = NULL;
+    if (mr) goto out;
+  }
   if (o.pack && !o.pack_per_rank && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto out;
   if (o.pack_per_rank) {
     /* OUT.tar.zst -> OUT-rank{r}.tar.zst */
@@ -501,10 +554,11 @@ int main(int argc, char **argv) {
   rc = 0;
 out:
   if (rc) dsv3_error_print(PROG);
+  dsv3_input_hasher_cancel(ih);
   if (pf)
     for (int r = 0; r < o.mp; r++) dsv3_plan_file_free(&pf[r]);
   free(pf);
-  free(L.v);
+  logicals_free(&L);
   free(pack_dir);
   dsv3_ckpt_close(ck);
   return rc;
