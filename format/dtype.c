@@ -128,13 +128,13 @@ uint8_t dsv3_f32_to_e8m0(float f) {
   if (isnan(f)) return 0xff;
   float a = fabsf(f);
   if (a == 0) return 0;
-  if (isinf(a)) return 0xfe;
+  if (isinf(a)) return 0xff; /* no power of two lies above infinity */
   int e;
   float m = frexpf(a, &e); /* a = m * 2^e, m in [0.5, 1) */
   int p = (m == 0.5f) ? e - 1 : e; /* exact power of two stays, else round up */
   int b = p + 127;
   if (b < 0) b = 0;
-  if (b > 254) b = 254;
+  if (b > 254) b = 254; /* (2^127, FLT_MAX]: saturate rather than turn a finite scale into NaN */
   return (uint8_t)b;
 }
 
@@ -213,6 +213,19 @@ static double sat(float v, double lo, double hi) {
   double d = trunc((double)v);
   return d < lo ? lo : d > hi ? hi : d;
 }
+/* 64-bit targets: INT64_MAX and UINT64_MAX are not doubles, so saturate by comparison with
+ * the powers of two that bound them (every float below those converts exactly). */
+static int64_t sat_i64(float v) {
+  if (isnan(v)) return 0;
+  if (v >= 9223372036854775808.0f) return INT64_MAX;
+  if (v <= -9223372036854775808.0f) return INT64_MIN;
+  return (int64_t)v;
+}
+static uint64_t sat_u64(float v) {
+  if (isnan(v) || v <= 0) return 0;
+  if (v >= 18446744073709551616.0f) return UINT64_MAX;
+  return (uint64_t)v;
+}
 
 void dsv3_from_f32(dsv3_dtype d, const float *src, void *dst, size_t n) {
   size_t i;
@@ -260,9 +273,17 @@ void dsv3_from_f32(dsv3_dtype d, const float *src, void *dst, size_t n) {
     INT_CASE(DSV3_U16, uint16_t, 0, 65535)
     INT_CASE(DSV3_I32, int32_t, -2147483648.0, 2147483647.0)
     INT_CASE(DSV3_U32, uint32_t, 0, 4294967295.0)
-    INT_CASE(DSV3_I64, int64_t, -9223372036854775808.0, 9223372036854774784.0)
-    INT_CASE(DSV3_U64, uint64_t, 0, 18446744073709549568.0)
 #undef INT_CASE
+  case DSV3_I64: {
+    int64_t *p = dst;
+    for (i = 0; i < n; i++) p[i] = sat_i64(src[i]);
+    return;
+  }
+  case DSV3_U64: {
+    uint64_t *p = dst;
+    for (i = 0; i < n; i++) p[i] = sat_u64(src[i]);
+    return;
+  }
   case DSV3_BOOL: {
     uint8_t *p = dst;
     for (i = 0; i < n; i++) p[i] = src[i] != 0;

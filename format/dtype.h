@@ -54,7 +54,9 @@ uint8_t dsv3_f32_to_e4m3(float f);      /* RNE, saturate to +-448, NaN -> 0x7F/0
 float dsv3_e5m2_to_f32(uint8_t x);
 uint8_t dsv3_f32_to_e5m2(float f);      /* RNE, overflow -> Inf */
 float dsv3_e8m0_to_f32(uint8_t x);
-uint8_t dsv3_f32_to_e8m0(float f);      /* round up to the next power of two (ue8m0 scales) */
+uint8_t dsv3_f32_to_e8m0(float f);      /* |f| rounded up to a power of two (ue8m0 scales):
+                                           0 and |f| <= 2^-127 -> 0x00, |f| > 2^127 saturates
+                                           to 0xFE, NaN and Inf -> 0xFF; the sign is ignored */
 
 /* Table of all 256 e4m3 values as float32 (built once, thread-safe). */
 const float *dsv3_e4m3_table(void);

@@ -7,6 +7,7 @@
 #include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -264,7 +265,7 @@ int dsv3_outfile_open(dsv3_outfile *f, const char *final_path) {
   f->final_path = dsv3_xstrdup(final_path);
   f->fd = open(f->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (f->fd < 0) {
-    dsv3_error_set("%s: cannot create: %s", f->tmp_path, strerror(errno));
+    dsv3_error_set("%s: cannot create temporary file %s: %s", final_path, f->tmp_path, strerror(errno));
     free(f->tmp_path);
     free(f->final_path);
     f->tmp_path = f->final_path = NULL;
@@ -381,10 +382,14 @@ fail:
 }
 
 /* ---- threads ---- */
+/* The CPUs this process may run on (taskset, cgroup cpusets), not all the machine has;
+ * DSV3_THREADS overrides. */
 int dsv3_num_cpus(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
   const char *env = getenv("DSV3_THREADS");
   if (env && atoi(env) > 0) return atoi(env);
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
 }
 
@@ -438,16 +443,17 @@ int dsv3_parallel_for(size_t n, int threads, dsv3_task_fn fn, void *ctx) {
   }
   pf_worker *ws = dsv3_xcalloc((size_t)threads, sizeof *ws);
   pthread_t *tids = dsv3_xcalloc((size_t)threads, sizeof *tids);
-  for (int t = 0; t < threads; t++) {
+  int started = 1;
+  ws[0].s = &s;
+  for (int t = 1; t < threads; t++) {
     ws[t].s = &s;
     ws[t].id = t;
-    if (t > 0 && pthread_create(&tids[t], NULL, pf_run, &ws[t]) != 0) {
-      fprintf(stderr, "dsv3: cannot create thread\n");
-      abort();
-    }
+    /* Out of threads: the ones running (at least this one) share the work between them. */
+    if (pthread_create(&tids[t], NULL, pf_run, &ws[t]) != 0) break;
+    started++;
   }
   pf_run(&ws[0]);
-  for (int t = 1; t < threads; t++) pthread_join(tids[t], NULL);
+  for (int t = 1; t < started; t++) pthread_join(tids[t], NULL);
   int r = atomic_load(&s.err);
   if (r)
     for (int t = 0; t < threads; t++)
@@ -537,27 +543,36 @@ const char *dsv3_human_bytes(uint64_t n, char *buf, size_t cap) {
   return buf;
 }
 
+/* Digits with an optional fraction, then an optional K/M/G/T (powers of 1024), an optional
+ * 'i' and an optional 'B': "512M", "4G", "1.5GiB", "1024".  Nothing else (no signs, spaces,
+ * exponents, hex, inf or nan, which strtod alone would let through). */
 int dsv3_parse_size(const char *s, uint64_t *out) {
-  if (!s || !*s) return -1;
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || v < 0) return -1;
-  uint64_t mul = 1;
-  switch (*end) {
-  case 0: break;
-  case 'k': case 'K': mul = 1ull << 10; end++; break;
-  case 'm': case 'M': mul = 1ull << 20; end++; break;
-  case 'g': case 'G': mul = 1ull << 30; end++; break;
-  case 't': case 'T': mul = 1ull << 40; end++; break;
-  default: return -1;
+  if (!s) return -1;
+  const char *p = s;
+  uint64_t ip = 0;
+  double frac = 0, scale = 1;
+  int digits = 0;
+  for (; *p >= '0' && *p <= '9'; p++, digits++)
+    if (dsv3_mul_u64(ip, 10, &ip) != 0 || dsv3_add_u64(ip, (uint64_t)(*p - '0'), &ip) != 0) return -1;
+  if (*p == '.')
+    for (p++; *p >= '0' && *p <= '9'; p++, digits++) frac += (*p - '0') * (scale /= 10);
+  if (!digits) return -1;
+  int sh = 0;
+  switch (*p) {
+  case 'k': case 'K': sh = 10; p++; break;
+  case 'm': case 'M': sh = 20; p++; break;
+  case 'g': case 'G': sh = 30; p++; break;
+  case 't': case 'T': sh = 40; p++; break;
+  default: break;
   }
-  if (*end == 'i' || *end == 'I') end++;
-  if (*end == 'b' || *end == 'B') end++;
-  if (*end) return -1;
-  double r = v * (double)mul;
-  if (r > 1.8e19) return -1;
-  *out = (uint64_t)r;
+  if (sh && (*p == 'i' || *p == 'I')) p++;
+  if (*p == 'b' || *p == 'B') p++;
+  if (*p) return -1;
+  uint64_t r;
+  if (dsv3_mul_u64(ip, 1ull << sh, &r) != 0 ||
+      dsv3_add_u64(r, (uint64_t)(frac * (double)(1ull << sh)), &r) != 0)
+    return -1;
+  *out = r;
   return 0;
 }
 
