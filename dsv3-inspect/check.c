@@ -197,9 +197,28 @@ int dsv3i_check(dsv3_ckpt *ck, const dsv3i_opts *o) {
     problem(&P, "%s: no config.json: the structure cannot be checked", dsv3_ckpt_path(ck));
   } else {
     int with_mtp = 0;
-    for (size_t i = 0; i < n && !with_mtp; i++) with_mtp = dsv3i_is_mtp(c, dsv3_ckpt_tensor(ck, i, NULL)->name);
+    size_t n_fp8 = 0;
+    for (size_t i = 0; i < n; i++) {
+      const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, NULL);
+      if (!with_mtp) with_mtp = dsv3i_is_mtp(c, t->name);
+      n_fp8 += t->dtype == DSV3_F8_E4M3;
+    }
+    /* A config that disagrees with the tensors about quantisation (e.g. a BF16 checkpoint
+     * with the FP8 config left in place) is one problem; the structure is then checked as the
+     * tensors are stored, so the other lines are real. */
+    dsv3_config cq = *c;
+    if (c->quant.present && n_fp8 == 0 && n > 0) {
+      problem(&P, "%s: config.json has a quantization_config (fp8) but no tensor is F8_E4M3; checking as unquantised",
+              dsv3_ckpt_path(ck));
+      cq.quant.present = 0;
+    } else if (!c->quant.present && n_fp8 > 0) {
+      problem(&P, "%s: %zu F8_E4M3 tensors but config.json has no quantization_config; checking as FP8",
+              dsv3_ckpt_path(ck), n_fp8);
+      cq.quant.present = 1;
+      cq.quant.weight_block_size[0] = cq.quant.weight_block_size[1] = DSV3_FP8_BLOCK;
+    }
     wants_t W = {0};
-    build_wants(c, runtime, mp, with_mtp, &W, &P);
+    build_wants(&cq, runtime, mp, with_mtp, &W, &P);
     nwant = W.n;
     /* every stored tensor is expected, with its shape and dtype */
     for (size_t i = 0; i < n; i++) {

@@ -44,6 +44,11 @@ check_fails extra "^$S1: tensor model.layers.0.mlp.extra_proj.weight: not expect
 # config says 5 layers: the whole of layer 4 is "missing" and the MTP layer is now layer 5
 rm -rf "$T/cfg"; cp -r "$M" "$T/cfg"; sed -i 's/"num_hidden_layers": 4/"num_hidden_layers": 5/' "$T/cfg/config.json"
 check_fails cfg "^tensor model.layers.5.enorm.weight: missing" "tensor model.layers.4.enorm.weight: not expected by config.json$"
+# config and tensors disagree about quantisation: one problem, the structure checked as stored
+rm -rf "$T/noq"; cp -r "$M" "$T/noq"
+"$PY" -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); del c["quantization_config"]; json.dump(c, open(p, "w"))' "$T/noq/config.json"
+check_fails noq "F8_E4M3 tensors but config.json has no quantization_config; checking as FP8$"
+[ "$(wc -l < "$T/out")" = 1 ] && ok || fail "noq: expected exactly 1 problem: $(cat "$T/out")"
 "$INSPECT" --check --json "$T/removed" > "$T/j.json"; [ $? = 1 ] && ok || fail "--check --json on damage: not exit 1"
 "$PY" - "$T/j.json" <<'PY' && ok || fail "--check --json problems"
 import json, sys
@@ -58,6 +63,14 @@ if [ -x "$CONVERT" ]; then
     contains "runtime mp$mp ok" "$T/out" "^ok: .*runtime layout, per-rank shapes"
   done
   "$CONVERT" -q "$M" "$T/rtk" --mp 2 --keep-mtp > /dev/null 2>&1 && expect "runtime keep-mtp check" "$INSPECT" --check "$T/rtk"
+  if "$CONVERT" -q "$M" "$T/rtbf" --mp 2 --dtype bf16 > /dev/null 2>&1; then
+    if grep -q quantization_config "$T/rtbf/config.json"; then
+      check_fails rtbf "config.json has a quantization_config (fp8) but no tensor is F8_E4M3; checking as unquantised$"
+      [ "$(wc -l < "$T/out")" = 1 ] && ok || fail "rtbf: expected exactly 1 problem: $(cat "$T/out")"
+    else
+      expect "runtime bf16 check" "$INSPECT" --check "$T/rtbf"
+    fi
+  fi
   # damage rank 1: drop one of its experts, change a per-rank shape
   "$PY" "$ST" mutate "$T/rt2" model1-mp2.safetensors drop layers.2.ffn.experts.5.w1.weight
   "$PY" "$ST" mutate "$T/rt2" model1-mp2.safetensors shape layers.1.attn.wq_b.weight 1024,96
