@@ -9,6 +9,7 @@
  * them (expert e on rank e / (n_routed_experts / mp)), everything else on every rank.  MTP
  * layers are optional there (convert.py drops them unless --keep-mtp), checked when present. */
 #include <stdarg.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,26 @@ static void build_wants(const dsv3_config *c, int runtime, int mp, int with_mtp,
   qsort(W->w, W->n, sizeof *W->w, cmp_want);
 }
 
+/* Scale values: finite and > 0 (a zero, negative or NaN scale silently destroys a block),
+ * powers of two when the config says ue8m0.  Scales are ~1/4096 of the weight bytes. */
+static void check_scale_values(const char *fn, const dsv3_tensor *s, int ue8m0, probs_t *P) {
+  const uint8_t *p = s->data;
+  for (uint64_t i = 0; i < s->numel; i++) {
+    float v;
+    memcpy(&v, p + i * 4, 4);
+    int e;
+    if (!(v > 0) || !isfinite(v)) {
+      problem(P, "%s: tensor %s: scale %llu is %g (must be finite and > 0)", fn, s->name, (unsigned long long)i, (double)v);
+      return;
+    }
+    if (ue8m0 && frexpf(v, &e) != 0.5f) {
+      problem(P, "%s: tensor %s: scale %llu is %g, not a power of two (scale_fmt ue8m0)", fn, s->name,
+              (unsigned long long)i, (double)v);
+      return;
+    }
+  }
+}
+
 static void check_scales(dsv3_ckpt *ck, probs_t *P) {
   size_t n = dsv3_ckpt_count(ck);
   for (size_t i = 0; i < n; i++) {
@@ -159,10 +180,14 @@ static void check_scales(dsv3_ckpt *ck, probs_t *P) {
     const char *fn = dsv3_ckpt_file_name(ck, f);
     int rank = dsv3_ckpt_file_rank(ck, f);
     if (t->dtype == DSV3_F8_E4M3) {
-      const dsv3_tensor *s = dsv3i_scale_of(ck, t->name, rank);
+      size_t sf = f;
+      const dsv3_tensor *s = dsv3i_scale_of(ck, t->name, rank, &sf);
       if (!s) {
         problem(P, "%s: tensor %s: FP8 weight without a scale", fn, t->name);
-      } else if (!dsv3i_scale_fits(t, s)) {
+      } else if (dsv3i_scale_fits(t, s)) {
+        const dsv3_config *c = dsv3_ckpt_config(ck);
+        check_scale_values(dsv3_ckpt_file_name(ck, sf), s, c && strcmp(c->quant.scale_fmt, "ue8m0") == 0, P);
+      } else {
         char a[96], b[96];
         dsv3i_shape_str(t, a, sizeof a);
         dsv3i_shape_str(s, b, sizeof b);

@@ -39,15 +39,15 @@ int dsv3i_is_scale_name(const char *name) {
   return ends_with(name, ".weight_scale_inv") || ends_with(name, ".scale");
 }
 
-const dsv3_tensor *dsv3i_scale_of(const dsv3_ckpt *ck, const char *name, int rank) {
+const dsv3_tensor *dsv3i_scale_of(const dsv3_ckpt *ck, const char *name, int rank, size_t *file_index) {
   char sn[1100];
   size_t n = strlen(name);
   if (n < 8 || n > 1000 || !ends_with(name, ".weight")) return NULL;
   snprintf(sn, sizeof sn, "%s_scale_inv", name);
-  const dsv3_tensor *s = dsv3_ckpt_find(ck, sn, rank, NULL);
+  const dsv3_tensor *s = dsv3_ckpt_find(ck, sn, rank, file_index);
   if (s) return s;
   snprintf(sn, sizeof sn, "%.*s.scale", (int)(n - 7), name);
-  return dsv3_ckpt_find(ck, sn, rank, NULL);
+  return dsv3_ckpt_find(ck, sn, rank, file_index);
 }
 
 int dsv3i_scale_fits(const dsv3_tensor *t, const dsv3_tensor *s) {

@@ -38,7 +38,7 @@ void dsv3i_print_json(cJSON *j); /* prints and deletes */
 void dsv3i_shape_str(const dsv3_tensor *t, char *buf, size_t cap);
 cJSON *dsv3i_shape_json(const dsv3_tensor *t);
 /* The FP8 scale of weight `name` (HF "_scale_inv" or runtime ".scale") on `rank`, or NULL. */
-const dsv3_tensor *dsv3i_scale_of(const dsv3_ckpt *ck, const char *name, int rank);
+const dsv3_tensor *dsv3i_scale_of(const dsv3_ckpt *ck, const char *name, int rank, size_t *file_index);
 /* 1 if `s` is usable as the block scale of FP8 weight `t`: F32 [ceil(M/128), ceil(N/128)]. */
 int dsv3i_scale_fits(const dsv3_tensor *t, const dsv3_tensor *s);
 /* 1 if the name is a scale (either naming scheme). */

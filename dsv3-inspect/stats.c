@@ -53,7 +53,7 @@ int dsv3i_stats(dsv3_ckpt *ck, const dsv3i_opts *o) {
     if (o->filter && !dsv3_glob_match(o->filter, t->name)) continue;
     const dsv3_tensor *s = NULL;
     if (t->dtype == DSV3_F8_E4M3) {
-      s = dsv3i_scale_of(ck, t->name, dsv3_ckpt_file_rank(ck, f));
+      s = dsv3i_scale_of(ck, t->name, dsv3_ckpt_file_rank(ck, f), NULL);
       if (!dsv3i_scale_fits(t, s)) s = NULL;
     }
     sel[ns] = (sel_t){t, s, f};

@@ -113,7 +113,7 @@ int dsv3i_summary(dsv3_ckpt *ck, const dsv3i_opts *o) {
       char k[256];
       kind_of(hf, k, sizeof k);
       kind_add(kinds, &nk, 64, k);
-      if (!dsv3i_scale_fits(t, dsv3i_scale_of(ck, t->name, rank)))
+      if (!dsv3i_scale_fits(t, dsv3i_scale_of(ck, t->name, rank, NULL)))
         if (!n_noscale++) snprintf(first_noscale, sizeof first_noscale, "%s", t->name);
       if (!dsv3_name_is_fp8_kind(hf))
         if (!n_fp8_oddkind++) snprintf(first_odd, sizeof first_odd, "%s", t->name);

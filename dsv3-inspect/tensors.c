@@ -11,7 +11,7 @@ int dsv3i_tensors(dsv3_ckpt *ck, const dsv3i_opts *o) {
     const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, &f);
     if (o->filter && !dsv3_glob_match(o->filter, t->name)) continue;
     shown++;
-    const dsv3_tensor *s = t->dtype == DSV3_F8_E4M3 ? dsv3i_scale_of(ck, t->name, dsv3_ckpt_file_rank(ck, f)) : NULL;
+    const dsv3_tensor *s = t->dtype == DSV3_F8_E4M3 ? dsv3i_scale_of(ck, t->name, dsv3_ckpt_file_rank(ck, f), NULL) : NULL;
     uint64_t off = dsv3_st_data_offset(dsv3_ckpt_file(ck, f)) + t->begin; /* absolute, in the file */
     if (arr) {
       cJSON *e = cJSON_CreateObject();

@@ -288,7 +288,7 @@ void dsv3i_lview_build(const dsv3_ckpt *ck, dsv3i_lview *v) {
       if (dim == 1) p->c0 = q * p->cols;
       lt->nbytes += u->nbytes;
       if (u->dtype == DSV3_F8_E4M3) {
-        const dsv3_tensor *s = dsv3i_scale_of(ck, u->name, e[i + (size_t)q].rank);
+        const dsv3_tensor *s = dsv3i_scale_of(ck, u->name, e[i + (size_t)q].rank, NULL);
         if (dsv3i_scale_fits(u, s)) p->scale = s;
         else if (!lt->problem) lt->problem = fmt_problem("FP8 weight %s has no scale of the right shape", u->name);
       }

@@ -41,6 +41,18 @@ check_fails noscale "^$S1: tensor model.layers.0.self_attn.o_proj.weight: FP8 we
 damaged extra add model.layers.0.mlp.extra_proj.weight BF16 4,4
 check_fails extra "^$S1: tensor model.layers.0.mlp.extra_proj.weight: not expected by config.json$" \
   "^$S1: tensor model.layers.0.mlp.extra_proj.weight: not in model.safetensors.index.json$"
+# scale values: zero / NaN scales, and non-power-of-two scales under scale_fmt ue8m0
+damaged badscale poke model.layers.0.self_attn.o_proj.weight_scale_inv 8 00000000
+"$PY" "$ST" mutate "$T/badscale" "$S1" poke model.layers.0.mlp.up_proj.weight_scale_inv 4 0000c07f
+check_fails badscale "^$S1: tensor model.layers.0.self_attn.o_proj.weight_scale_inv: scale 2 is 0 (must be finite and > 0)$" \
+  "^$S1: tensor model.layers.0.mlp.up_proj.weight_scale_inv: scale 1 is nan (must be finite and > 0)$"
+[ "$(wc -l < "$T/out")" = 2 ] && ok || fail "badscale: expected exactly 2 problems: $(cat "$T/out")"
+rm -rf "$T/ue"; cp -r "$M" "$T/ue"; sed -i 's/"fmt": "e4m3",/"fmt": "e4m3", "scale_fmt": "ue8m0",/' "$T/ue/config.json"
+check_fails ue "^$S1: tensor model.layers.0.mlp.down_proj.weight_scale_inv: scale 0 is 0.000632119, not a power of two (scale_fmt ue8m0)$"
+if [ -x "$CAST" ]; then # real ue8m0 scales pass
+  "$CAST" -q "$M" "$T/bf" > /dev/null 2>&1 && "$CAST" -q --to fp8 --scale-fmt ue8m0 "$T/bf" "$T/ue8" > /dev/null 2>&1 &&
+    expect "ue8m0 cast check" "$INSPECT" --check "$T/ue8" || fail "dsv3-cast to ue8m0"
+fi
 # config says 5 layers: the whole of layer 4 is "missing" and the MTP layer is now layer 5
 rm -rf "$T/cfg"; cp -r "$M" "$T/cfg"; sed -i 's/"num_hidden_layers": 4/"num_hidden_layers": 5/' "$T/cfg/config.json"
 check_fails cfg "^tensor model.layers.5.enorm.weight: missing" "tensor model.layers.4.enorm.weight: not expected by config.json$"
