@@ -1,0 +1,490 @@
+/* cuda_bench - kernels/cuda at DeepSeek-V3 671B widths, each figure next to its floor measured
+ * in the same program: a device-to-device copy (bytes read + written per second) for
+ * memory-bound kernels, a cuBLAS BF16 GEMM (8192^3) for matrix-bound ones.
+ *
+ *   cuda_bench [--quick] [--filter SUBSTRING]
+ *
+ * Timing: warm-up, then 7 trials of N back-to-back calls between CUDA events; the median
+ * trial / N is reported.  Weights are rotated among copies totalling >= 4x the L2 size, so
+ * memory-bound figures come from HBM, not the cache.  Inputs are random, never zeros. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsv3_cuda.h"
+#include "util.h"
+
+#define CU(call)                                                                               \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
+      fprintf(stderr, "cuda_bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      exit(1);                                                                                 \
+    }                                                                                          \
+  } while (0)
+#define OK(call)                                                                               \
+  do {                                                                                         \
+    if ((call) != 0) {                                                                         \
+      fprintf(stderr, "cuda_bench: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, dsv3_error()); \
+      exit(1);                                                                                 \
+    }                                                                                          \
+  } while (0)
+
+static dsv3_cuda_ctx *ctx;
+static cudaStream_t st;
+static double copy_bw, gemm_peak; /* bytes/s (read + write), FLOP/s */
+static size_t l2_bytes;
+static int quick;
+static const char *filter;
+
+static uint64_t rng = 0x243f6a8885a308d3ull;
+static uint64_t next64(void) {
+  uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* random device bytes: generated on the host in one 64 MB block, replicated */
+static void *dev_random(size_t n, int kind /* 0 bytes (e4m3, no NaN), 1 f32 N(0,1)-ish, 2 bf16, 3 scales */) {
+  void *d;
+  CU(cudaMalloc(&d, n ? n : 1));
+  size_t blk = n < (64u << 20) ? n : (64u << 20);
+  uint8_t *h = malloc(blk ? blk : 1);
+  for (size_t i = 0; i < blk;) {
+    if (kind == 0) {
+      uint8_t b = (uint8_t)next64();
+      h[i++] = (b & 0x7f) == 0x7f ? 0x3c : b;
+    } else if (kind == 2) {
+      float f = (float)((int64_t)(next64() >> 40) - (1 << 23)) / (float)(1 << 23) * 0.05f;
+      uint32_t u;
+      memcpy(&u, &f, 4);
+      uint16_t b = (uint16_t)(u >> 16);
+      if (i + 2 <= blk) memcpy(h + i, &b, 2);
+      i += 2;
+    } else {
+      float f = kind == 3 ? (float)(1e-3 * pow(10.0, (double)(next64() >> 11) / 9007199254740992.0))
+                          : (float)((int64_t)(next64() >> 40) - (1 << 23)) / (float)(1 << 23);
+      if (i + 4 <= blk) memcpy(h + i, &f, 4);
+      i += 4;
+    }
+  }
+  for (size_t off = 0; off < n; off += blk) CU(cudaMemcpy((uint8_t *)d + off, h, n - off < blk ? n - off : blk, cudaMemcpyHostToDevice));
+  free(h);
+  return d;
+}
+
+typedef void (*bench_fn)(void *arg, int it);
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+/* median seconds per call */
+static double timeit(bench_fn fn, void *arg, int reps) {
+  cudaEvent_t a, b;
+  CU(cudaEventCreate(&a));
+  CU(cudaEventCreate(&b));
+  for (int i = 0; i < 3; i++) fn(arg, i);
+  CU(cudaStreamSynchronize(st));
+  double t[7];
+  int it = 0;
+  for (int k = 0; k < 7; k++) {
+    CU(cudaEventRecord(a, st));
+    for (int i = 0; i < reps; i++) fn(arg, it++);
+    CU(cudaEventRecord(b, st));
+    CU(cudaEventSynchronize(b));
+    float ms;
+    CU(cudaEventElapsedTime(&ms, a, b));
+    t[k] = ms * 1e-3 / reps;
+  }
+  CU(cudaGetLastError());
+  qsort(t, 7, sizeof *t, cmp_d);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t[3];
+}
+
+static int want(const char *name) { return !filter || strstr(name, filter); }
+static void row_bw(const char *name, const char *shape, double sec, double bytes) {
+  double bw = bytes / sec;
+  printf("%-22s %-34s %10.2f us %9.1f GB/s  floor %7.2f us  %5.2fx floor (%3.0f%% of copy BW)\n", name, shape, sec * 1e6,
+         bw / 1e9, bytes / copy_bw * 1e6, sec / (bytes / copy_bw), 100 * bw / copy_bw);
+  fflush(stdout);
+}
+static void row_fl(const char *name, const char *shape, double sec, double flops) {
+  double r = flops / sec;
+  printf("%-22s %-34s %10.2f us %9.1f TFLOP/s floor %7.2f us  %5.2fx floor (%3.0f%% of cuBLAS peak)\n", name, shape, sec * 1e6,
+         r / 1e12, flops / gemm_peak * 1e6, sec / (flops / gemm_peak), 100 * r / gemm_peak);
+  fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- floors */
+typedef struct {
+  void *a, *b;
+  size_t n;
+} copy_arg;
+static void f_copy(void *v, int it) {
+  (void)it;
+  copy_arg *c = v;
+  CU(cudaMemcpyAsync(c->b, c->a, c->n, cudaMemcpyDeviceToDevice, st));
+}
+typedef struct {
+  uint16_t *a, *b;
+  float *c;
+  int n;
+} gemm_arg;
+static void f_gemm(void *v, int it) {
+  (void)it;
+  gemm_arg *g = v;
+  OK(dsv3_cuda_gemm_bf16(ctx, g->c, g->a, g->n, g->b, g->n, g->n, 0));
+}
+static void floors(void) {
+  copy_arg c = {NULL, NULL, (size_t)1 << 30};
+  c.a = dev_random(c.n, 1);
+  CU(cudaMalloc(&c.b, c.n));
+  copy_bw = 2.0 * c.n / timeit(f_copy, &c, 10);
+  cudaFree(c.a);
+  cudaFree(c.b);
+  gemm_arg g = {NULL, NULL, NULL, 8192};
+  size_t n2 = (size_t)g.n * g.n;
+  g.a = dev_random(n2 * 2, 2);
+  g.b = dev_random(n2 * 2, 2);
+  CU(cudaMalloc((void **)&g.c, n2 * 4));
+  gemm_peak = 2.0 * g.n * g.n * (double)g.n / timeit(f_gemm, &g, 10);
+  cudaFree(g.a), cudaFree(g.b), cudaFree(g.c);
+  printf("floors: device-to-device copy %.1f GB/s (read + write), cuBLAS BF16 GEMM 8192^3 %.1f TFLOP/s\n", copy_bw / 1e9,
+         gemm_peak / 1e12);
+}
+
+/* ---------------------------------------------------------------- linear */
+typedef struct {
+  dsv3_wmat w[64];
+  int ncopy;
+  float *x, *y;
+  int64_t T;
+  int path; /* 0 gemv, 1 gemm (dequant + cuBLAS), 2 gemm_bf16 on pre-dequantised weights */
+  uint16_t *wb, *xb;
+} lin_arg;
+static void f_lin(void *v, int it) {
+  lin_arg *a = v;
+  const dsv3_wmat *w = &a->w[it % a->ncopy];
+  if (a->path == 0) OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
+  else if (a->path == 1) OK(dsv3_cuda_gemm(ctx, a->y, a->x, a->T, w, 0));
+  else OK(dsv3_cuda_gemm_bf16(ctx, a->y, a->xb, a->T, a->wb, w->rows, w->cols, 0));
+}
+static void make_weights(lin_arg *a, dsv3_dtype dt, int64_t N, int64_t K, size_t min_total) {
+  size_t wbytes = (size_t)(N * K) * (dt == DSV3_BF16 ? 2 : 1);
+  a->ncopy = (int)((min_total + wbytes - 1) / wbytes);
+  if (a->ncopy < 1) a->ncopy = 1;
+  if (a->ncopy > 64) a->ncopy = 64;
+  for (int i = 0; i < a->ncopy; i++) {
+    a->w[i] = (dsv3_wmat){dt, NULL, NULL, N, K};
+    a->w[i].data = dev_random(wbytes, dt == DSV3_BF16 ? 2 : 0);
+    if (dt == DSV3_F8_E4M3) a->w[i].scale = dev_random((size_t)(((N + 127) / 128) * ((K + 127) / 128)) * 4, 3);
+  }
+}
+static void free_weights(lin_arg *a) {
+  for (int i = 0; i < a->ncopy; i++) cudaFree((void *)a->w[i].data), cudaFree((void *)a->w[i].scale);
+}
+static double wbytes_of(const dsv3_wmat *w) {
+  double b = (double)w->rows * w->cols * (w->dtype == DSV3_BF16 ? 2 : 1);
+  if (w->scale) b += (double)((w->rows + 127) / 128) * ((w->cols + 127) / 128) * 4;
+  return b;
+}
+
+static void bench_gemv(const char *name, dsv3_dtype dt, int64_t N, int64_t K) {
+  if (!want(name)) return;
+  lin_arg a;
+  memset(&a, 0, sizeof a);
+  make_weights(&a, dt, N, K, 4 * l2_bytes);
+  const int64_t toks[] = {1, 8, 32};
+  for (int i = 0; i < 3; i++) {
+    a.T = toks[i];
+    a.x = dev_random((size_t)(a.T * K) * 4, 1);
+    CU(cudaMalloc((void **)&a.y, (size_t)(a.T * N) * 4));
+    a.path = 0;
+    double s = timeit(f_lin, &a, quick ? 5 : 20);
+    char shape[64];
+    snprintf(shape, sizeof shape, "%s %lldx%lld T=%lld", dt == DSV3_BF16 ? "bf16" : "fp8", (long long)N, (long long)K,
+             (long long)a.T);
+    row_bw(name, shape, s, wbytes_of(&a.w[0]) + (double)a.T * (K + N) * 4);
+    cudaFree(a.x), cudaFree(a.y);
+  }
+  free_weights(&a);
+}
+
+static void bench_gemm(const char *name, int64_t N, int64_t K, int64_t T) {
+  if (!want(name)) return;
+  lin_arg a;
+  memset(&a, 0, sizeof a);
+  make_weights(&a, DSV3_F8_E4M3, N, K, 0);
+  a.T = T;
+  a.x = dev_random((size_t)(T * K) * 4, 1);
+  CU(cudaMalloc((void **)&a.y, (size_t)(T * N) * 4));
+  CU(cudaMalloc((void **)&a.wb, (size_t)(N * K) * 2));
+  CU(cudaMalloc((void **)&a.xb, (size_t)(T * K) * 2));
+  OK(dsv3_cuda_dequant(a.wb, &a.w[0], st));
+  OK(dsv3_cuda_f32_to_bf16(a.xb, a.x, T * K, st));
+  char shape[64];
+  snprintf(shape, sizeof shape, "fp8 %lldx%lld T=%lld", (long long)N, (long long)K, (long long)T);
+  double fl = 2.0 * N * K * T;
+  a.path = 1;
+  row_fl(name, shape, timeit(f_lin, &a, quick ? 3 : 10), fl);
+  a.path = 2;
+  char n2[64];
+  snprintf(n2, sizeof n2, "%s(bf16 only)", name);
+  row_fl(n2, shape, timeit(f_lin, &a, quick ? 3 : 10), fl);
+  if (T <= 64) {
+    a.path = 0;
+    snprintf(n2, sizeof n2, "%s(gemv)", name);
+    row_fl(n2, shape, timeit(f_lin, &a, quick ? 3 : 10), fl);
+  }
+  cudaFree(a.x), cudaFree(a.y), cudaFree(a.wb), cudaFree(a.xb);
+  free_weights(&a);
+}
+
+/* ---------------------------------------------------------------- MLA */
+typedef struct {
+  float *ol, *ql, *q;
+  uint16_t *kv, *pe;
+  int32_t *seq, *len;
+  int64_t nq, H, C, R, max_seq, max_len;
+} mla_arg;
+static void f_mla(void *v, int it) {
+  (void)it;
+  mla_arg *a = v;
+  OK(dsv3_cuda_mla_attention(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, a->seq, a->len, a->nq, a->H, a->C,
+                             a->R, a->max_seq, a->max_len, 0.07f));
+}
+/* nseq sequences of length L each; prefill: nq = L causal queries of one sequence */
+static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
+  if (!want(name)) return;
+  mla_arg a = {0};
+  a.H = 128, a.C = 512, a.R = 64, a.max_seq = L, a.max_len = L;
+  a.nq = prefill ? L : nseq;
+  a.kv = dev_random((size_t)(nseq * L * a.C) * 2, 2);
+  a.pe = dev_random((size_t)(nseq * L * a.R) * 2, 2);
+  a.ql = dev_random((size_t)(a.nq * a.H * a.C) * 4, 1);
+  a.q = dev_random((size_t)(a.nq * a.H * a.R) * 4, 1);
+  CU(cudaMalloc((void **)&a.ol, (size_t)(a.nq * a.H * a.C) * 4));
+  int32_t *seq = malloc((size_t)a.nq * 4), *len = malloc((size_t)a.nq * 4);
+  double flops = 0;
+  for (int64_t i = 0; i < a.nq; i++) {
+    seq[i] = prefill ? 0 : (int32_t)i;
+    len[i] = prefill ? (int32_t)(i + 1) : (int32_t)L;
+    flops += 2.0 * a.H * len[i] * (a.C + a.R + a.C);
+  }
+  CU(cudaMalloc((void **)&a.seq, (size_t)a.nq * 4));
+  CU(cudaMalloc((void **)&a.len, (size_t)a.nq * 4));
+  CU(cudaMemcpy(a.seq, seq, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(a.len, len, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
+  double s = timeit(f_mla, &a, prefill ? 2 : (quick ? 5 : 20));
+  char shape[80];
+  snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
+           (long long)L);
+  if (prefill) row_fl(name, shape, s, flops);
+  else {
+    row_bw(name, shape, s, (double)nseq * L * (a.C + a.R) * 2);
+    char n2[64];
+    snprintf(n2, sizeof n2, "%s(flops)", name);
+    row_fl(n2, shape, s, flops);
+  }
+  cudaFree(a.kv), cudaFree(a.pe), cudaFree(a.ql), cudaFree(a.q), cudaFree(a.ol), cudaFree(a.seq), cudaFree(a.len);
+  free(seq), free(len);
+}
+
+/* ---------------------------------------------------------------- MoE */
+typedef struct {
+  dsv3_cuda_expert *tab;
+  float *x, *y, *w, *logits, *bias;
+  int32_t *idx;
+  int64_t T, K, D, I;
+  dsv3_route_params rp;
+} moe_arg;
+static void f_moe(void *v, int it) {
+  (void)it;
+  moe_arg *a = v;
+  OK(dsv3_cuda_moe_decode(ctx, a->y, a->x, a->T, a->idx, a->w, a->K, a->tab, DSV3_F8_E4M3, a->D, a->I, 0));
+}
+static void f_route(void *v, int it) {
+  (void)it;
+  moe_arg *a = v;
+  OK(dsv3_cuda_route(&a->rp, a->logits, a->bias, a->idx, a->w, a->T, st));
+}
+static void bench_moe(void) {
+  if (!want("moe")) return;
+  const int64_t E = quick ? 32 : 64, D = 7168, I = 2048, K = 8;
+  dsv3_cuda_expert *h = malloc((size_t)E * sizeof *h);
+  for (int64_t e = 0; e < E; e++) {
+    h[e].w1 = dev_random((size_t)(I * D), 0), h[e].w3 = dev_random((size_t)(I * D), 0), h[e].w2 = dev_random((size_t)(I * D), 0);
+    h[e].s1 = dev_random((size_t)(16 * 56) * 4, 3), h[e].s3 = dev_random((size_t)(16 * 56) * 4, 3),
+    h[e].s2 = dev_random((size_t)(56 * 16) * 4, 3);
+  }
+  moe_arg a = {0};
+  CU(cudaMalloc((void **)&a.tab, (size_t)E * sizeof *h));
+  CU(cudaMemcpy(a.tab, h, (size_t)E * sizeof *h, cudaMemcpyHostToDevice));
+  a.K = K, a.D = D, a.I = I;
+  const int64_t toks[] = {1, 8, 32};
+  for (int i = 0; i < 3; i++) {
+    a.T = toks[i];
+    int32_t *idx = malloc((size_t)(a.T * K) * 4);
+    char *used = calloc((size_t)E, 1);
+    int64_t distinct = 0;
+    for (int64_t t = 0; t < a.T; t++)
+      for (int64_t k = 0; k < K; k++) { /* distinct experts within a token */
+        int32_t e;
+        int dup;
+        do {
+          e = (int32_t)(next64() % (uint64_t)E);
+          dup = 0;
+          for (int64_t j = 0; j < k; j++) dup |= idx[t * K + j] == e;
+        } while (dup);
+        idx[t * K + k] = e;
+        if (!used[e]) used[e] = 1, distinct++;
+      }
+    CU(cudaMalloc((void **)&a.idx, (size_t)(a.T * K) * 4));
+    CU(cudaMemcpy(a.idx, idx, (size_t)(a.T * K) * 4, cudaMemcpyHostToDevice));
+    a.w = dev_random((size_t)(a.T * K) * 4, 1);
+    a.x = dev_random((size_t)(a.T * D) * 4, 1);
+    CU(cudaMalloc((void **)&a.y, (size_t)(a.T * D) * 4));
+    double s = timeit(f_moe, &a, quick ? 5 : 20);
+    char shape[80];
+    snprintf(shape, sizeof shape, "top8 %lldx%lld T=%lld (%lld experts)", (long long)I, (long long)D, (long long)a.T,
+             (long long)distinct);
+    /* floor: every distinct expert read once (the kernel re-reads shared ones per pair) */
+    row_bw("moe_decode", shape, s, (double)distinct * 3 * (I * D + 16 * 56 * 4));
+    cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y);
+    free(idx), free(used);
+  }
+  /* routing: DeepSeek-V3 parameters */
+  a.rp = (dsv3_route_params){256, 8, 8, 4, 1, 2.5f, 0};
+  const int64_t rt[] = {1, 32, 2048};
+  for (int i = 0; i < 3; i++) {
+    a.T = rt[i];
+    a.logits = dev_random((size_t)(a.T * 256) * 4, 1);
+    a.bias = dev_random(256 * 4, 1);
+    CU(cudaMalloc((void **)&a.idx, (size_t)(a.T * 8) * 4));
+    CU(cudaMalloc((void **)&a.w, (size_t)(a.T * 8) * 4));
+    char shape[64];
+    snprintf(shape, sizeof shape, "256 experts top8 T=%lld", (long long)a.T);
+    row_bw("route", shape, timeit(f_route, &a, 20), (double)a.T * 256 * 4);
+    cudaFree(a.logits), cudaFree(a.bias), cudaFree(a.idx), cudaFree(a.w);
+  }
+  for (int64_t e = 0; e < E; e++) {
+    cudaFree((void *)h[e].w1), cudaFree((void *)h[e].w2), cudaFree((void *)h[e].w3);
+    cudaFree((void *)h[e].s1), cudaFree((void *)h[e].s2), cudaFree((void *)h[e].s3);
+  }
+  cudaFree(a.tab);
+  free(h);
+}
+
+/* ---------------------------------------------------------------- small ops */
+typedef struct {
+  float *x, *y, *o, *lg;
+  void *w;
+  int32_t *out, *pos;
+  int64_t T, D, V;
+  float top_p;
+} small_arg;
+static void f_norm(void *v, int it) {
+  (void)it;
+  small_arg *a = v;
+  OK(dsv3_cuda_add_rmsnorm(a->o, a->x, a->y, a->w, DSV3_BF16, a->T, a->D, 1e-6f, st));
+}
+static void f_argmax(void *v, int it) {
+  (void)it;
+  small_arg *a = v;
+  OK(dsv3_cuda_argmax(a->out, a->lg, a->T, a->V, st));
+}
+static void f_sample(void *v, int it) {
+  (void)it;
+  small_arg *a = v;
+  OK(dsv3_cuda_sample(a->out, a->lg, a->T, a->V, 0.7f, a->top_p, 1, a->pos, st));
+}
+static void bench_small(void) {
+  small_arg a = {0};
+  if (want("add_rmsnorm")) {
+    const int64_t toks[] = {1, 32, 2048};
+    a.D = 7168;
+    a.w = dev_random((size_t)a.D * 2, 2);
+    for (int i = 0; i < 3; i++) {
+      a.T = toks[i];
+      a.x = dev_random((size_t)(a.T * a.D) * 4, 1), a.y = dev_random((size_t)(a.T * a.D) * 4, 1);
+      CU(cudaMalloc((void **)&a.o, (size_t)(a.T * a.D) * 4));
+      char shape[64];
+      snprintf(shape, sizeof shape, "7168 T=%lld", (long long)a.T);
+      row_bw("add_rmsnorm", shape, timeit(f_norm, &a, 20), (double)a.T * a.D * 16);
+      cudaFree(a.x), cudaFree(a.y), cudaFree(a.o);
+    }
+    cudaFree(a.w);
+  }
+  if (want("sample") || want("argmax")) {
+    a.V = 129280;
+    const int64_t rows[] = {1, 32};
+    for (int i = 0; i < 2; i++) {
+      a.T = rows[i];
+      a.lg = dev_random((size_t)(a.T * a.V) * 4, 1);
+      CU(cudaMalloc((void **)&a.out, (size_t)a.T * 4));
+      CU(cudaMalloc((void **)&a.pos, (size_t)a.T * 4));
+      CU(cudaMemset(a.pos, 0, (size_t)a.T * 4));
+      char shape[64];
+      snprintf(shape, sizeof shape, "V=129280 rows=%lld", (long long)a.T);
+      row_bw("argmax", shape, timeit(f_argmax, &a, 20), (double)a.T * a.V * 4);
+      a.top_p = 1.0f;
+      row_bw("sample(T=0.7)", shape, timeit(f_sample, &a, 20), (double)a.T * a.V * 4);
+      a.top_p = 0.9f;
+      row_bw("sample(top_p=0.9)", shape, timeit(f_sample, &a, 20), (double)a.T * a.V * 4);
+      cudaFree(a.lg), cudaFree(a.out), cudaFree(a.pos);
+    }
+  }
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--quick")) quick = 1;
+    else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
+    else {
+      fprintf(stderr, "usage: cuda_bench [--quick] [--filter SUBSTRING]\n");
+      return 2;
+    }
+  }
+  if (dsv3_cuda_device_count() == 0) {
+    fprintf(stderr, "cuda_bench: no CUDA device\n");
+    return 77;
+  }
+  struct cudaDeviceProp p;
+  CU(cudaGetDeviceProperties(&p, 0));
+  l2_bytes = (size_t)p.l2CacheSize;
+  printf("device: %s, %d SMs, L2 %.0f MB, %.0f GB\n", p.name, p.multiProcessorCount, l2_bytes / 1048576.0,
+         p.totalGlobalMem / 1073741824.0);
+  CU(cudaStreamCreate(&st));
+  OK(dsv3_cuda_ctx_new(st, &ctx));
+  floors();
+  /* decode GEMV at the 671B projections (T = tokens per step) */
+  bench_gemv("gemv q_a", DSV3_F8_E4M3, 1536, 7168);
+  bench_gemv("gemv q_b", DSV3_F8_E4M3, 24576, 1536);
+  bench_gemv("gemv kv_a", DSV3_F8_E4M3, 576, 7168);
+  bench_gemv("gemv o_proj", DSV3_F8_E4M3, 7168, 16384);
+  bench_gemv("gemv dense gate", DSV3_F8_E4M3, 18432, 7168);
+  bench_gemv("gemv dense down", DSV3_F8_E4M3, 7168, 18432);
+  bench_gemv("gemv expert gate", DSV3_F8_E4M3, 2048, 7168);
+  bench_gemv("gemv expert down", DSV3_F8_E4M3, 7168, 2048);
+  if (!quick) bench_gemv("gemv lm_head", DSV3_BF16, 129280, 7168);
+  /* prefill GEMM, 2048 tokens */
+  bench_gemm("gemm dense gate", 18432, 7168, 2048);
+  bench_gemm("gemm o_proj", 7168, 16384, 2048);
+  bench_gemm("gemm expert gate", 2048, 7168, 64);
+  /* MLA attention */
+  bench_mla("mla decode", 1, 4096, 0);
+  bench_mla("mla decode", 1, 32768, 0);
+  bench_mla("mla decode", 32, 4096, 0);
+  bench_mla("mla prefill", 1, 2048, 1);
+  bench_moe();
+  bench_small();
+  dsv3_cuda_ctx_free(ctx);
+  CU(cudaStreamDestroy(st));
+  return 0;
+}

@@ -1,0 +1,115 @@
+/* common.cuh - helpers shared by the CUDA sources of kernels/cuda (not part of the C API). */
+#ifndef DSV3_CUDA_COMMON_CUH
+#define DSV3_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "dsv3_cuda.h"
+#include "util.h"
+
+/* Report a launch or API error as one line and return -1 from the calling function. */
+#define CU_TRY(op, call)                                                                 \
+  do {                                                                                   \
+    cudaError_t e_ = (call);                                                             \
+    if (e_ != cudaSuccess) {                                                             \
+      dsv3_error_set("cuda: %s: %s", op, cudaGetErrorString(e_));                        \
+      return -1;                                                                         \
+    }                                                                                    \
+  } while (0)
+#define CU_LAUNCHED(op) CU_TRY(op, cudaGetLastError())
+#define CU_ARG(op, cond, ...)                                                            \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      dsv3_error_set("cuda: " op ": " __VA_ARGS__);                                      \
+      return -1;                                                                         \
+    }                                                                                    \
+  } while (0)
+
+/* The same with the op name in a variable. */
+#define CU_ARGV(op, cond, fmt, ...)                                                      \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      dsv3_error_set("cuda: %s: " fmt, op, ##__VA_ARGS__);                               \
+      return -1;                                                                         \
+    }                                                                                    \
+  } while (0)
+
+/* Scratch slots of a context: every op that needs temporaries owns one, so nested calls
+ * (mlp -> linear -> gemm) never share memory. */
+enum {
+  DSV3_SCR_GEMM_W,
+  DSV3_SCR_GEMM_X,
+  DSV3_SCR_MLP,
+  DSV3_SCR_MOE,
+  DSV3_SCR_MOE2,
+  DSV3_SCR_MLA,
+  DSV3_SCR_N
+};
+struct dsv3_cuda_ctx {
+  cudaStream_t stream;
+  void *cublas;    /* cublasHandle_t */
+  void *workspace; /* cuBLAS workspace */
+  size_t workspace_bytes;
+  void *scr[DSV3_SCR_N];
+  size_t scr_bytes[DSV3_SCR_N];
+  int sms;
+};
+/* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
+void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
+
+static __host__ __device__ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* bf16 bits <-> float without the intrinsics' type wrappers */
+__device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+__device__ __forceinline__ float bf16f(uint16_t v) { return __uint_as_float((uint32_t)v << 16); }
+__device__ __forceinline__ uint16_t f2bf16(float f) {
+  __nv_bfloat16 b = __float2bfloat16_rn(f);
+  return *reinterpret_cast<uint16_t *>(&b);
+}
+__device__ __forceinline__ float round_bf16(float f) { return bf16f(f2bf16(f)); }
+
+/* A vector (norm weight) element of dtype dt as float. */
+__device__ __forceinline__ float load_vec(const void *p, dsv3_dtype dt, int64_t i) {
+  if (dt == DSV3_BF16) return bf16f(((const uint16_t *)p)[i]);
+  if (dt == DSV3_F16) return __half2float(((const __half *)p)[i]);
+  return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+/* Block-wide sum (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float sh[32];
+  v = warp_sum(v);
+  int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (l == 0) sh[w] = v;
+  __syncthreads();
+  v = l < nw ? sh[l] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float sh[32];
+  v = warp_max(v);
+  int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (l == 0) sh[w] = v;
+  __syncthreads();
+  v = l < nw ? sh[l] : -INFINITY;
+  return warp_max(v);
+}
+
+#endif

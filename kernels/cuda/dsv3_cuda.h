@@ -1,0 +1,153 @@
+/* dsv3_cuda.h - CUDA kernels for the DeepSeek-V3 forward pass (Hopper, sm_90a), C API.
+ *
+ * Conventions (see docs/cuda.md):
+ * - Every pointer argument is a device pointer unless its comment says "host".
+ * - Activations are float32 on the device ([ntok, dim] row-major); the MLA latent cache is
+ *   bf16.  Weights are dsv3_wmat (kernels/cpu/ops.h) whose data/scale point at device memory:
+ *   FP8 e4m3 [rows, cols] with float32 block scales [ceil(rows/128), ceil(cols/128)], or BF16.
+ *   An FP8 weight is seen as bf16(e4m3 * scale), exactly as the CPU reference (dsv3_wmat_get).
+ * - Functions enqueue work on the given stream and return 0, or -1 after dsv3_error_set()
+ *   (one line: "cuda: OP: what").  Nothing synchronises unless the comment says so; the
+ *   decode-path functions (GEMV, norms, RoPE, MLA decode, MoE decode, sampling) allocate
+ *   nothing and never sync, so they can be captured in a CUDA graph.
+ * - Positions, token ids and sequence lengths that change per step are read from device
+ *   memory, so a captured graph stays valid from one step to the next. */
+#ifndef DSV3_CUDA_H
+#define DSV3_CUDA_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- context */
+/* Holds the cuBLAS handle (bound to `stream`), its workspace and the scratch buffers of the
+ * ops below.  One per stream/GPU.  Scratch grows on first use with the largest shape seen
+ * (cudaMalloc: not allowed while the stream is captured), so run one step of every shape
+ * before capturing a graph; a capture that would need more fails with an error. */
+typedef struct dsv3_cuda_ctx dsv3_cuda_ctx;
+int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out);
+void dsv3_cuda_ctx_free(dsv3_cuda_ctx *ctx);
+cudaStream_t dsv3_cuda_ctx_stream(const dsv3_cuda_ctx *ctx);
+int dsv3_cuda_ctx_sms(const dsv3_cuda_ctx *ctx); /* multiprocessors of the device */
+size_t dsv3_cuda_ctx_scratch_bytes(const dsv3_cuda_ctx *ctx); /* all scratch held now */
+
+/* Number of CUDA devices, 0 when there is none or the driver cannot be used (never fails). */
+int dsv3_cuda_device_count(void);
+
+/* ---------------------------------------------------------------- linear (linear.cu) */
+/* y[t, n] (+)= sum_k x[t, k] * W[n, k] for t < ntok.  accumulate: add to y instead of
+ * overwriting it (residual adds).  Picks the GEMV kernel for ntok <= dsv3_cuda_gemv_max_tokens
+ * and dequantise + cuBLAS BF16 GEMM above (needs scratch: not graph-capturable then). */
+int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                     int accumulate);
+extern int dsv3_cuda_gemv_max_tokens; /* default 16; tunable (bench) */
+/* The two paths, explicitly. */
+int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+/* y = x * W^T with W already bf16 [rows, cols] (e.g. from dsv3_cuda_dequant) and x bf16. */
+int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,
+                        int64_t rows, int64_t cols, int accumulate);
+/* W (FP8 + scales, BF16, F16 or F32) -> bf16 [rows, cols] (FP8: bf16(e4m3 * scale)). */
+int dsv3_cuda_dequant(uint16_t *out, const dsv3_wmat *w, cudaStream_t st);
+/* f32 -> bf16 (round to nearest even) and back. */
+int dsv3_cuda_f32_to_bf16(uint16_t *out, const float *x, int64_t n, cudaStream_t st);
+int dsv3_cuda_bf16_to_f32(float *out, const uint16_t *x, int64_t n, cudaStream_t st);
+
+/* ---------------------------------------------------------------- elementwise (norm.cu) */
+/* out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w; w has `dim` elements of dtype wdt (BF16, F16
+ * or F32).  out may equal x. */
+int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int64_t ntok, int64_t dim, float eps,
+                      cudaStream_t st);
+/* Fused residual add + norm: x[t] += y[t]; out[t] = rmsnorm(x[t]) * w. */
+int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, dsv3_dtype wdt, int64_t ntok,
+                          int64_t dim, float eps, cudaStream_t st);
+/* out[t] = E[ids[t]] as float32 (E: [vocab, dim] of dtype edt); an id outside [0, vocab)
+ * gives a row of NaN (the host validates ids; NaN makes a stray one visible). */
+int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t vocab,
+                    int64_t dim, cudaStream_t st);
+/* RoPE on interleaved pairs: for t < ntok and v < nvec, rotate the rope_dim values at
+ * x + t*tok_stride + v*vec_stride by the tables' row pos[t] (cos/sin: [max_pos, rope_dim/2],
+ * from dsv3_rope_tables). */
+int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride, int64_t rope_dim,
+                   const float *cos_t, const float *sin_t, const int32_t *pos, cudaStream_t st);
+/* out[i] = silu(g[i]) * u[i] */
+int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st);
+/* y[i] += x[i] */
+int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st);
+
+/* ---------------------------------------------------------------- MLA (mla.cu) */
+/* Latent cache: kv [nseq, max_seq, C] and pe [nseq, max_seq, R], bf16.
+ * Cache write for ntok new tokens: kva [ntok, C + R] is the wkv_a output; kv_norm (C values of
+ * dtype ndt) is applied to its first C values, RoPE at pos[t] to the last R, and both are
+ * stored (bf16) at cache row (seq[t], pos[t]). */
+int dsv3_cuda_mla_cache_write(uint16_t *kv_cache, uint16_t *pe_cache, const float *kva, int64_t ntok, const void *kv_norm,
+                              dsv3_dtype ndt, float eps, const float *cos_t, const float *sin_t, const int32_t *seq,
+                              const int32_t *pos, int64_t C, int64_t R, int64_t max_seq, cudaStream_t st);
+/* Absorb q: ql[t, h, c] = sum_{d < nope} q[t, h, d] * Wkvb[h * (nope + V) + d, c], with q
+ * [ntok, H, nope + R] (the wq_b output) and Wkvb the bf16 kv_b_proj [H * (nope + V), C]. */
+int dsv3_cuda_mla_absorb_q(float *ql, const float *q, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
+                           int64_t R, int64_t V, int64_t C, cudaStream_t st);
+/* Attention of nq queries over the latent cache.  Query i (token i of a decode batch, or
+ * position i of a prefill) belongs to sequence seq[i] and sees cache rows [0, len[i]) (causal
+ * prefill: len = pos + 1).  ql: [nq, H, C] (absorbed), q_pe: the rope part of q, at
+ * q_pe + i * pe_tok_stride + h * pe_head_stride (R values; e.g. q + nope with strides H*(nope+R)
+ * and nope+R).  ol: [nq, H, C] = softmax(scale * (ql.kv + q_pe.pe)) . kv.
+ * max_len bounds every len[i] (it sets the sequence split; use max_seq for a graph); split
+ * partials live in ctx scratch. */
+int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, const float *q_pe, int64_t pe_tok_stride,
+                            int64_t pe_head_stride, const uint16_t *kv_cache, const uint16_t *pe_cache,
+                            const int32_t *seq, const int32_t *len, int64_t nq, int64_t H, int64_t C, int64_t R,
+                            int64_t max_seq, int64_t max_len, float scale);
+/* Absorb o: o[t, h, v] = sum_c ol[t, h, c] * Wkvb[h * (nope + V) + nope + v, c]; o: [ntok, H, V]. */
+int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
+                           int64_t V, int64_t C, cudaStream_t st);
+
+/* ---------------------------------------------------------------- MoE (moe.cu) */
+/* Routing of ntok tokens, exactly dsv3_route (ops.h) per token: logits [ntok, n_experts],
+ * bias [n_experts] float32 or NULL; writes idx [ntok, topk] and weight [ntok, topk].
+ * n_experts <= 1024, topk <= 32. */
+int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx, float *weight,
+                    int64_t ntok, cudaStream_t st);
+/* Routed experts: a device table of n_experts entries (data and scale pointers are device
+ * pointers; scale NULL for BF16).  All experts share dtype (FP8 or BF16) and shape:
+ * w1, w3 [inter, dim], w2 [dim, inter]. */
+typedef struct {
+  const void *w1, *w2, *w3;
+  const float *s1, *s2, *s3;
+} dsv3_cuda_expert;
+/* Decode: y[t] (+)= sum_k weight[t, k] * W2_e (silu(W1_e x[t]) * W3_e x[t]), e = idx[t, k]; one
+ * fused gate/up GEMV and one down GEMV over the chosen experts only (ctx scratch:
+ * ntok * topk * (inter + dim) floats). */
+int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
+                         const float *weight, int64_t topk, const dsv3_cuda_expert *experts, dsv3_dtype wdt,
+                         int64_t dim, int64_t inter, int accumulate);
+/* Prefill: tokens grouped by expert (the routing is copied to the host: synchronises), one
+ * GEMM per expert through dsv3_cuda_linear; `experts_host` is a host array of the same
+ * table.  Allocates scratch as needed (not capturable). */
+int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
+                          const float *weight, int64_t topk, const dsv3_cuda_expert *experts_host, int64_t n_experts,
+                          dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
+/* A dense MLP (also the shared experts): y (+)= W2 (silu(W1 x) * W3 x).  Decode sizes use a
+ * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear. */
+int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w1,
+                  const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate);
+
+/* ---------------------------------------------------------------- sampling (sample.cu) */
+/* out[r] = argmax of logits[r, :V] (the first on ties). */
+int dsv3_cuda_argmax(int32_t *out, const float *logits, int64_t nrows, int64_t V, cudaStream_t st);
+/* The official sampler on the device: p = softmax(logits / temperature); with top_p < 1 only
+ * the nucleus (the largest p whose sum reaches top_p) is kept; out = argmax(p / Exp(1)) with
+ * the exponential noise drawn from (seed, r, pos[r], i), so a graph replay at a new
+ * position draws new noise.  temperature <= 0: argmax. */
+int dsv3_cuda_sample(int32_t *out, const float *logits, int64_t nrows, int64_t V, float temperature, float top_p,
+                     uint64_t seed, const int32_t *pos, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,197 @@
+/* gemv.cuh - the memory-bound skinny GEMM behind decode: y[t, n] = sum_k x[t, k] * W[n, k] for
+ * a few tokens, reading each weight byte once.
+ *
+ * Layout: a block is 8 warps; WK warps split K, 8/WK warp-rows each own R weight rows.  A
+ * thread walks 16-byte chunks of its rows (16 FP8 or 8 BF16 values: coalesced 512-byte warp
+ * loads, streamed past L1), dequantises them in registers to bf16(e4m3 * scale) (the CPU
+ * reference's values, exactly), and multiplies them with TT tokens of x (float32, from
+ * L1/L2).  Partial sums: warp shuffles, then shared memory across the WK warps.
+ *
+ * Modes: PLAIN (one weight, tokens tiled by TT), GATEUP (rows r < R/2 of W1 and the same rows
+ * of W3, writing silu(g) * u), and the MoE variants where grid.y walks (token, k) pairs and the
+ * weights come from the expert table. */
+#ifndef DSV3_CUDA_GEMV_CUH
+#define DSV3_CUDA_GEMV_CUH
+
+#include "common.cuh"
+
+enum { GEMV_PLAIN = 0, GEMV_GATEUP = 1, GEMV_MOE_GATEUP = 2, GEMV_MOE_DOWN = 3 };
+
+struct GemvArgs {
+  float *y;            /* PLAIN/GATEUP: [ntok, ldy]; MOE_*: [npairs, ldy] */
+  const float *x;      /* [ntok, ldx] (MOE_GATEUP: token = pair / topk; MOE_DOWN: row = pair) */
+  const uint8_t *w, *w3; /* weights (GATEUP: w = W1, w3 = W3) */
+  const float *s, *s3;   /* FP8 block scales */
+  const dsv3_cuda_expert *experts;
+  const int32_t *idx; /* MoE: expert of each pair */
+  int64_t ldx, ldy;
+  int N, K, ntok, topk, wk;
+  int accumulate;
+};
+
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+/* 16 e4m3 values -> bf16(v * s) as float */
+__device__ __forceinline__ void deq16(const uint4 v, float s, float *w) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((u[i] >> (16 * h)) & 0xffffu), __NV_E4M3);
+      float2 f = __half22float2(*reinterpret_cast<__half2 *>(&hr));
+      __nv_bfloat162 b = __floats2bfloat162_rn(f.x * s, f.y * s);
+      uint32_t bb = *reinterpret_cast<uint32_t *>(&b);
+      w[4 * i + 2 * h] = bf16_lo(bb);
+      w[4 * i + 2 * h + 1] = bf16_hi(bb);
+    }
+  }
+}
+/* 8 bf16 values -> float */
+__device__ __forceinline__ void deq8(const uint4 v, float *w) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    w[2 * i] = bf16_lo(u[i]);
+    w[2 * i + 1] = bf16_hi(u[i]);
+  }
+}
+
+__device__ __forceinline__ float silu_f(float g) { return g / (1.0f + __expf(-g)); }
+
+template <int TT, int R, bool FP8, int MODE>
+__global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
+  constexpr int EPC = FP8 ? 16 : 8; /* elements per 16-byte chunk */
+  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R; /* output rows per warp */
+  const int WK = a.wk, WR = 8 / WK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wr = warp / WK, wkk = warp % WK;
+  const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
+  const int orow0 = blockIdx.x * (WR * RO) + wr * RO; /* first output row of this warp */
+
+  /* where the weights and tokens of this block come from */
+  const uint8_t *W1 = a.w, *W3 = a.w3;
+  const float *S1 = a.s, *S3 = a.s3;
+  const float *x = a.x;
+  int nt, t0 = 0;
+  if (MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN) {
+    const int pair = blockIdx.y;
+    const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
+    if (MODE == GEMV_MOE_GATEUP) {
+      W1 = (const uint8_t *)ex.w1, W3 = (const uint8_t *)ex.w3, S1 = ex.s1, S3 = ex.s3;
+      x += (int64_t)(pair / a.topk) * a.ldx;
+    } else {
+      W1 = (const uint8_t *)ex.w2, S1 = ex.s2;
+      x += (int64_t)pair * a.ldx;
+    }
+    nt = 1;
+  } else {
+    t0 = blockIdx.y * TT;
+    x += (int64_t)t0 * a.ldx;
+    nt = min(TT, a.ntok - t0);
+  }
+
+  const uint8_t *wrow[R];
+  const float *srow[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    int orow = orow0 + (r % RO);
+    const uint8_t *W = (RO != R && r >= RO) ? W3 : W1;
+    const float *S = (RO != R && r >= RO) ? S3 : S1;
+    wrow[r] = orow < a.N ? W + (int64_t)orow * K * (FP8 ? 1 : 2) : nullptr;
+    srow[r] = FP8 && orow < a.N ? S + (int64_t)(orow >> 7) * nbk : nullptr;
+  }
+
+  float acc[TT][R];
+#pragma unroll
+  for (int t = 0; t < TT; t++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[t][r] = 0.f;
+
+  const int kstride = WK * 32;
+#pragma unroll 2
+  for (int c = wkk * 32 + lane; c < nc; c += kstride) {
+    uint4 wv[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wv[r] = wrow[r] ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+    float w[R][EPC];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (FP8) deq16(wv[r], srow[r] ? __ldg(srow[r] + ((c * EPC) >> 7)) : 0.f, w[r]);
+      else deq8(wv[r], w[r]);
+    }
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+      if (t < nt) {
+        const float4 *xp = reinterpret_cast<const float4 *>(x + t * a.ldx + (int64_t)c * EPC);
+#pragma unroll
+        for (int q = 0; q < EPC / 4; q++) {
+          float4 xv = __ldg(xp + q);
+#pragma unroll
+          for (int r = 0; r < R; r++) {
+            acc[t][r] = fmaf(w[r][4 * q], xv.x, acc[t][r]);
+            acc[t][r] = fmaf(w[r][4 * q + 1], xv.y, acc[t][r]);
+            acc[t][r] = fmaf(w[r][4 * q + 2], xv.z, acc[t][r]);
+            acc[t][r] = fmaf(w[r][4 * q + 3], xv.w, acc[t][r]);
+          }
+        }
+      }
+    }
+  }
+
+  __shared__ float red[8][TT * R];
+#pragma unroll
+  for (int t = 0; t < TT; t++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = warp_sum(acc[t][r]);
+      if (lane == 0) red[warp][t * R + r] = v;
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < WR * TT * RO; i += blockDim.x) {
+    int g = i / (TT * RO), rem = i % (TT * RO), t = rem / RO, r = rem % RO;
+    int orow = blockIdx.x * (WR * RO) + g * RO + r;
+    if (orow >= a.N || t >= nt) continue;
+    float v = 0.f, u = 0.f;
+    for (int k = 0; k < WK; k++) {
+      v += red[g * WK + k][t * R + r];
+      if (RO != R) u += red[g * WK + k][t * R + r + RO];
+    }
+    if (RO != R) v = silu_f(v) * u;
+    int64_t yrow = (MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN) ? blockIdx.y : t0 + t;
+    float *yp = a.y + yrow * a.ldy + orow;
+    *yp = a.accumulate ? *yp + v : v;
+  }
+}
+
+/* Pick the split of K across warps (WK) and weight rows per warp (R: rbig or rsmall; a warp
+ * writes R / rodiv output rows) so that the grid has at least two blocks per multiprocessor,
+ * keeping at least two chunks per thread where possible. */
+static inline void gemv_shape(int N, int K, int epc, int64_t yblocks, int sms, int rbig, int rsmall, int rodiv, int *R,
+                              int *WK) {
+  int nc = K / epc;
+  const int rs[2] = {rbig, rsmall};
+  for (int ri = 0; ri < 2; ri++) {
+    int r = rs[ri];
+    for (int wk = 1; wk <= 8; wk *= 2) {
+      if (wk > 1 && nc < 64 * wk) break;
+      int64_t nb = cdiv(N, (int64_t)(8 / wk) * (r / rodiv)) * yblocks;
+      if (nb >= 2 * sms) {
+        *R = r, *WK = wk;
+        return;
+      }
+    }
+  }
+  *R = rsmall;
+  int wk = 1;
+  while (wk < 8 && nc >= 64 * wk * 2) wk *= 2;
+  *WK = wk;
+}
+
+#endif

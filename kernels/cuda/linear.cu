@@ -1,0 +1,325 @@
+/* linear.cu - context, block-scaled FP8 / BF16 linear layers (GEMV for decode, dequantise +
+ * cuBLAS for prefill), dense MLP, dtype conversions. */
+#include <cublas_v2.h>
+#include <stdlib.h>
+
+#include "gemv.cuh"
+
+int dsv3_cuda_gemv_max_tokens = 16;
+
+/* ---------------------------------------------------------------- context */
+extern "C" int dsv3_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
+  dsv3_cuda_ctx *c = (dsv3_cuda_ctx *)calloc(1, sizeof *c);
+  if (!c) {
+    dsv3_error_set("cuda: context: out of host memory");
+    return -1;
+  }
+  c->stream = stream;
+  int dev = 0;
+  cublasHandle_t h = NULL;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    dsv3_error_set("cuda: context: no usable device (%s)", cudaGetErrorString(cudaGetLastError()));
+    free(c);
+    return -1;
+  }
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) {
+    dsv3_error_set("cuda: context: cublasCreate failed");
+    free(c);
+    return -1;
+  }
+  c->cublas = h;
+  c->workspace_bytes = 32u << 20;
+  if (cudaMalloc(&c->workspace, c->workspace_bytes) != cudaSuccess) {
+    dsv3_error_set("cuda: context: cannot allocate the %zu MB cuBLAS workspace", c->workspace_bytes >> 20);
+    cublasDestroy(h);
+    free(c);
+    return -1;
+  }
+  /* a fixed workspace keeps cuBLAS from allocating inside a graph capture */
+  if (cublasSetStream(h, stream) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetWorkspace(h, c->workspace, c->workspace_bytes) != CUBLAS_STATUS_SUCCESS) {
+    dsv3_error_set("cuda: context: cublasSetStream/SetWorkspace failed");
+    dsv3_cuda_ctx_free(c);
+    return -1;
+  }
+  *out = c;
+  return 0;
+}
+
+extern "C" void dsv3_cuda_ctx_free(dsv3_cuda_ctx *c) {
+  if (!c) return;
+  for (int i = 0; i < DSV3_SCR_N; i++) cudaFree(c->scr[i]);
+  if (c->cublas) cublasDestroy((cublasHandle_t)c->cublas);
+  cudaFree(c->workspace);
+  free(c);
+}
+
+extern "C" cudaStream_t dsv3_cuda_ctx_stream(const dsv3_cuda_ctx *c) { return c->stream; }
+extern "C" int dsv3_cuda_ctx_sms(const dsv3_cuda_ctx *c) { return c->sms; }
+extern "C" size_t dsv3_cuda_ctx_scratch_bytes(const dsv3_cuda_ctx *c) {
+  size_t b = 0;
+  for (int i = 0; i < DSV3_SCR_N; i++) b += c->scr_bytes[i];
+  return b;
+}
+
+void *dsv3_cuda_scratch(dsv3_cuda_ctx *c, int slot, size_t bytes) {
+  if (bytes <= c->scr_bytes[slot]) return c->scr[slot];
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(c->stream, &cs);
+  if (cs != cudaStreamCaptureStatusNone) {
+    dsv3_error_set("cuda: scratch: %zu bytes needed while capturing a graph (run the step once before capture)", bytes);
+    return NULL;
+  }
+  size_t nb = (bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+  if (cudaStreamSynchronize(c->stream) != cudaSuccess) {
+    dsv3_error_set("cuda: scratch: %s", cudaGetErrorString(cudaGetLastError()));
+    return NULL;
+  }
+  cudaFree(c->scr[slot]);
+  c->scr[slot] = NULL;
+  c->scr_bytes[slot] = 0;
+  if (cudaMalloc(&c->scr[slot], nb) != cudaSuccess) {
+    (void)cudaGetLastError();
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    dsv3_error_set("cuda: out of device memory: scratch of %.1f MB needed, %.1f MB free of %.1f MB", nb / 1048576.0,
+                   fr / 1048576.0, tot / 1048576.0);
+    return NULL;
+  }
+  c->scr_bytes[slot] = nb;
+  return c->scr[slot];
+}
+
+/* ---------------------------------------------------------------- conversions */
+__global__ void f32_to_bf16_kernel(uint16_t *out, const float *x, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = f2bf16(x[i]);
+}
+__global__ void bf16_to_f32_kernel(float *out, const uint16_t *x, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = bf16f(x[i]);
+}
+static int grid_for(int64_t n) { return (int)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
+
+extern "C" int dsv3_cuda_f32_to_bf16(uint16_t *out, const float *x, int64_t n, cudaStream_t st) {
+  if (n <= 0) return 0;
+  f32_to_bf16_kernel<<<grid_for(n), 256, 0, st>>>(out, x, n);
+  CU_LAUNCHED("f32_to_bf16");
+  return 0;
+}
+extern "C" int dsv3_cuda_bf16_to_f32(float *out, const uint16_t *x, int64_t n, cudaStream_t st) {
+  if (n <= 0) return 0;
+  bf16_to_f32_kernel<<<grid_for(n), 256, 0, st>>>(out, x, n);
+  CU_LAUNCHED("bf16_to_f32");
+  return 0;
+}
+
+/* FP8 [rows, cols] -> bf16: 16 values per thread when rows are 16-byte aligned */
+__global__ void dequant_fp8_vec(uint16_t *out, const uint8_t *w, const float *s, int64_t rows, int64_t cols) {
+  int64_t nchunk = rows * cols / 16, nbk = (cols + 127) >> 7;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < nchunk; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t e = i * 16, r = e / cols, c = e % cols;
+    float f[16];
+    deq16(ld_stream(w + e), __ldg(s + (r >> 7) * nbk + (c >> 7)), f);
+    uint32_t o[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j] = (__float_as_uint(f[2 * j]) >> 16) | (__float_as_uint(f[2 * j + 1]) & 0xffff0000u);
+    uint4 *op = reinterpret_cast<uint4 *>(out + e);
+    op[0] = make_uint4(o[0], o[1], o[2], o[3]);
+    op[1] = make_uint4(o[4], o[5], o[6], o[7]);
+  }
+}
+__global__ void dequant_any(uint16_t *out, const void *w, const float *s, dsv3_dtype dt, int64_t rows, int64_t cols) {
+  int64_t n = rows * cols, nbk = (cols + 127) >> 7;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float v;
+    if (dt == DSV3_F8_E4M3) {
+      int64_t r = i / cols, c = i % cols;
+      __half_raw hr = __nv_cvt_fp8_to_halfraw(((const uint8_t *)w)[i], __NV_E4M3);
+      v = __half2float(*reinterpret_cast<__half *>(&hr)) * s[(r >> 7) * nbk + (c >> 7)];
+    } else {
+      v = load_vec(w, dt, i);
+    }
+    out[i] = f2bf16(v);
+  }
+}
+
+static int check_w(const char *op, const dsv3_wmat *w) {
+  CU_ARGV(op, w && w->data && w->rows > 0 && w->cols > 0 && w->rows < (1ll << 31) && w->cols < (1ll << 31),
+         "bad weight matrix (%lld x %lld)", w ? (long long)w->rows : 0ll, w ? (long long)w->cols : 0ll);
+  CU_ARGV(op, w->dtype == DSV3_F8_E4M3 || w->dtype == DSV3_BF16 || w->dtype == DSV3_F16 || w->dtype == DSV3_F32,
+         "weight dtype %d not supported", (int)w->dtype);
+  CU_ARGV(op, w->dtype != DSV3_F8_E4M3 || w->scale, "FP8 weight without a scale");
+  return 0;
+}
+
+extern "C" int dsv3_cuda_dequant(uint16_t *out, const dsv3_wmat *w, cudaStream_t st) {
+  if (check_w("dequant", w)) return -1;
+  int64_t n = w->rows * w->cols;
+  if (w->dtype == DSV3_BF16) {
+    CU_TRY("dequant", cudaMemcpyAsync(out, w->data, (size_t)n * 2, cudaMemcpyDeviceToDevice, st));
+    return 0;
+  }
+  if (w->dtype == DSV3_F8_E4M3 && w->cols % 16 == 0 && ((uintptr_t)w->data & 15) == 0 && ((uintptr_t)out & 15) == 0)
+    dequant_fp8_vec<<<grid_for(n / 16), 256, 0, st>>>(out, (const uint8_t *)w->data, w->scale, w->rows, w->cols);
+  else
+    dequant_any<<<grid_for(n), 256, 0, st>>>(out, w->data, w->scale, w->dtype, w->rows, w->cols);
+  CU_LAUNCHED("dequant");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- GEMV */
+/* Any shape and alignment: a warp per row, all tokens of the tile (slow path). */
+__global__ void gemv_scalar(float *y, const float *x, int ntok, const void *w, const float *s, dsv3_dtype dt, int N,
+                            int K, int accumulate) {
+  int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= N) return;
+  int nbk = (K + 127) >> 7;
+  for (int t = 0; t < ntok; t++) {
+    float acc = 0.f;
+    for (int k = lane; k < K; k += 32) {
+      float v;
+      int64_t i = (int64_t)row * K + k;
+      if (dt == DSV3_F8_E4M3) {
+        __half_raw hr = __nv_cvt_fp8_to_halfraw(((const uint8_t *)w)[i], __NV_E4M3);
+        v = round_bf16(__half2float(*reinterpret_cast<__half *>(&hr)) * s[(row >> 7) * nbk + (k >> 7)]);
+      } else {
+        v = load_vec(w, dt, i);
+      }
+      acc = fmaf(v, x[(int64_t)t * K + k], acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      float *yp = y + (int64_t)t * N + row;
+      *yp = accumulate ? *yp + acc : acc;
+    }
+  }
+}
+
+template <int TT, int R, bool FP8, int MODE>
+static void launch_tt(const GemvArgs &a, dim3 grid, cudaStream_t st) {
+  gemv_kernel<TT, R, FP8, MODE><<<grid, 256, 0, st>>>(a);
+}
+template <int R, bool FP8, int MODE>
+static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
+  switch (tt) {
+  case 1: launch_tt<1, R, FP8, MODE>(a, grid, st); break;
+  case 2: launch_tt<2, R, FP8, MODE>(a, grid, st); break;
+  case 4: launch_tt<4, R, FP8, MODE>(a, grid, st); break;
+  default: launch_tt<8, R, FP8, MODE>(a, grid, st); break;
+  }
+}
+
+/* PLAIN or GATEUP over a token-tiled grid; the caller has checked shapes and alignment. */
+static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const char *op) {
+  int tt = a.ntok <= 1 ? 1 : a.ntok <= 2 ? 2 : a.ntok <= 4 ? 4 : 8;
+  int64_t yb = cdiv(a.ntok, tt);
+  int R, WK, rodiv = mode == GEMV_GATEUP ? 2 : 1;
+  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
+  a.wk = WK;
+  dim3 grid((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / rodiv)), (unsigned)yb);
+  cudaStream_t st = ctx->stream;
+  if (mode == GEMV_PLAIN) {
+    if (fp8) R == 4 ? launch_r<4, true, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, true, GEMV_PLAIN>(a, tt, grid, st);
+    else R == 4 ? launch_r<4, false, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, false, GEMV_PLAIN>(a, tt, grid, st);
+  } else {
+    if (fp8) R == 4 ? launch_r<4, true, GEMV_GATEUP>(a, tt, grid, st) : launch_r<2, true, GEMV_GATEUP>(a, tt, grid, st);
+    else R == 4 ? launch_r<4, false, GEMV_GATEUP>(a, tt, grid, st) : launch_r<2, false, GEMV_GATEUP>(a, tt, grid, st);
+  }
+  CU_LAUNCHED(op);
+  return 0;
+}
+
+static bool vec_ok(const dsv3_wmat *w, const void *x) {
+  if (w->dtype != DSV3_F8_E4M3 && w->dtype != DSV3_BF16) return false;
+  int epc = w->dtype == DSV3_F8_E4M3 ? 16 : 8;
+  return w->cols % epc == 0 && ((uintptr_t)w->data & 15) == 0 && ((uintptr_t)x & 15) == 0;
+}
+
+extern "C" int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                              int accumulate) {
+  if (check_w("gemv", w)) return -1;
+  if (ntok <= 0) return 0;
+  CU_ARG("gemv", ntok < 65536 * 8, "too many tokens (%lld)", (long long)ntok);
+  if (!vec_ok(w, x)) {
+    gemv_scalar<<<(unsigned)cdiv(w->rows, 8), 256, 0, ctx->stream>>>(y, x, (int)ntok, w->data, w->scale, w->dtype,
+                                                                      (int)w->rows, (int)w->cols, accumulate);
+    CU_LAUNCHED("gemv");
+    return 0;
+  }
+  GemvArgs a = {};
+  a.y = y, a.x = x, a.w = (const uint8_t *)w->data, a.s = w->scale, a.ldx = w->cols, a.ldy = w->rows;
+  a.N = (int)w->rows, a.K = (int)w->cols, a.ntok = (int)ntok, a.accumulate = accumulate;
+  return gemv_launch(ctx, a, w->dtype == DSV3_F8_E4M3, GEMV_PLAIN, "gemv");
+}
+
+/* ---------------------------------------------------------------- GEMM (prefill) */
+extern "C" int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,
+                                   int64_t rows, int64_t cols, int accumulate) {
+  if (ntok <= 0) return 0;
+  CU_ARG("gemm", rows < (1ll << 31) && cols < (1ll << 31) && ntok < (1ll << 31), "shape too large");
+  float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  /* column-major view: y^T [rows, ntok] = W [rows, cols] (row-major = col-major^T) * x^T */
+  cublasStatus_t s = cublasGemmEx((cublasHandle_t)ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)ntok, (int)cols,
+                                  &alpha, wb, CUDA_R_16BF, (int)cols, xb, CUDA_R_16BF, (int)cols, &beta, y, CUDA_R_32F,
+                                  (int)rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  CU_ARG("gemm", s == CUBLAS_STATUS_SUCCESS, "cublasGemmEx %lld x %lld x %lld failed (status %d)", (long long)rows,
+         (long long)ntok, (long long)cols, (int)s);
+  return 0;
+}
+
+extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                              int accumulate) {
+  if (check_w("gemm", w)) return -1;
+  if (ntok <= 0) return 0;
+  const uint16_t *wb = (const uint16_t *)w->data;
+  if (w->dtype != DSV3_BF16) {
+    uint16_t *s = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_W, (size_t)(w->rows * w->cols) * 2);
+    if (!s || dsv3_cuda_dequant(s, w, ctx->stream)) return -1;
+    wb = s;
+  }
+  uint16_t *xb = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_X, (size_t)(ntok * w->cols) * 2);
+  if (!xb || dsv3_cuda_f32_to_bf16(xb, x, ntok * w->cols, ctx->stream)) return -1;
+  return dsv3_cuda_gemm_bf16(ctx, y, xb, ntok, wb, w->rows, w->cols, accumulate);
+}
+
+extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                                int accumulate) {
+  if (ntok <= dsv3_cuda_gemv_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  return dsv3_cuda_gemm(ctx, y, x, ntok, w, accumulate);
+}
+
+/* ---------------------------------------------------------------- dense MLP */
+extern "C" int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w1,
+                             const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate) {
+  if (check_w("mlp", w1) || check_w("mlp", w2) || check_w("mlp", w3)) return -1;
+  if (ntok <= 0) return 0;
+  int64_t I = w1->rows, D = w1->cols;
+  CU_ARG("mlp", w3->rows == I && w3->cols == D && w2->rows == D && w2->cols == I && w1->dtype == w3->dtype,
+         "inconsistent shapes: w1 %lldx%lld w2 %lldx%lld w3 %lldx%lld", (long long)I, (long long)D, (long long)w2->rows,
+         (long long)w2->cols, (long long)w3->rows, (long long)w3->cols);
+  float *h = (float *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLP, (size_t)(2 * ntok * I) * sizeof(float));
+  if (!h) return -1;
+  if (ntok <= dsv3_cuda_gemv_max_tokens && vec_ok(w1, x) && vec_ok(w3, x) && ((uintptr_t)w3->data & 15) == 0) {
+    GemvArgs a = {};
+    a.y = h, a.x = x, a.w = (const uint8_t *)w1->data, a.w3 = (const uint8_t *)w3->data, a.s = w1->scale,
+    a.s3 = w3->scale;
+    a.ldx = D, a.ldy = I, a.N = (int)I, a.K = (int)D, a.ntok = (int)ntok;
+    if (gemv_launch(ctx, a, w1->dtype == DSV3_F8_E4M3, GEMV_GATEUP, "mlp gate/up")) return -1;
+  } else {
+    float *u = h + ntok * I;
+    if (dsv3_cuda_linear(ctx, h, x, ntok, w1, 0) || dsv3_cuda_linear(ctx, u, x, ntok, w3, 0) ||
+        dsv3_cuda_silu_mul(h, h, u, ntok * I, ctx->stream))
+      return -1;
+  }
+  return dsv3_cuda_linear(ctx, y, h, ntok, w2, accumulate);
+}

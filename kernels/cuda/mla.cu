@@ -1,0 +1,321 @@
+/* mla.cu - Multi-head Latent Attention with the absorbed kv_b projection (the official
+ * attn_impl="absorb"): the cache holds kv_norm(latent) [C] and rope(k_pe) [R] per position in
+ * bf16, every head attends over the same rows, and scores/values are taken in latent space.
+ *
+ * Attention is split along the sequence (flash-decoding): blocks of (query, 8*HW heads,
+ * split) each run an online softmax over `chunk` positions, a combine pass merges the splits.
+ * A warp owns HW heads; a lane holds 8 consecutive latent values per 256-wide slice, so a
+ * cache row is read with 16-byte loads once per warp and reused for HW heads. */
+#include "common.cuh"
+
+#define MLA_MAXJ 3 /* (C + R) <= 32 lanes * 8 values * 3 = 768 */
+#define MLA_P 2    /* positions per step */
+
+/* ---------------------------------------------------------------- cache write */
+__global__ void __launch_bounds__(256) mla_cache_write_kernel(uint16_t *kvc, uint16_t *pec, const float *kva, const void *nw,
+                                                              dsv3_dtype ndt, float eps, const float *cos_t,
+                                                              const float *sin_t, const int32_t *seq, const int32_t *pos,
+                                                              int64_t C, int64_t R, int64_t max_seq) {
+  const int64_t t = blockIdx.x;
+  const float *src = kva + t * (C + R);
+  const int64_t row = (int64_t)seq[t] * max_seq + pos[t];
+  float ss = 0.f;
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) ss = fmaf(src[i], src[i], ss);
+  ss = block_sum(ss);
+  const float r = rsqrtf(ss / (float)C + eps);
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) kvc[row * C + i] = f2bf16(src[i] * r * load_vec(nw, ndt, i));
+  const int64_t half = R / 2, p = pos[t];
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    float a = src[C + 2 * i], b = src[C + 2 * i + 1], c = cos_t[p * half + i], s = sin_t[p * half + i];
+    pec[row * R + 2 * i] = f2bf16(a * c - b * s);
+    pec[row * R + 2 * i + 1] = f2bf16(a * s + b * c);
+  }
+}
+
+extern "C" int dsv3_cuda_mla_cache_write(uint16_t *kv_cache, uint16_t *pe_cache, const float *kva, int64_t ntok,
+                                         const void *kv_norm, dsv3_dtype ndt, float eps, const float *cos_t,
+                                         const float *sin_t, const int32_t *seq, const int32_t *pos, int64_t C, int64_t R,
+                                         int64_t max_seq, cudaStream_t st) {
+  CU_ARG("mla cache write", C > 0 && R > 0 && R % 2 == 0 && (ndt == DSV3_BF16 || ndt == DSV3_F16 || ndt == DSV3_F32),
+         "bad shape or norm dtype (C %lld, R %lld)", (long long)C, (long long)R);
+  if (ntok <= 0) return 0;
+  mla_cache_write_kernel<<<(unsigned)ntok, 256, 0, st>>>(kv_cache, pe_cache, kva, kv_norm, ndt, eps, cos_t, sin_t, seq,
+                                                         pos, C, R, max_seq);
+  CU_LAUNCHED("mla cache write");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- absorb q / o */
+/* ql[t, h, c] = sum_d q[t, h, d] W[h*(nope+V) + d, c]: a thread owns one c for 8 tokens. */
+__global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q, const uint16_t *W, int ntok, int H, int nope,
+                                                       int R, int V, int C) {
+  __shared__ float qs[8][128];
+  const int c = blockIdx.x * 256 + threadIdx.x, h = blockIdx.y, t0 = blockIdx.z * 8;
+  const int nt = min(8, ntok - t0), qk = nope + R;
+  float acc[8];
+#pragma unroll
+  for (int t = 0; t < 8; t++) acc[t] = 0.f;
+  for (int d0 = 0; d0 < nope; d0 += 128) {
+    int nd = min(128, nope - d0);
+    __syncthreads();
+    for (int i = threadIdx.x; i < 8 * 128; i += 256) {
+      int t = i / 128, d = i % 128;
+      qs[t][d] = (t < nt && d < nd) ? q[((int64_t)(t0 + t) * H + h) * qk + d0 + d] : 0.f;
+    }
+    __syncthreads();
+    if (c < C)
+      for (int d = 0; d < nd; d++) {
+        float w = bf16f(W[((int64_t)h * (nope + V) + d0 + d) * C + c]);
+#pragma unroll
+        for (int t = 0; t < 8; t++) acc[t] = fmaf(qs[t][d], w, acc[t]);
+      }
+  }
+  if (c < C)
+    for (int t = 0; t < nt; t++) ql[((int64_t)(t0 + t) * H + h) * C + c] = acc[t];
+}
+
+/* o[t, h, v] = sum_c ol[t, h, c] W[h*(nope+V) + nope + v, c]: a warp per (h, v), 8 tokens. */
+__global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol, const uint16_t *W, int ntok, int H, int nope,
+                                                       int V, int C) {
+  const int lane = threadIdx.x & 31, hv = blockIdx.x * 8 + (threadIdx.x >> 5), t0 = blockIdx.y * 8;
+  if (hv >= H * V) return;
+  const int h = hv / V, v = hv % V, nt = min(8, ntok - t0);
+  const uint16_t *w = W + ((int64_t)h * (nope + V) + nope + v) * C;
+  float acc[8];
+#pragma unroll
+  for (int t = 0; t < 8; t++) acc[t] = 0.f;
+  for (int c = lane * 8; c < C; c += 256) {
+    uint4 u = *reinterpret_cast<const uint4 *>(w + c);
+    float wf[8] = {bf16_lo(u.x), bf16_hi(u.x), bf16_lo(u.y), bf16_hi(u.y),
+                   bf16_lo(u.z), bf16_hi(u.z), bf16_lo(u.w), bf16_hi(u.w)};
+#pragma unroll
+    for (int t = 0; t < 8; t++) {
+      if (t < nt) {
+        const float4 *xp = reinterpret_cast<const float4 *>(ol + ((int64_t)(t0 + t) * H + h) * C + c);
+        float4 a = xp[0], b = xp[1];
+        acc[t] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z +
+                  wf[7] * b.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < 8; t++) {
+    float s = warp_sum(acc[t]);
+    if (lane == 0 && t < nt) o[((int64_t)(t0 + t) * H + h) * V + v] = s;
+  }
+}
+
+extern "C" int dsv3_cuda_mla_absorb_q(float *ql, const float *q, const uint16_t *wkvb, int64_t ntok, int64_t H,
+                                      int64_t nope, int64_t R, int64_t V, int64_t C, cudaStream_t st) {
+  CU_ARG("mla absorb q", H > 0 && H < 65536 && nope > 0 && C > 0, "bad shape");
+  if (ntok <= 0) return 0;
+  CU_ARG("mla absorb q", ntok < 65536 * 8, "too many tokens");
+  absorb_q_kernel<<<dim3((unsigned)cdiv(C, 256), (unsigned)H, (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(
+      ql, q, wkvb, (int)ntok, (int)H, (int)nope, (int)R, (int)V, (int)C);
+  CU_LAUNCHED("mla absorb q");
+  return 0;
+}
+
+extern "C" int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H,
+                                      int64_t nope, int64_t V, int64_t C, cudaStream_t st) {
+  CU_ARG("mla absorb o", C % 8 == 0 && H > 0 && V > 0 && ((uintptr_t)wkvb & 15) == 0 && ((uintptr_t)ol & 15) == 0,
+         "kv_lora_rank %lld must be a multiple of 8 and pointers 16-byte aligned", (long long)C);
+  if (ntok <= 0) return 0;
+  CU_ARG("mla absorb o", ntok < 65536 * 8, "too many tokens");
+  absorb_o_kernel<<<dim3((unsigned)cdiv(H * V, 8), (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(o, ol, wkvb, (int)ntok, (int)H,
+                                                                                          (int)nope, (int)V, (int)C);
+  CU_LAUNCHED("mla absorb o");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- attention */
+__device__ __forceinline__ void unpack8(const uint4 u, float *f) {
+  f[0] = bf16_lo(u.x), f[1] = bf16_hi(u.x), f[2] = bf16_lo(u.y), f[3] = bf16_hi(u.y);
+  f[4] = bf16_lo(u.z), f[5] = bf16_hi(u.z), f[6] = bf16_lo(u.w), f[7] = bf16_hi(u.w);
+}
+
+template <int HW>
+__global__ void __launch_bounds__(256) mla_attn_kernel(float *po, float *pml, const float *ql, const float *qpe, int64_t pts,
+                                                       int64_t phs, const uint16_t *kvc, const uint16_t *pec,
+                                                       const int32_t *seq, const int32_t *len, int H, int C, int R,
+                                                       int64_t max_seq, int chunk, int nsplit, float scale_log2) {
+  const int q = blockIdx.x, hb = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = C + R;
+  const int L = len[q], s0 = split * chunk, s1 = min(L, s0 + chunk);
+  const uint16_t *kvb = kvc + (int64_t)seq[q] * max_seq * C, *peb = pec + (int64_t)seq[q] * max_seq * R;
+  int hh[HW];
+  bool hv[HW];
+#pragma unroll
+  for (int i = 0; i < HW; i++) hh[i] = (hb * 8 + warp) * HW + i, hv[i] = hh[i] < H;
+  if (!hv[0]) return;
+
+  float qv[HW][MLA_MAXJ][8], o[HW][MLA_MAXJ][8], m[HW], l[HW];
+#pragma unroll
+  for (int i = 0; i < HW; i++) {
+    m[i] = -INFINITY, l[i] = 0.f;
+#pragma unroll
+    for (int j = 0; j < MLA_MAXJ; j++) {
+      const int e = (j * 32 + lane) * 8;
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        float v = 0.f;
+        if (hv[i] && e < C) v = ql[((int64_t)q * H + hh[i]) * C + e + k];
+        else if (hv[i] && e < D) v = qpe[(int64_t)q * pts + (int64_t)hh[i] * phs + (e - C) + k];
+        qv[i][j][k] = v * scale_log2;
+        o[i][j][k] = 0.f;
+      }
+    }
+  }
+
+  for (int s = s0; s < s1; s += MLA_P) {
+    uint4 kv[MLA_P][MLA_MAXJ];
+#pragma unroll
+    for (int p = 0; p < MLA_P; p++)
+#pragma unroll
+      for (int j = 0; j < MLA_MAXJ; j++) {
+        const int e = (j * 32 + lane) * 8, sp = s + p;
+        kv[p][j] = make_uint4(0, 0, 0, 0);
+        if (sp < s1) {
+          if (e < C) kv[p][j] = __ldg(reinterpret_cast<const uint4 *>(kvb + (int64_t)sp * C + e));
+          else if (e < D) kv[p][j] = __ldg(reinterpret_cast<const uint4 *>(peb + (int64_t)sp * R + (e - C)));
+        }
+      }
+    float sc[HW][MLA_P];
+#pragma unroll
+    for (int i = 0; i < HW; i++)
+#pragma unroll
+      for (int p = 0; p < MLA_P; p++) sc[i][p] = 0.f;
+#pragma unroll
+    for (int p = 0; p < MLA_P; p++)
+#pragma unroll
+      for (int j = 0; j < MLA_MAXJ; j++) {
+        float f[8];
+        unpack8(kv[p][j], f);
+#pragma unroll
+        for (int i = 0; i < HW; i++)
+#pragma unroll
+          for (int k = 0; k < 8; k++) sc[i][p] = fmaf(qv[i][j][k], f[k], sc[i][p]);
+      }
+#pragma unroll
+    for (int i = 0; i < HW; i++) {
+      float mx = m[i];
+#pragma unroll
+      for (int p = 0; p < MLA_P; p++) {
+        sc[i][p] = warp_sum(sc[i][p]);
+        if (s + p >= s1) sc[i][p] = -INFINITY;
+        mx = fmaxf(mx, sc[i][p]);
+      }
+      const float corr = exp2f(m[i] - mx); /* m = -inf at first: corr = 0 */
+      float pp[MLA_P], psum = 0.f;
+#pragma unroll
+      for (int p = 0; p < MLA_P; p++) pp[p] = exp2f(sc[i][p] - mx), psum += pp[p];
+      l[i] = l[i] * corr + psum;
+      m[i] = mx;
+#pragma unroll
+      for (int j = 0; j < MLA_MAXJ; j++) {
+        if ((j * 32 + lane) * 8 >= C) continue;
+#pragma unroll
+        for (int p = 0; p < MLA_P; p++) {
+          float f[8];
+          unpack8(kv[p][j], f);
+#pragma unroll
+          for (int k = 0; k < 8; k++) o[i][j][k] = (p == 0 ? o[i][j][k] * corr : o[i][j][k]) + pp[p] * f[k];
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < HW; i++) {
+    if (!hv[i]) continue;
+    const int64_t qh = (int64_t)q * H + hh[i];
+    if (nsplit == 1) { /* final output straight away */
+      const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+#pragma unroll
+      for (int j = 0; j < MLA_MAXJ; j++) {
+        const int e = (j * 32 + lane) * 8;
+        if (e < C)
+#pragma unroll
+          for (int k = 0; k < 8; k++) po[qh * C + e + k] = o[i][j][k] * inv;
+      }
+    } else {
+      const int64_t slot = qh * nsplit + split;
+      if (lane == 0) pml[slot * 2] = m[i], pml[slot * 2 + 1] = l[i];
+      if (l[i] > 0.f)
+#pragma unroll
+        for (int j = 0; j < MLA_MAXJ; j++) {
+          const int e = (j * 32 + lane) * 8;
+          if (e < C)
+#pragma unroll
+            for (int k = 0; k < 8; k++) po[slot * C + e + k] = o[i][j][k];
+        }
+    }
+  }
+}
+
+__global__ void mla_combine_kernel(float *ol, const float *po, const float *pml, int C, int nsplit) {
+  const int64_t qh = blockIdx.x;
+  const float *ml = pml + qh * nsplit * 2;
+  float M = -INFINITY;
+  for (int s = 0; s < nsplit; s++)
+    if (ml[2 * s + 1] > 0.f) M = fmaxf(M, ml[2 * s]);
+  float L = 0.f;
+  for (int s = 0; s < nsplit; s++)
+    if (ml[2 * s + 1] > 0.f) L += exp2f(ml[2 * s] - M) * ml[2 * s + 1];
+  const float inv = L > 0.f ? 1.f / L : 0.f;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0.f;
+    for (int s = 0; s < nsplit; s++)
+      if (ml[2 * s + 1] > 0.f) acc += exp2f(ml[2 * s] - M) * po[(qh * nsplit + s) * C + c];
+    ol[qh * C + c] = acc * inv;
+  }
+}
+
+extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, const float *q_pe,
+                                       int64_t pe_tok_stride, int64_t pe_head_stride, const uint16_t *kv_cache,
+                                       const uint16_t *pe_cache, const int32_t *seq, const int32_t *len, int64_t nq,
+                                       int64_t H, int64_t C, int64_t R, int64_t max_seq, int64_t max_len, float scale) {
+  CU_ARG("mla attention", C % 8 == 0 && R % 8 == 0 && C + R <= 32 * 8 * MLA_MAXJ && H > 0 && H < (1 << 20),
+         "kv_lora_rank %lld and rope dim %lld must be multiples of 8 with a sum <= %d", (long long)C, (long long)R,
+         32 * 8 * MLA_MAXJ);
+  CU_ARG("mla attention", max_len > 0 && max_len <= max_seq, "max_len %lld outside [1, %lld]", (long long)max_len,
+         (long long)max_seq);
+  CU_ARG("mla attention", ((uintptr_t)kv_cache & 15) == 0 && ((uintptr_t)pe_cache & 15) == 0, "caches must be 16-byte aligned");
+  if (nq <= 0) return 0;
+  CU_ARG("mla attention", nq < (1ll << 31), "too many queries");
+  const int HW = H >= 64 ? 2 : 1;
+  const int64_t hblocks = cdiv(H, 8 * HW), base = nq * hblocks;
+  int64_t nsplit = 1;
+  if (base < 2 * ctx->sms) {
+    nsplit = cdiv(2 * ctx->sms, base);
+    int64_t maxs = cdiv(max_len, 64);
+    if (nsplit > maxs) nsplit = maxs;
+    if (nsplit < 1) nsplit = 1;
+  }
+  int64_t chunk = cdiv(max_len, nsplit);
+  chunk = cdiv(chunk, MLA_P) * MLA_P;
+  nsplit = cdiv(max_len, chunk);
+  CU_ARG("mla attention", nsplit < 65536 && hblocks < 65536, "grid too large");
+  float *po = ol, *pml = NULL;
+  if (nsplit > 1) {
+    size_t nb = (size_t)(nq * H * nsplit) * (size_t)(C + 2) * sizeof(float);
+    float *scr = (float *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA, nb);
+    if (!scr) return -1;
+    po = scr;
+    pml = scr + nq * H * nsplit * C;
+  }
+  const float sl2 = scale * 1.4426950408889634f;
+  dim3 grid((unsigned)nq, (unsigned)hblocks, (unsigned)nsplit);
+  if (HW == 2)
+    mla_attn_kernel<2><<<grid, 256, 0, ctx->stream>>>(po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, kv_cache, pe_cache,
+                                                      seq, len, (int)H, (int)C, (int)R, max_seq, (int)chunk, (int)nsplit, sl2);
+  else
+    mla_attn_kernel<1><<<grid, 256, 0, ctx->stream>>>(po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, kv_cache, pe_cache,
+                                                      seq, len, (int)H, (int)C, (int)R, max_seq, (int)chunk, (int)nsplit, sl2);
+  CU_LAUNCHED("mla attention");
+  if (nsplit > 1) {
+    mla_combine_kernel<<<(unsigned)(nq * H), 128, 0, ctx->stream>>>(ol, po, pml, (int)C, (int)nsplit);
+    CU_LAUNCHED("mla combine");
+  }
+  return 0;
+}

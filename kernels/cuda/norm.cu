@@ -1,0 +1,142 @@
+/* norm.cu - RMSNorm (with the residual add fused), embedding gather, RoPE, SiLU-and-multiply,
+ * residual add.  Memory-bound one-pass kernels over float32 activations. */
+#include "common.cuh"
+
+/* One block per token; a thread keeps its elements in registers between the two passes
+ * (dim <= 256 * 32 = 8192 in registers, larger dims re-read x). */
+template <bool ADD>
+__global__ void __launch_bounds__(256) rmsnorm_kernel(float *out, float *x, const float *y, const void *w,
+                                                      dsv3_dtype wdt, int64_t dim, float eps) {
+  constexpr int PT = 32;
+  const int64_t t = blockIdx.x;
+  float *xr = x + t * dim;
+  const float *yr = ADD ? y + t * dim : nullptr;
+  float v[PT];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < PT; j++) {
+    int64_t i = threadIdx.x + (int64_t)j * blockDim.x;
+    v[j] = 0.f;
+    if (i < dim) {
+      float a = xr[i];
+      if (ADD) {
+        a += yr[i];
+        xr[i] = a;
+      }
+      v[j] = a;
+      ss = fmaf(a, a, ss);
+    }
+  }
+  for (int64_t i = threadIdx.x + (int64_t)PT * blockDim.x; i < dim; i += blockDim.x) {
+    float a = xr[i];
+    if (ADD) {
+      a += yr[i];
+      xr[i] = a;
+    }
+    ss = fmaf(a, a, ss);
+  }
+  ss = block_sum(ss);
+  const float r = rsqrtf(ss / (float)dim + eps);
+  float *o = out + t * dim;
+#pragma unroll
+  for (int j = 0; j < PT; j++) {
+    int64_t i = threadIdx.x + (int64_t)j * blockDim.x;
+    if (i < dim) o[i] = v[j] * r * load_vec(w, wdt, i);
+  }
+  for (int64_t i = threadIdx.x + (int64_t)PT * blockDim.x; i < dim; i += blockDim.x) o[i] = xr[i] * r * load_vec(w, wdt, i);
+}
+
+static int check_vec_dt(const char *op, dsv3_dtype dt) {
+  CU_ARGV(op, dt == DSV3_BF16 || dt == DSV3_F16 || dt == DSV3_F32, "weight dtype %d not supported", (int)dt);
+  return 0;
+}
+
+extern "C" int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int64_t ntok, int64_t dim,
+                                 float eps, cudaStream_t st) {
+  if (check_vec_dt("rmsnorm", wdt)) return -1;
+  if (ntok <= 0 || dim <= 0) return 0;
+  CU_ARG("rmsnorm", ntok < (1ll << 31), "too many tokens");
+  rmsnorm_kernel<false><<<(unsigned)ntok, 256, 0, st>>>(out, (float *)x, nullptr, w, wdt, dim, eps);
+  CU_LAUNCHED("rmsnorm");
+  return 0;
+}
+
+extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, dsv3_dtype wdt, int64_t ntok,
+                                     int64_t dim, float eps, cudaStream_t st) {
+  if (check_vec_dt("add_rmsnorm", wdt)) return -1;
+  if (ntok <= 0 || dim <= 0) return 0;
+  CU_ARG("add_rmsnorm", ntok < (1ll << 31), "too many tokens");
+  rmsnorm_kernel<true><<<(unsigned)ntok, 256, 0, st>>>(out, x, y, w, wdt, dim, eps);
+  CU_LAUNCHED("add_rmsnorm");
+  return 0;
+}
+
+__global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3_dtype edt, int64_t vocab, int64_t dim) {
+  const int64_t t = blockIdx.x;
+  const int32_t id = ids[t];
+  float *o = out + t * dim;
+  if (id < 0 || id >= vocab) {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __int_as_float(0x7fc00000);
+    return;
+  }
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_vec(E, edt, (int64_t)id * dim + i);
+}
+
+extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
+                               int64_t vocab, int64_t dim, cudaStream_t st) {
+  if (check_vec_dt("embed", edt)) return -1;
+  if (ntok <= 0) return 0;
+  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, vocab, dim);
+  CU_LAUNCHED("embed");
+  return 0;
+}
+
+/* one thread per (token, vector, pair) */
+__global__ void rope_kernel(float *x, int64_t ntok, int64_t nvec, int64_t ts, int64_t vs, int64_t half,
+                            const float *cos_t, const float *sin_t, const int32_t *pos) {
+  int64_t n = ntok * nvec * half;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t p = i % half, v = (i / half) % nvec, t = i / (half * nvec);
+    float *xp = x + t * ts + v * vs + 2 * p;
+    int64_t row = (int64_t)pos[t] * half + p;
+    float c = cos_t[row], s = sin_t[row], a = xp[0], b = xp[1];
+    xp[0] = a * c - b * s;
+    xp[1] = a * s + b * c;
+  }
+}
+
+extern "C" int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride,
+                              int64_t rope_dim, const float *cos_t, const float *sin_t, const int32_t *pos,
+                              cudaStream_t st) {
+  CU_ARG("rope", rope_dim > 0 && rope_dim % 2 == 0, "rope_dim %lld must be even", (long long)rope_dim);
+  int64_t n = ntok * nvec * (rope_dim / 2);
+  if (n <= 0) return 0;
+  rope_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(
+      x, ntok, nvec, tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t, pos);
+  CU_LAUNCHED("rope");
+  return 0;
+}
+
+__global__ void silu_mul_kernel(float *out, const float *g, const float *u, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float a = g[i];
+    out[i] = a / (1.0f + __expf(-a)) * u[i];
+  }
+}
+__global__ void add_kernel(float *y, const float *x, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] += x[i];
+}
+
+extern "C" int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st) {
+  if (n <= 0) return 0;
+  silu_mul_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(out, g, u, n);
+  CU_LAUNCHED("silu_mul");
+  return 0;
+}
+extern "C" int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st) {
+  if (n <= 0) return 0;
+  add_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(y, x, n);
+  CU_LAUNCHED("add");
+  return 0;
+}

@@ -1,0 +1,151 @@
+/* test_cuda_linear - FP8/BF16 GEMV, dequantise + cuBLAS GEMM, the dispatching linear, the
+ * dense MLP and dtype conversions against the CPU reference ops (kernels/cpu). */
+#include "cuda_test.h"
+
+typedef struct {
+  dsv3_wmat h, d; /* host and device views */
+} wpair;
+
+static wpair make_w(dsv3_dtype dt, int64_t rows, int64_t cols) {
+  wpair p = {{dt, NULL, NULL, rows, cols}, {dt, NULL, NULL, rows, cols}};
+  if (dt == DSV3_F8_E4M3) {
+    int64_t ns = ((rows + 127) / 128) * ((cols + 127) / 128);
+    uint8_t *w = t_xmalloc((size_t)(rows * cols));
+    float *s = t_xmalloc((size_t)ns * 4);
+    t_fp8(w, s, rows, cols);
+    p.h.data = w, p.h.scale = s;
+    p.d.data = t_dev(w, (size_t)(rows * cols)), p.d.scale = t_dev(s, (size_t)ns * 4);
+  } else {
+    uint16_t *w = t_xmalloc((size_t)(rows * cols) * 2);
+    t_bf16(w, (size_t)(rows * cols), 0.05f);
+    p.h.data = w;
+    p.d.data = t_dev(w, (size_t)(rows * cols) * 2);
+  }
+  return p;
+}
+static void free_w(wpair *p) {
+  free((void *)p->h.data);
+  free((void *)p->h.scale);
+  cudaFree((void *)p->d.data);
+  cudaFree((void *)p->d.scale);
+}
+
+static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K, int misalign) {
+  wpair w = make_w(dt, N, K);
+  const char *dn = dt == DSV3_F8_E4M3 ? "fp8" : "bf16";
+  /* dequantised values, bit-exact against the reference's bf16(e4m3 * scale) */
+  uint16_t *dq = t_poison((size_t)(N * K) * 2), *hq = t_xmalloc((size_t)(N * K) * 2);
+  OK(dsv3_cuda_dequant(dq, &w.d, dsv3_cuda_ctx_stream(ctx)));
+  t_host(hq, dq, (size_t)(N * K) * 2);
+  int64_t bad = 0;
+  for (int64_t r = 0; r < N; r++)
+    for (int64_t c = 0; c < K; c++)
+      if (hq[r * K + c] != dsv3_f32_to_bf16(dsv3_wmat_get(&w.h, r, c))) bad++;
+  CHECK(bad == 0, "dequant %s %lldx%lld: %lld values differ", dn, (long long)N, (long long)K, (long long)bad);
+  cudaFree(dq);
+  free(hq);
+
+  const int64_t toks[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 33};
+  for (size_t ti = 0; ti < sizeof toks / sizeof *toks; ti++) {
+    int64_t T = toks[ti];
+    float *x = t_xmalloc((size_t)(T * K) * 4), *ref = t_xmalloc((size_t)(T * N) * 4), *y = t_xmalloc((size_t)(T * N) * 4);
+    float *y0 = t_xmalloc((size_t)(T * N) * 4), *refacc = t_xmalloc((size_t)(T * N) * 4);
+    t_fill(x, (size_t)(T * K), 1.0f);
+    t_fill(y0, (size_t)(T * N), 1.0f);
+    dsv3_linear(ref, x, T, &w.h);
+    for (int64_t i = 0; i < T * N; i++) refacc[i] = y0[i] + ref[i];
+    float *xbuf = t_dev(NULL, (size_t)(T * K + 4) * 4), *dx = xbuf + (misalign ? 1 : 0);
+    CU(cudaMemcpy(dx, x, (size_t)(T * K) * 4, cudaMemcpyHostToDevice));
+    float *dy = t_poison((size_t)(T * N) * 4);
+    double e;
+    /* GEMV: float32 accumulation of the same products */
+    OK(dsv3_cuda_gemv(ctx, dy, dx, T, &w.d, 0));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, ref, (size_t)(T * N));
+    CHECK(e < 2e-5, "gemv %s N=%lld K=%lld T=%lld%s: rel err %.3g", dn, (long long)N, (long long)K, (long long)T,
+          misalign ? " misaligned" : "", e);
+    CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+    OK(dsv3_cuda_gemv(ctx, dy, dx, T, &w.d, 1));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, refacc, (size_t)(T * N));
+    CHECK(e < 2e-5, "gemv accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    /* GEMM: activations rounded to bf16 */
+    CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
+    OK(dsv3_cuda_gemm(ctx, dy, dx, T, &w.d, 0));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, ref, (size_t)(T * N));
+    CHECK(e < 1e-2, "gemm %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+    OK(dsv3_cuda_linear(ctx, dy, dx, T, &w.d, 1));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, refacc, (size_t)(T * N));
+    CHECK(e < (T <= dsv3_cuda_gemv_max_tokens ? 2e-5 : 1e-2), "linear accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", dn,
+          (long long)N, (long long)K, (long long)T, e);
+    cudaFree(xbuf);
+    cudaFree(dy);
+    free(x), free(ref), free(y), free(y0), free(refacc);
+  }
+  free_w(&w);
+}
+
+static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
+  wpair w1 = make_w(dt, I, D), w2 = make_w(dt, D, I), w3 = make_w(dt, I, D);
+  const int64_t toks[] = {1, 3, 8, 20};
+  for (size_t ti = 0; ti < 4; ti++) {
+    int64_t T = toks[ti];
+    float *x = t_xmalloc((size_t)(T * D) * 4), *g = t_xmalloc((size_t)(T * I) * 4), *u = t_xmalloc((size_t)(T * I) * 4);
+    float *ref = t_xmalloc((size_t)(T * D) * 4), *y = t_xmalloc((size_t)(T * D) * 4);
+    t_fill(x, (size_t)(T * D), 1.0f);
+    dsv3_linear(g, x, T, &w1.h);
+    dsv3_linear(u, x, T, &w3.h);
+    dsv3_silu_mul(g, g, u, T * I);
+    dsv3_linear(ref, g, T, &w2.h);
+    float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_poison((size_t)(T * D) * 4);
+    OK(dsv3_cuda_mlp(ctx, dy, dx, T, &w1.d, &w2.d, &w3.d, 0));
+    t_host(y, dy, (size_t)(T * D) * 4);
+    double e = t_rel(y, ref, (size_t)(T * D));
+    CHECK(e < (T <= dsv3_cuda_gemv_max_tokens ? 3e-5 : 1.5e-2), "mlp %s D=%lld I=%lld T=%lld: rel err %.3g",
+          dt == DSV3_F8_E4M3 ? "fp8" : "bf16", (long long)D, (long long)I, (long long)T, e);
+    cudaFree(dx), cudaFree(dy);
+    free(x), free(g), free(u), free(ref), free(y);
+  }
+  free_w(&w1), free_w(&w2), free_w(&w3);
+}
+
+static void test_convert(void) {
+  const int64_t n = 100003;
+  float *x = t_xmalloc(n * 4), *back = t_xmalloc(n * 4);
+  uint16_t *b = t_xmalloc(n * 2);
+  t_fill(x, n, 3.0f);
+  float *dx = t_dev(x, n * 4), *db = t_poison(n * 4);
+  uint16_t *dh = t_poison(n * 2);
+  OK(dsv3_cuda_f32_to_bf16(dh, dx, n, 0));
+  OK(dsv3_cuda_bf16_to_f32(db, dh, n, 0));
+  t_host(b, dh, n * 2);
+  t_host(back, db, n * 4);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (b[i] != dsv3_f32_to_bf16(x[i]) || back[i] != dsv3_bf16_to_f32(b[i])) bad++;
+  CHECK(bad == 0, "f32<->bf16: %lld of %lld differ", (long long)bad, (long long)n);
+  cudaFree(dx), cudaFree(db), cudaFree(dh);
+  free(x), free(back), free(b);
+}
+
+int main(void) {
+  t_init("test_cuda_linear");
+  dsv3_cuda_ctx *ctx;
+  OK(dsv3_cuda_ctx_new(0, &ctx));
+  test_convert();
+  /* ragged: partial 128-row and 128-column blocks, odd row counts, K not a multiple of 16
+   * (scalar path), a misaligned x (scalar path) */
+  const int64_t fp8[][2] = {{1, 16}, {7, 48}, {130, 272}, {257, 1040}, {576, 2048}, {2100, 7168}, {37, 100}, {5, 24}};
+  for (size_t i = 0; i < sizeof fp8 / sizeof *fp8; i++) test_linear(ctx, DSV3_F8_E4M3, fp8[i][0], fp8[i][1], 0);
+  test_linear(ctx, DSV3_F8_E4M3, 130, 272, 1);
+  const int64_t bf[][2] = {{3, 8}, {130, 272}, {1000, 520}, {19, 100}};
+  for (size_t i = 0; i < sizeof bf / sizeof *bf; i++) test_linear(ctx, DSV3_BF16, bf[i][0], bf[i][1], 0);
+  test_mlp(ctx, DSV3_F8_E4M3, 512, 1536);
+  test_mlp(ctx, DSV3_F8_E4M3, 272, 144);
+  test_mlp(ctx, DSV3_BF16, 256, 200);
+  dsv3_cuda_ctx_free(ctx);
+  return check_done("test_cuda_linear");
+}

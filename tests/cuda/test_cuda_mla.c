@@ -1,0 +1,175 @@
+/* test_cuda_mla - MLA cache write (kv_norm + RoPE into the bf16 latent cache), q/o absorption
+ * and the split attention (decode batches with ragged lengths, causal prefill) against the CPU
+ * ops and a float64 reference. */
+#include "cuda_test.h"
+
+static void test_cache_write(int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t T) {
+  dsv3_rope_params rp = {R, max_seq, 10000.0, 40.0, 256, 32, 1};
+  int64_t half = R / 2;
+  float *cs = t_xmalloc((size_t)(max_seq * half) * 4), *sn = t_xmalloc((size_t)(max_seq * half) * 4);
+  dsv3_rope_tables(&rp, cs, sn);
+  float *kva = t_xmalloc((size_t)(T * (C + R)) * 4);
+  t_fill(kva, (size_t)(T * (C + R)), 1.5f);
+  uint16_t *nw = t_xmalloc((size_t)C * 2);
+  t_bf16(nw, (size_t)C, 1.0f);
+  int32_t *seq = t_xmalloc((size_t)T * 4), *pos = t_xmalloc((size_t)T * 4);
+  for (int64_t t = 0; t < T; t++) { /* distinct rows */
+    seq[t] = (int32_t)(t % nseq);
+    pos[t] = (int32_t)((t / nseq) * 3 + (int64_t)(t_next() % 3));
+  }
+  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R);
+  uint16_t *dkv = t_poison(kvn * 2), *dpe = t_poison(pen * 2);
+  float *dkva = t_dev(kva, (size_t)(T * (C + R)) * 4), *dcs = t_dev(cs, (size_t)(max_seq * half) * 4),
+        *dsn = t_dev(sn, (size_t)(max_seq * half) * 4);
+  void *dnw = t_dev(nw, (size_t)C * 2);
+  int32_t *dseq = t_dev(seq, (size_t)T * 4), *dpos = t_dev(pos, (size_t)T * 4);
+  OK(dsv3_cuda_mla_cache_write(dkv, dpe, dkva, T, dnw, DSV3_BF16, 1e-6f, dcs, dsn, dseq, dpos, C, R, max_seq, 0));
+  uint16_t *hkv = t_xmalloc(kvn * 2), *hpe = t_xmalloc(pen * 2);
+  t_host(hkv, dkv, kvn * 2);
+  t_host(hpe, dpe, pen * 2);
+  float *ref = t_xmalloc((size_t)(C + R) * 4), *got = t_xmalloc((size_t)(C + R) * 4);
+  double worst = 0;
+  char *written = calloc((size_t)(nseq * max_seq), 1);
+  for (int64_t t = 0; t < T; t++) {
+    int64_t row = (int64_t)seq[t] * max_seq + pos[t];
+    written[row] = 1;
+    dsv3_rmsnorm(ref, kva + t * (C + R), nw, DSV3_BF16, 1, C, 1e-6f);
+    memcpy(ref + C, kva + t * (C + R) + C, (size_t)R * 4);
+    dsv3_rope_apply(ref + C, R, cs, sn, pos[t]);
+    for (int64_t i = 0; i < C + R; i++) {
+      ref[i] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(ref[i]));
+      got[i] = dsv3_bf16_to_f32(i < C ? hkv[row * C + i] : hpe[row * R + i - C]);
+    }
+    double e = t_rel(got, ref, (size_t)(C + R));
+    if (e > worst) worst = e;
+  }
+  CHECK(worst < 4e-3, "mla cache write C=%lld R=%lld: rel err %.3g (bf16: < 4e-3)", (long long)C, (long long)R, worst);
+  int64_t touched = 0;
+  for (int64_t r = 0; r < nseq * max_seq; r++)
+    if (!written[r] && (hkv[r * C] != 0xffff || hpe[r * R + R - 1] != 0xffff)) touched++;
+  CHECK(touched == 0, "mla cache write: %lld rows written that should not be", (long long)touched);
+  cudaFree(dkv), cudaFree(dpe), cudaFree(dkva), cudaFree(dcs), cudaFree(dsn), cudaFree(dnw), cudaFree(dseq), cudaFree(dpos);
+  free(cs), free(sn), free(kva), free(nw), free(seq), free(pos), free(hkv), free(hpe), free(ref), free(got), free(written);
+}
+
+static void test_absorb(int64_t T, int64_t H, int64_t nope, int64_t R, int64_t V, int64_t C) {
+  int64_t qk = nope + R, wr = H * (nope + V);
+  float *q = t_xmalloc((size_t)(T * H * qk) * 4), *ol = t_xmalloc((size_t)(T * H * C) * 4);
+  uint16_t *W = t_xmalloc((size_t)(wr * C) * 2);
+  t_fill(q, (size_t)(T * H * qk), 1.0f);
+  t_fill(ol, (size_t)(T * H * C), 1.0f);
+  t_bf16(W, (size_t)(wr * C), 0.05f);
+  double *rq = t_xmalloc((size_t)(T * H * C) * 8), *ro = t_xmalloc((size_t)(T * H * V) * 8);
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t h = 0; h < H; h++) {
+      for (int64_t c = 0; c < C; c++) {
+        double a = 0;
+        for (int64_t d = 0; d < nope; d++) a += (double)q[(t * H + h) * qk + d] * dsv3_bf16_to_f32(W[(h * (nope + V) + d) * C + c]);
+        rq[(t * H + h) * C + c] = a;
+      }
+      for (int64_t v = 0; v < V; v++) {
+        double a = 0;
+        for (int64_t c = 0; c < C; c++)
+          a += (double)ol[(t * H + h) * C + c] * dsv3_bf16_to_f32(W[(h * (nope + V) + nope + v) * C + c]);
+        ro[(t * H + h) * V + v] = a;
+      }
+    }
+  float *dq = t_dev(q, (size_t)(T * H * qk) * 4), *dol = t_dev(ol, (size_t)(T * H * C) * 4);
+  uint16_t *dW = t_dev(W, (size_t)(wr * C) * 2);
+  float *dql = t_poison((size_t)(T * H * C) * 4), *dout = t_poison((size_t)(T * H * V) * 4);
+  OK(dsv3_cuda_mla_absorb_q(dql, dq, dW, T, H, nope, R, V, C, 0));
+  OK(dsv3_cuda_mla_absorb_o(dout, dol, dW, T, H, nope, V, C, 0));
+  float *gq = t_xmalloc((size_t)(T * H * C) * 4), *go = t_xmalloc((size_t)(T * H * V) * 4);
+  t_host(gq, dql, (size_t)(T * H * C) * 4);
+  t_host(go, dout, (size_t)(T * H * V) * 4);
+  double e1 = t_rel_d(gq, rq, (size_t)(T * H * C)), e2 = t_rel_d(go, ro, (size_t)(T * H * V));
+  CHECK(e1 < 1e-5, "absorb q T=%lld H=%lld C=%lld: rel err %.3g", (long long)T, (long long)H, (long long)C, e1);
+  CHECK(e2 < 1e-5, "absorb o T=%lld H=%lld C=%lld: rel err %.3g", (long long)T, (long long)H, (long long)C, e2);
+  cudaFree(dq), cudaFree(dol), cudaFree(dW), cudaFree(dql), cudaFree(dout);
+  free(q), free(ol), free(W), free(rq), free(ro), free(gq), free(go);
+}
+
+/* nq queries; query i in sequence seq[i] sees len[i] rows */
+static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int64_t C, int64_t R, int64_t nseq,
+                           int64_t max_seq, int64_t nq, const int32_t *seq, const int32_t *len, int64_t max_len) {
+  const int64_t nope = 16, qk = nope + R; /* q_pe lives inside a [nq, H, nope + R] buffer */
+  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R);
+  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2);
+  t_bf16(kv, kvn, 1.0f);
+  t_bf16(pe, pen, 1.0f);
+  float *ql = t_xmalloc((size_t)(nq * H * C) * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
+  t_fill(ql, (size_t)(nq * H * C), 1.0f);
+  t_fill(q, (size_t)(nq * H * qk), 1.0f);
+  float scale = (float)(1.5 / sqrt((double)(C + R)));
+  double *ref = t_xmalloc((size_t)(nq * H * C) * 8), *p = t_xmalloc((size_t)max_len * 8);
+  for (int64_t i = 0; i < nq; i++)
+    for (int64_t h = 0; h < H; h++) {
+      const float *a = ql + (i * H + h) * C, *b = q + (i * H + h) * qk + nope;
+      double mx = -INFINITY, sum = 0;
+      for (int64_t s = 0; s < len[i]; s++) {
+        const uint16_t *k = kv + ((int64_t)seq[i] * max_seq + s) * C, *e = pe + ((int64_t)seq[i] * max_seq + s) * R;
+        double acc = 0;
+        for (int64_t c = 0; c < C; c++) acc += (double)a[c] * dsv3_bf16_to_f32(k[c]);
+        for (int64_t r = 0; r < R; r++) acc += (double)b[r] * dsv3_bf16_to_f32(e[r]);
+        p[s] = acc * scale;
+        if (p[s] > mx) mx = p[s];
+      }
+      for (int64_t s = 0; s < len[i]; s++) sum += (p[s] = exp(p[s] - mx));
+      double *o = ref + (i * H + h) * C;
+      for (int64_t c = 0; c < C; c++) o[c] = 0;
+      for (int64_t s = 0; s < len[i]; s++) {
+        const uint16_t *k = kv + ((int64_t)seq[i] * max_seq + s) * C;
+        for (int64_t c = 0; c < C; c++) o[c] += p[s] / sum * dsv3_bf16_to_f32(k[c]);
+      }
+    }
+  uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2);
+  float *dql = t_dev(ql, (size_t)(nq * H * C) * 4), *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
+  int32_t *dseq = t_dev(seq, (size_t)nq * 4), *dlen = t_dev(len, (size_t)nq * 4);
+  float *dol = t_poison((size_t)(nq * H * C) * 4), *got = t_xmalloc((size_t)(nq * H * C) * 4);
+  for (int rep = 0; rep < 2; rep++) { /* the same answer twice: no race */
+    CU(cudaMemset(dol, 0xff, (size_t)(nq * H * C) * 4));
+    OK(dsv3_cuda_mla_attention(ctx, dol, dql, dq + nope, H * qk, qk, dkv, dpe, dseq, dlen, nq, H, C, R, max_seq,
+                               rep ? max_seq : max_len, scale));
+    t_host(got, dol, (size_t)(nq * H * C) * 4);
+    double e = t_rel_d(got, ref, (size_t)(nq * H * C));
+    CHECK(e < 1e-4, "mla attention %s (H=%lld C=%lld R=%lld nq=%lld, max_len %lld): rel err %.3g", what, (long long)H,
+          (long long)C, (long long)R, (long long)nq, (long long)(rep ? max_seq : max_len), e);
+  }
+  cudaFree(dkv), cudaFree(dpe), cudaFree(dql), cudaFree(dq), cudaFree(dseq), cudaFree(dlen), cudaFree(dol);
+  free(kv), free(pe), free(ql), free(q), free(ref), free(p), free(got);
+}
+
+int main(void) {
+  t_init("test_cuda_mla");
+  dsv3_cuda_ctx *ctx;
+  OK(dsv3_cuda_ctx_new(0, &ctx));
+  test_cache_write(128, 32, 2, 300, 37);
+  test_cache_write(512, 64, 1, 64, 5);
+  test_cache_write(32, 16, 3, 10, 6);
+  test_absorb(1, 16, 32, 32, 32, 128);
+  test_absorb(9, 128, 128, 64, 128, 512);
+  test_absorb(3, 2, 16, 16, 16, 32);
+  {
+    int32_t seq[2] = {0, 1}, len[2] = {1, 257};
+    test_attention(ctx, "decode tiny", 16, 128, 32, 2, 300, 2, seq, len, 300);
+  }
+  {
+    int32_t seq[1] = {0}, len[1] = {3001};
+    test_attention(ctx, "decode long", 128, 512, 64, 1, 4096, 1, seq, len, 3001);
+  }
+  {
+    int32_t seq[3] = {2, 0, 1}, len[3] = {1, 77, 1500};
+    test_attention(ctx, "decode batch", 128, 512, 64, 3, 2048, 3, seq, len, 1500);
+  }
+  {
+    int32_t seq[40], len[40];
+    for (int i = 0; i < 40; i++) seq[i] = 0, len[i] = 50 + i + 1; /* causal prefill after 50 cached */
+    test_attention(ctx, "prefill causal", 16, 128, 32, 1, 128, 40, seq, len, 90);
+  }
+  {
+    int32_t seq[4] = {0, 0, 0, 0}, len[4] = {1, 2, 3, 4};
+    test_attention(ctx, "narrow", 2, 32, 16, 1, 16, 4, seq, len, 4);
+  }
+  dsv3_cuda_ctx_free(ctx);
+  return check_done("test_cuda_mla");
+}

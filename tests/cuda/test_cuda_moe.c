@@ -1,0 +1,169 @@
+/* test_cuda_moe - routing against dsv3_route (sigmoid with bias and groups, softmax, bf16
+ * rounding), the fused decode experts and the grouped prefill experts against the CPU ops. */
+#include "cuda_test.h"
+
+static void test_route(const char *what, dsv3_route_params p, int64_t T, int with_bias) {
+  int64_t E = p.n_experts, K = p.topk;
+  float *lg = t_xmalloc((size_t)(T * E) * 4), *bias = t_xmalloc((size_t)E * 4);
+  t_fill(lg, (size_t)(T * E), 2.0f);
+  t_fill(bias, (size_t)E, 0.1f);
+  if (p.bf16) /* the official gate output is a bf16 tensor */
+    for (int64_t i = 0; i < T * E; i++) lg[i] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(lg[i]));
+  int32_t *ri = t_xmalloc((size_t)(T * K) * 4), *gi = t_xmalloc((size_t)(T * K) * 4);
+  float *rw = t_xmalloc((size_t)(T * K) * 4), *gw = t_xmalloc((size_t)(T * K) * 4);
+  for (int64_t t = 0; t < T; t++) dsv3_route(&p, lg + t * E, with_bias ? bias : NULL, ri + t * K, rw + t * K);
+  float *dlg = t_dev(lg, (size_t)(T * E) * 4), *db = t_dev(bias, (size_t)E * 4), *dw = t_poison((size_t)(T * K) * 4);
+  int32_t *di = t_poison((size_t)(T * K) * 4);
+  OK(dsv3_cuda_route(&p, dlg, with_bias ? db : NULL, di, dw, T, 0));
+  t_host(gi, di, (size_t)(T * K) * 4);
+  t_host(gw, dw, (size_t)(T * K) * 4);
+  int64_t badi = 0;
+  double maxd = 0;
+  for (int64_t i = 0; i < T * K; i++) {
+    if (gi[i] != ri[i]) badi++;
+    double d = fabs((double)gw[i] - rw[i]) / (fabs(rw[i]) + 1e-30);
+    if (!(d <= maxd)) maxd = d;
+  }
+  CHECK(badi == 0, "route %s: %lld of %lld expert indices differ", what, (long long)badi, (long long)(T * K));
+  CHECK(maxd < (p.bf16 ? 8e-3 : 1e-6), "route %s: weight rel diff %.3g", what, maxd);
+  cudaFree(dlg), cudaFree(db), cudaFree(dw), cudaFree(di);
+  free(lg), free(bias), free(ri), free(gi), free(rw), free(gw);
+}
+
+typedef struct {
+  dsv3_wmat h1, h2, h3;
+  dsv3_cuda_expert d;
+} expert;
+
+static void make_mat(dsv3_dtype dt, int64_t rows, int64_t cols, dsv3_wmat *h, const void **dd, const float **ds) {
+  *h = (dsv3_wmat){dt, NULL, NULL, rows, cols};
+  if (dt == DSV3_F8_E4M3) {
+    int64_t ns = ((rows + 127) / 128) * ((cols + 127) / 128);
+    uint8_t *w = t_xmalloc((size_t)(rows * cols));
+    float *s = t_xmalloc((size_t)ns * 4);
+    t_fp8(w, s, rows, cols);
+    h->data = w, h->scale = s;
+    *dd = t_dev(w, (size_t)(rows * cols));
+    *ds = t_dev(s, (size_t)ns * 4);
+  } else {
+    uint16_t *w = t_xmalloc((size_t)(rows * cols) * 2);
+    t_bf16(w, (size_t)(rows * cols), 0.05f);
+    h->data = w;
+    *dd = t_dev(w, (size_t)(rows * cols) * 2);
+    *ds = NULL;
+  }
+}
+
+static void ref_mlp(const dsv3_wmat *w1, const dsv3_wmat *w2, const dsv3_wmat *w3, const float *x, int64_t T, float *y) {
+  int64_t I = w1->rows;
+  float *g = t_xmalloc((size_t)(T * I) * 4), *u = t_xmalloc((size_t)(T * I) * 4);
+  dsv3_linear(g, x, T, w1);
+  dsv3_linear(u, x, T, w3);
+  dsv3_silu_mul(g, g, u, T * I);
+  dsv3_linear(y, g, T, w2);
+  free(g), free(u);
+}
+
+static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K, int64_t D, int64_t I) {
+  expert *ex = t_xmalloc((size_t)E * sizeof *ex);
+  dsv3_cuda_expert *tab = t_xmalloc((size_t)E * sizeof *tab);
+  for (int64_t e = 0; e < E; e++) {
+    make_mat(dt, I, D, &ex[e].h1, &ex[e].d.w1, &ex[e].d.s1);
+    make_mat(dt, D, I, &ex[e].h2, &ex[e].d.w2, &ex[e].d.s2);
+    make_mat(dt, I, D, &ex[e].h3, &ex[e].d.w3, &ex[e].d.s3);
+    tab[e] = ex[e].d;
+  }
+  dsv3_cuda_expert *dtab = t_dev(tab, (size_t)E * sizeof *tab);
+  const char *dn = dt == DSV3_F8_E4M3 ? "fp8" : "bf16";
+  const int64_t toks[] = {1, 3, 5, 40};
+  for (size_t ti = 0; ti < 4; ti++) {
+    int64_t T = toks[ti];
+    float *x = t_xmalloc((size_t)(T * D) * 4), *y0 = t_xmalloc((size_t)(T * D) * 4), *ref = t_xmalloc((size_t)(T * D) * 4);
+    float *ys = t_xmalloc((size_t)D * 4), *got = t_xmalloc((size_t)(T * D) * 4), *w = t_xmalloc((size_t)(T * K) * 4);
+    int32_t *idx = t_xmalloc((size_t)(T * K) * 4);
+    t_fill(x, (size_t)(T * D), 1.0f);
+    t_fill(y0, (size_t)(T * D), 1.0f);
+    for (int64_t t = 0; t < T; t++) /* K distinct experts per token, weights in (0, 1) */
+      for (int64_t k = 0; k < K; k++) {
+        int32_t e;
+        int dup;
+        do {
+          e = (int32_t)(t_next() % (uint64_t)E);
+          dup = 0;
+          for (int64_t j = 0; j < k; j++) dup |= idx[t * K + j] == e;
+        } while (dup);
+        idx[t * K + k] = e;
+        w[t * K + k] = (float)t_unit();
+      }
+    memcpy(ref, y0, (size_t)(T * D) * 4);
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t k = 0; k < K; k++) {
+        const expert *e = &ex[idx[t * K + k]];
+        ref_mlp(&e->h1, &e->h2, &e->h3, x + t * D, 1, ys);
+        for (int64_t d = 0; d < D; d++) ref[t * D + d] += w[t * K + k] * ys[d];
+      }
+    float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_dev(NULL, (size_t)(T * D) * 4), *dw = t_dev(w, (size_t)(T * K) * 4);
+    int32_t *di = t_dev(idx, (size_t)(T * K) * 4);
+    if (T * K < 65536) {
+      CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dtab, dt, D, I, 1));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      double e = t_rel(got, ref, (size_t)(T * D));
+      CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
+            (long long)D, (long long)I, (long long)T, e);
+    }
+    /* prefill: GEMV per expert group, then with a low GEMV limit the bf16 GEMM path */
+    const int lims[2] = {16, 1};
+    int keep = dsv3_cuda_gemv_max_tokens;
+    for (int li = 0; li < 2; li++) {
+      dsv3_cuda_gemv_max_tokens = lims[li];
+      CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_moe_prefill(ctx, dy, dx, T, di, dw, K, tab, E, dt, D, I, 1));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      double e = t_rel(got, ref, (size_t)(T * D));
+      CHECK(e < (li ? 1e-2 : 3e-5), "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
+            (long long)E, (long long)K, (long long)T, e);
+      /* overwrite mode leaves nothing of the poison */
+      CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
+      OK(dsv3_cuda_moe_prefill(ctx, dy, dx, T, di, dw, K, tab, E, dt, D, I, 0));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      int64_t nan = 0;
+      for (int64_t i = 0; i < T * D; i++) nan += isnan(got[i]);
+      CHECK(nan == 0, "moe prefill %s overwrite: %lld unwritten values", dn, (long long)nan);
+    }
+    dsv3_cuda_gemv_max_tokens = keep;
+    cudaFree(dx), cudaFree(dy), cudaFree(dw), cudaFree(di);
+    free(x), free(y0), free(ref), free(ys), free(got), free(w), free(idx);
+  }
+  for (int64_t e = 0; e < E; e++) {
+    free((void *)ex[e].h1.data), free((void *)ex[e].h2.data), free((void *)ex[e].h3.data);
+    free((void *)ex[e].h1.scale), free((void *)ex[e].h2.scale), free((void *)ex[e].h3.scale);
+    cudaFree((void *)tab[e].w1), cudaFree((void *)tab[e].w2), cudaFree((void *)tab[e].w3);
+    cudaFree((void *)tab[e].s1), cudaFree((void *)tab[e].s2), cudaFree((void *)tab[e].s3);
+  }
+  cudaFree(dtab);
+  free(ex), free(tab);
+}
+
+int main(void) {
+  t_init("test_cuda_moe");
+  dsv3_cuda_ctx *ctx;
+  OK(dsv3_cuda_ctx_new(0, &ctx));
+  /* DeepSeek-V3: 256 experts, 8 groups, 4 kept, top-8, sigmoid with bias, scale 2.5 */
+  dsv3_route_params v3 = {256, 8, 8, 4, 1, 2.5f, 0};
+  test_route("v3 sigmoid+bias", v3, 37, 1);
+  v3.bf16 = 1;
+  test_route("v3 sigmoid+bias bf16", v3, 37, 1);
+  dsv3_route_params tiny = {8, 2, 4, 2, 1, 2.5f, 0};
+  test_route("tiny", tiny, 100, 1);
+  test_route("tiny no bias", tiny, 100, 0);
+  dsv3_route_params sm = {64, 6, 1, 1, 0, 1.0f, 0};
+  test_route("softmax", sm, 50, 0);
+  dsv3_route_params sg = {160, 6, 8, 3, 0, 16.0f, 0};
+  test_route("softmax groups (V2-like)", sg, 20, 0);
+  test_experts(ctx, DSV3_F8_E4M3, 8, 2, 512, 256);
+  test_experts(ctx, DSV3_F8_E4M3, 16, 4, 272, 144);
+  test_experts(ctx, DSV3_BF16, 8, 3, 256, 200);
+  dsv3_cuda_ctx_free(ctx);
+  return check_done("test_cuda_moe");
+}
