@@ -146,6 +146,22 @@ def variants(base):
         v["model"].update(kw)
         v["decoder"] = None
         out.append(("model-" + name, v, []))
+    # DeepSeek-V3's size: 128000 tokens (the tiny vocabulary plus concatenations of its tokens,
+    # each with its merge), 800 special placeholder tokens after them
+    v = copy.deepcopy(base)
+    rng = random.Random(5)
+    voc, merges = v["model"]["vocab"], v["model"]["merges"]
+    toks = [t for t in voc if not t.startswith("<｜")]
+    while len(voc) < 128000:
+        a, b = rng.choice(toks), rng.choice(toks)
+        if len(a) + len(b) <= 16 and a + b not in voc:
+            voc[a + b] = len(voc)
+            merges.append([a, b])
+            toks.append(a + b)
+    for i in range(800):
+        v["added_tokens"].append({"id": 128000 + i, "content": f"<｜place▁holder▁no▁{i}｜>", "single_word": False,
+                                  "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+    out.append(("large-vocab", v, ["<｜place▁holder▁no▁7｜>", "<｜place▁holder▁no▁799｜>", "<｜place▁holder▁no▁8000｜>"]))
     # continuing_subword_prefix / end_of_word_suffix on a small synthetic BPE
     voc, merges = {}, []
     for c in LETTERS:
@@ -205,7 +221,7 @@ def main():
             fails += len(bad)
             # decode: ids -> text, against Tokenizer.decode (valid UTF-8 output only)
             ndec = 0
-            for t in texts[: 40 if name == "deepseek" else 8]:
+            for t in texts[: 40 if name == "deepseek" else 2 if name == "large-vocab" else 8]:
                 ids = tok.encode(t.decode("utf-8", "replace"), add_special_tokens=False).ids
                 for skip in (False, True):
                     want = tok.decode(ids, skip_special_tokens=skip)
