@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "convert.h"
 #include "fp8.h"
 #include "names.h"
 #include "plan.h"
@@ -146,7 +147,6 @@ static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logical
   int rt_in = dsv3_ckpt_layout(ck) == DSV3_LAYOUT_RUNTIME;
   int mp_in = dsv3_ckpt_mp(ck);
   logicals_init(L, dsv3_ckpt_count(ck));
-  /* runtime input: a hash would be faster; the tensor count per rank is ~1.5k for 671B/mp16 */
   for (size_t i = 0; i < dsv3_ckpt_count(ck); i++) {
     size_t fi;
     const dsv3_tensor *t = dsv3_ckpt_tensor(ck, i, &fi);
@@ -185,6 +185,16 @@ static int collect(dsv3_ckpt *ck, const opts *o, const dsv3_config *cfg, logical
     if (t->dtype != l->dtype || t->ndim != l->ndim) {
       dsv3_error_set("%s: tensor %s: dtype or rank differs between input ranks", dsv3_st_path(dsv3_ckpt_file(ck, fi)), t->name);
       return -1;
+    }
+    if (rt_in && l->nsrc > 0) {
+      /* every rank's slice (or replica) must have rank 0's shape, or slices would overlap */
+      const dsv3_tensor *t0 = l->src[0].t;
+      for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] != t0->shape[d]) {
+          dsv3_error_set("%s: tensor %s: dim %d is %lld on this rank but %lld on another", dsv3_st_path(dsv3_ckpt_file(ck, fi)),
+                         t->name, d, (long long)t->shape[d], (long long)t0->shape[d]);
+          return -1;
+        }
     }
     if (rt_in && (sp == DSV3_SPLIT_NONE || sp == DSV3_SPLIT_EXPERT) && l->nsrc > 0) continue; /* replicas */
     source *s = add_source(l);
@@ -335,6 +345,29 @@ static int plan_rank(const opts *o, const logicals *L, int rank, int n_experts, 
   return 0;
 }
 
+/* Free bytes on the filesystem that will hold `path` (its nearest existing ancestor), -1 if
+ * unknown. */
+static int64_t free_disk_at(const char *path) {
+  char *p = dsv3_xstrdup(path);
+  int64_t fr = -1;
+  for (;;) {
+    struct stat sb;
+    if (stat(p, &sb) == 0) {
+      fr = dsv3_free_disk(p);
+      break;
+    }
+    char *sl = strrchr(p, '/');
+    if (!sl) {
+      fr = dsv3_free_disk(".");
+      break;
+    }
+    if (sl == p) sl[1] = 0;
+    else *sl = 0;
+  }
+  free(p);
+  return fr;
+}
+
 /* convert.py copies glob("*token*"); we also write config.json for dsv3-run. */
 static int copy_extras(const dsv3_ckpt *ck, const char *out_dir) {
   char **names;
@@ -445,6 +478,7 @@ int main(int argc, char **argv) {
   logicals L = {0};
   dsv3_plan_file *pf = NULL;
   dsv3_input_hasher *ih = NULL;
+  char *state = NULL, **done = NULL;
   int rc = 1;
   if (!cfg) {
     dsv3_error_set("%s: no config.json (needed for num_hidden_layers and the expert count)", o.in);
@@ -480,20 +514,45 @@ int main(int argc, char **argv) {
     need += dsv3_stw_file_size(pf[r].w);
     todo += pf[r].in_bytes;
   }
-  if (dsv3_mkdirs(o.out) != 0) goto out;
-  int64_t fr = dsv3_free_disk(o.out);
+  /* --resume trusts only what an interrupted run of this very conversion left (resume.c) */
+  char opt[256];
+  snprintf(opt, sizeof opt, "mp %d dtype %s keep-mtp %d experts %d", o.mp, o.dtype == DSV3_BF16 ? "bf16" : "stored",
+           o.keep_mtp, E);
+  state = dsv3_convert_state_text(ck, opt);
+  int resumable = o.resume && dsv3_convert_state_matches(o.out, state);
+  if (o.resume && !resumable && !o.quiet && !o.json)
+    fprintf(stderr, "%s: --resume: %s holds no interrupted run of this conversion; converting every shard\n", PROG, o.out);
+  done = dsv3_xcalloc((size_t)o.mp, sizeof *done); /* complete shards to skip */
+  for (int r = 0; r < o.mp; r++)
+    if (resumable && dsv3_plan_output_complete(&pf[r])) {
+      done[r] = pf[r].path;
+      need -= dsv3_stw_file_size(pf[r].w);
+    }
+  /* free disk where OUT will be (its nearest existing ancestor), before creating anything */
+  int64_t fr = free_disk_at(o.out);
   if (fr >= 0 && (uint64_t)fr < need) {
     char a[32], b[32];
     dsv3_error_set("%s: needs %s of free disk, %s available", o.out, dsv3_human_bytes(need, a, sizeof a),
                    dsv3_human_bytes((uint64_t)fr, b, sizeof b));
     goto out;
   }
+  if (dsv3_mkdirs(o.out) != 0 || dsv3_convert_state_write(o.out, state) != 0) goto out;
+  int stale = dsv3_convert_clean_stale_temps(o.out);
+  if (stale && !o.quiet && !o.json) fprintf(stderr, "%s: removed %d temp file(s) of a killed run\n", PROG, stale);
+  {
+    char **names = dsv3_xcalloc((size_t)o.mp + 2, sizeof *names);
+    for (int r = 0; r < o.mp; r++) names[r] = strrchr(pf[r].path, '/') + 1;
+    names[o.mp] = "config.json";
+    names[o.mp + 1] = "dsv3-manifest.json";
+    dsv3_convert_remove_temps_on_signal(o.out, names, (size_t)o.mp + 2);
+    free(names);
+  }
   ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
   int skipped = 0;
   for (int r = 0; r < o.mp; r++) {
     pf[r].hash = !o.no_manifest;
-    if (o.resume && dsv3_plan_output_complete(&pf[r])) {
+    if (done[r]) {
       skipped++;
       dsv3_progress_add(pg, pf[r].in_bytes);
       continue;
@@ -515,6 +574,7 @@ int main(int argc, char **argv) {
     ih = NULL;
     if (mr) goto out;
   }
+  dsv3_convert_state_remove(o.out); /* complete: nothing left to resume */
   if (o.pack && !o.pack_per_rank && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto out;
   if (o.pack_per_rank) {
     /* OUT.tar.zst -> OUT-rank{r}.tar.zst */
@@ -555,6 +615,9 @@ int main(int argc, char **argv) {
 out:
   if (rc) dsv3_error_print(PROG);
   dsv3_input_hasher_cancel(ih);
+  dsv3_convert_temps_free();
+  free(state);
+  free(done);
   if (pf)
     for (int r = 0; r < o.mp; r++) dsv3_plan_file_free(&pf[r]);
   free(pf);
