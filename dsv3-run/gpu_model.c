@@ -1,0 +1,491 @@
+/* gpu_model.c - dsv3-run's GPU backend (see gpu_model.h): the forward pass of model.c with the
+ * kernels of kernels/cuda, weights resident, decode steps as CUDA graphs. */
+#include "gpu_model.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsv3_cuda.h"
+#include "util.h"
+
+#define PREFILL_CHUNK 512 /* tokens per forward pass of a long prompt (bounds activations) */
+
+typedef struct {
+  const void *data;
+  dsv3_dtype dtype;
+} gvec;
+
+typedef struct {
+  int moe;
+  gvec attn_norm, ffn_norm, q_norm, kv_norm;
+  dsv3_wmat wq, wq_a, wq_b, wkv_a, wo, w1, w2, w3, gate, sw1, sw2, sw3;
+  uint16_t *wkvb; /* kv_b_proj as bf16 [H*(nope+V), C] for the absorbed attention */
+  float *gate_bias;
+  dsv3_cuda_expert *ex_dev, *ex_host;
+  dsv3_dtype edt;
+  uint16_t *kv, *pe; /* cache [max_batch, max_seq, C] / [.., R] */
+} glayer;
+
+struct dsv3_gpu {
+  const dsv3_model *m;
+  int device;
+  cudaStream_t st;
+  dsv3_cuda_ctx *ctx;
+  int64_t max_batch, max_seq;
+  glayer *L;
+  gvec embed, norm;
+  dsv3_wmat head;
+  float *cos_t, *sin_t;
+  void **allocs; /* every weight/cache allocation, for free */
+  int64_t nallocs, cap_allocs;
+  uint64_t wbytes, cbytes;
+  /* activations for `cap` tokens */
+  int64_t cap;
+  float *x, *h, *y, *qa, *q, *kva, *ql, *ol, *o, *glog, *wts, *logits;
+  int32_t *idx, *tok, *seqb, *pos, *len;
+  int64_t logit_rows;
+  /* graphs by token count */
+  int graphs_on;
+  cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
+  char warm[DSV3_GPU_GRAPH_MAX + 1];
+};
+
+#define TRY(x)                                                                                                         \
+  do {                                                                                                                 \
+    if ((x) != 0) return -1;                                                                                           \
+  } while (0)
+#define CUDA_TRY(what, call)                                                                                           \
+  do {                                                                                                                 \
+    cudaError_t e_ = (call);                                                                                           \
+    if (e_ != cudaSuccess) {                                                                                           \
+      dsv3_error_set("cuda: %s: %s", what, cudaGetErrorString(e_));                                                    \
+      return -1;                                                                                                       \
+    }                                                                                                                  \
+  } while (0)
+
+static int dev_alloc(dsv3_gpu *g, void **p, size_t bytes, const char *what) {
+  if (cudaMalloc(p, bytes ? bytes : 1) != cudaSuccess) {
+    (void)cudaGetLastError();
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    dsv3_error_set("cuda: out of device memory allocating %s (%.1f MB; %.2f GB free of %.2f GB)", what, bytes / 1048576.0,
+                   fr / 1073741824.0, tot / 1073741824.0);
+    *p = NULL;
+    return -1;
+  }
+  if (g->nallocs == g->cap_allocs) {
+    g->cap_allocs = g->cap_allocs ? 2 * g->cap_allocs : 256;
+    g->allocs = dsv3_xrealloc(g->allocs, (size_t)g->cap_allocs * sizeof(void *));
+  }
+  g->allocs[g->nallocs++] = *p;
+  return 0;
+}
+
+static int upload(dsv3_gpu *g, void **dst, const void *src, size_t bytes, const char *what) {
+  TRY(dev_alloc(g, dst, bytes, what));
+  CUDA_TRY(what, cudaMemcpy(*dst, src, bytes, cudaMemcpyHostToDevice));
+  g->wbytes += bytes;
+  return 0;
+}
+
+static uint64_t mat_bytes(const dsv3_wmat *w) {
+  return (uint64_t)(w->rows * w->cols) * dsv3_dtype_size(w->dtype);
+}
+static uint64_t scale_bytes(const dsv3_wmat *w) {
+  return w->dtype == DSV3_F8_E4M3 ? (uint64_t)(((w->rows + 127) / 128) * ((w->cols + 127) / 128)) * 4 : 0;
+}
+
+static int up_mat(dsv3_gpu *g, dsv3_wmat *d, const dsv3_wmat *s, const char *what) {
+  *d = *s;
+  if (!s->rows) return 0;
+  void *p;
+  TRY(upload(g, &p, s->data, mat_bytes(s), what));
+  d->data = p;
+  if (s->dtype == DSV3_F8_E4M3) {
+    TRY(upload(g, &p, s->scale, scale_bytes(s), what));
+    d->scale = p;
+  }
+  return 0;
+}
+static int up_vec(dsv3_gpu *g, gvec *d, const dsv3_vec *s, int64_t n, const char *what) {
+  d->dtype = s->dtype;
+  d->data = NULL;
+  if (!s->data) return 0;
+  void *p;
+  TRY(upload(g, &p, s->data, (size_t)n * dsv3_dtype_size(s->dtype), what));
+  d->data = p;
+  return 0;
+}
+
+static uint64_t model_bytes(const dsv3_model *m) {
+  const dsv3_config *c = &m->cfg;
+  uint64_t b = mat_bytes(&m->head) + scale_bytes(&m->head) +
+               (uint64_t)(c->vocab_size * c->hidden_size) * dsv3_dtype_size(m->embed.dtype);
+  for (int64_t l = 0; l < m->n_layers; l++) {
+    const dsv3_layer *L = &m->layers[l];
+    const dsv3_wmat *ws[] = {&L->wq, &L->wq_a, &L->wq_b, &L->wkv_a, &L->wkv_b, &L->wo, &L->w1, &L->w2, &L->w3,
+                             &L->gate, &L->sw1, &L->sw2, &L->sw3};
+    for (size_t i = 0; i < sizeof ws / sizeof *ws; i++)
+      if (ws[i]->rows) b += mat_bytes(ws[i]) + scale_bytes(ws[i]);
+    b += (uint64_t)L->wkv_b.rows * (uint64_t)L->wkv_b.cols * 2;
+    if (L->moe)
+      for (int64_t e = 0; e < c->n_routed_experts; e++)
+        b += mat_bytes(&L->ew1[e]) + mat_bytes(&L->ew2[e]) + mat_bytes(&L->ew3[e]) + scale_bytes(&L->ew1[e]) +
+             scale_bytes(&L->ew2[e]) + scale_bytes(&L->ew3[e]);
+  }
+  return b;
+}
+
+static void free_acts(dsv3_gpu *g) {
+  void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
+                g->idx, g->tok, g->seqb, g->pos, g->len};
+  for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
+  g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
+  g->idx = g->tok = g->seqb = g->pos = g->len = NULL;
+  for (int i = 0; i <= DSV3_GPU_GRAPH_MAX; i++) { /* graphs point at the old buffers */
+    if (g->graph[i]) cudaGraphExecDestroy(g->graph[i]);
+    g->graph[i] = NULL;
+    g->warm[i] = 0;
+  }
+  g->cap = 0;
+}
+
+static int ensure_acts(dsv3_gpu *g, int64_t n) {
+  if (n <= g->cap) return 0;
+  CUDA_TRY("activations", cudaStreamSynchronize(g->st));
+  free_acts(g);
+  const dsv3_config *c = &g->m->cfg;
+  int64_t cap = n < DSV3_GPU_GRAPH_MAX ? DSV3_GPU_GRAPH_MAX : n;
+  int64_t D = c->hidden_size, H = c->num_attention_heads, qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+  int64_t C = c->kv_lora_rank, R = c->qk_rope_head_dim, E = c->n_routed_experts > 0 ? c->n_routed_experts : 1;
+  int64_t K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1;
+  g->logit_rows = cap < DSV3_GPU_GRAPH_MAX ? cap : DSV3_GPU_GRAPH_MAX;
+  struct {
+    void **p;
+    int64_t n;
+  } b[] = {{(void **)&g->x, cap * D * 4},
+           {(void **)&g->h, cap * D * 4},
+           {(void **)&g->y, cap * D * 4},
+           {(void **)&g->qa, cap * (c->q_lora_rank > 0 ? c->q_lora_rank : 1) * 4},
+           {(void **)&g->q, cap * H * qk * 4},
+           {(void **)&g->kva, cap * (C + R) * 4},
+           {(void **)&g->ql, cap * H * C * 4},
+           {(void **)&g->ol, cap * H * C * 4},
+           {(void **)&g->o, cap * H * c->v_head_dim * 4},
+           {(void **)&g->glog, cap * E * 4},
+           {(void **)&g->wts, cap * K * 4},
+           {(void **)&g->logits, g->logit_rows * c->vocab_size * 4},
+           {(void **)&g->idx, cap * K * 4},
+           {(void **)&g->tok, cap * 4},
+           {(void **)&g->seqb, cap * 4},
+           {(void **)&g->pos, cap * 4},
+           {(void **)&g->len, cap * 4}};
+  for (size_t i = 0; i < sizeof b / sizeof *b; i++)
+    if (cudaMalloc(b[i].p, (size_t)b[i].n) != cudaSuccess) {
+      (void)cudaGetLastError();
+      size_t fr = 0, tot = 0;
+      cudaMemGetInfo(&fr, &tot);
+      dsv3_error_set("cuda: out of device memory for the activations of %lld tokens (%.1f MB more; %.2f GB free)",
+                     (long long)cap, b[i].n / 1048576.0, fr / 1073741824.0);
+      free_acts(g);
+      return -1;
+    }
+  g->cap = cap;
+  return 0;
+}
+
+void dsv3_gpu_free(dsv3_gpu *g) {
+  if (!g) return;
+  cudaSetDevice(g->device);
+  if (g->st) cudaStreamSynchronize(g->st);
+  free_acts(g);
+  for (int64_t i = 0; i < g->nallocs; i++) cudaFree(g->allocs[i]);
+  free(g->allocs);
+  if (g->L)
+    for (int64_t l = 0; l < g->m->n_layers; l++) free(g->L[l].ex_host);
+  free(g->L);
+  dsv3_cuda_ctx_free(g->ctx);
+  if (g->st) cudaStreamDestroy(g->st);
+  free(g);
+}
+
+void dsv3_gpu_memory(const dsv3_gpu *g, uint64_t *weights, uint64_t *cache) {
+  if (weights) *weights = g->wbytes;
+  if (cache) *cache = g->cbytes;
+}
+void dsv3_gpu_set_graphs(dsv3_gpu *g, int on) { g->graphs_on = on; }
+
+int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu **out) {
+  *out = NULL;
+  int ndev = dsv3_cuda_device_count();
+  if (device < 0 || device >= ndev) {
+    dsv3_error_set("cuda: device %d not available (%d CUDA devices)", device, ndev);
+    return -1;
+  }
+  const dsv3_config *c = &m->cfg;
+  if (max_batch < 1) max_batch = 1;
+  CUDA_TRY("set device", cudaSetDevice(device));
+  /* everything up front: a clear error before any upload when it cannot fit */
+  int64_t C = c->kv_lora_rank, R = c->qk_rope_head_dim;
+  uint64_t need_w = model_bytes(m), need_c = (uint64_t)(m->n_layers * max_batch * m->max_seq_len * (C + R)) * 2;
+  size_t fr = 0, tot = 0;
+  CUDA_TRY("memory info", cudaMemGetInfo(&fr, &tot));
+  if (need_w + need_c + (256u << 20) > fr) {
+    dsv3_error_set("cuda: out of device memory: the model needs %.2f GB of weights + %.2f GB of KV cache (%lld sequences x "
+                   "%lld positions), %.2f GB free of %.2f GB (lower --max-seq-len or the batch)",
+                   need_w / 1e9, need_c / 1e9, (long long)max_batch, (long long)m->max_seq_len, fr / 1e9, tot / 1e9);
+    return -1;
+  }
+  dsv3_gpu *g = dsv3_xcalloc(1, sizeof *g);
+  g->m = m, g->device = device, g->max_batch = max_batch, g->max_seq = m->max_seq_len, g->graphs_on = 1;
+  if (cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking) != cudaSuccess) {
+    dsv3_error_set("cuda: cannot create a stream");
+    free(g);
+    return -1;
+  }
+  if (dsv3_cuda_ctx_new(g->st, &g->ctx)) goto fail;
+  int64_t D = c->hidden_size, H = c->num_attention_heads, nope = c->qk_nope_head_dim;
+  void *p;
+  if (upload(g, &p, m->embed.data, (size_t)(c->vocab_size * D) * dsv3_dtype_size(m->embed.dtype), "embed_tokens")) goto fail;
+  g->embed = (gvec){p, m->embed.dtype};
+  if (up_vec(g, &g->norm, &m->norm, D, "model.norm") || up_mat(g, &g->head, &m->head, "lm_head")) goto fail;
+  {
+    size_t tb = (size_t)(m->max_seq_len * (R / 2)) * 4;
+    if (upload(g, &p, m->rope_cos, tb, "rope cos")) goto fail;
+    g->cos_t = p;
+    if (upload(g, &p, m->rope_sin, tb, "rope sin")) goto fail;
+    g->sin_t = p;
+  }
+  g->L = dsv3_xcalloc((size_t)m->n_layers, sizeof *g->L);
+  for (int64_t l = 0; l < m->n_layers; l++) {
+    const dsv3_layer *S = &m->layers[l];
+    glayer *L = &g->L[l];
+    char what[96];
+    snprintf(what, sizeof what, "layer %lld", (long long)l);
+    L->moe = S->moe;
+    if (up_vec(g, &L->attn_norm, &S->attn_norm, D, what) || up_vec(g, &L->ffn_norm, &S->ffn_norm, D, what) ||
+        up_vec(g, &L->q_norm, &S->q_norm, c->q_lora_rank, what) || up_vec(g, &L->kv_norm, &S->kv_norm, C, what) ||
+        up_mat(g, &L->wq, &S->wq, what) || up_mat(g, &L->wq_a, &S->wq_a, what) || up_mat(g, &L->wq_b, &S->wq_b, what) ||
+        up_mat(g, &L->wkv_a, &S->wkv_a, what) || up_mat(g, &L->wo, &S->wo, what) || up_mat(g, &L->w1, &S->w1, what) ||
+        up_mat(g, &L->w2, &S->w2, what) || up_mat(g, &L->w3, &S->w3, what) || up_mat(g, &L->gate, &S->gate, what) ||
+        up_mat(g, &L->sw1, &S->sw1, what) || up_mat(g, &L->sw2, &S->sw2, what) || up_mat(g, &L->sw3, &S->sw3, what))
+      goto fail;
+    /* kv_b_proj: bf16 once (the official absorb path keeps it so); the FP8 copy is dropped */
+    {
+      dsv3_wmat tmp;
+      if (up_mat(g, &tmp, &S->wkv_b, what)) goto fail;
+      if (dev_alloc(g, &p, (size_t)(S->wkv_b.rows * S->wkv_b.cols) * 2, what)) goto fail;
+      L->wkvb = p;
+      g->wbytes += (uint64_t)(S->wkv_b.rows * S->wkv_b.cols) * 2;
+      if (dsv3_cuda_dequant(L->wkvb, &tmp, g->st) || cudaStreamSynchronize(g->st) != cudaSuccess) goto fail;
+      for (int64_t i = g->nallocs - 3; i < g->nallocs - 1; i++) /* tmp data + scale: free now */
+        if (g->allocs[i] == tmp.data || g->allocs[i] == tmp.scale) {
+          cudaFree(g->allocs[i]);
+          g->allocs[i] = NULL;
+        }
+      g->wbytes -= mat_bytes(&S->wkv_b) + scale_bytes(&S->wkv_b);
+    }
+    if (S->moe) {
+      if (S->gate_bias.data) {
+        float *bias = dsv3_xmalloc((size_t)c->n_routed_experts * 4);
+        dsv3_to_f32(S->gate_bias.dtype, S->gate_bias.data, bias, (size_t)c->n_routed_experts);
+        int rc = upload(g, &p, bias, (size_t)c->n_routed_experts * 4, what);
+        free(bias);
+        if (rc) goto fail;
+        L->gate_bias = p;
+      }
+      int64_t E = c->n_routed_experts;
+      L->edt = S->ew1[0].dtype;
+      L->ex_host = dsv3_xcalloc((size_t)E, sizeof *L->ex_host);
+      for (int64_t e = 0; e < E; e++) {
+        dsv3_wmat d1, d2, d3;
+        if (S->ew1[e].dtype != L->edt || S->ew2[e].dtype != L->edt || S->ew3[e].dtype != L->edt ||
+            (L->edt != DSV3_F8_E4M3 && L->edt != DSV3_BF16)) {
+          dsv3_error_set("cuda: layer %lld expert %lld: experts must all be FP8 or all BF16", (long long)l, (long long)e);
+          goto fail;
+        }
+        if (up_mat(g, &d1, &S->ew1[e], what) || up_mat(g, &d2, &S->ew2[e], what) || up_mat(g, &d3, &S->ew3[e], what))
+          goto fail;
+        L->ex_host[e] = (dsv3_cuda_expert){d1.data, d2.data, d3.data, d1.scale, d2.scale, d3.scale};
+      }
+      if (upload(g, &p, L->ex_host, (size_t)E * sizeof *L->ex_host, what)) goto fail;
+      L->ex_dev = p;
+    }
+    size_t cb = (size_t)(max_batch * g->max_seq * C) * 2, pb = (size_t)(max_batch * g->max_seq * R) * 2;
+    if (dev_alloc(g, &p, cb, "kv cache")) goto fail;
+    L->kv = p;
+    if (dev_alloc(g, &p, pb, "kv cache")) goto fail;
+    L->pe = p;
+    g->cbytes += cb + pb;
+  }
+  (void)H, (void)nope;
+  *out = g;
+  return 0;
+fail:
+  dsv3_gpu_free(g);
+  return -1;
+}
+
+/* ------------------------------------------------------------------ forward */
+static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
+  const dsv3_model *m = g->m;
+  const dsv3_config *c = &m->cfg;
+  dsv3_cuda_ctx *ctx = g->ctx;
+  cudaStream_t st = g->st;
+  const int64_t D = c->hidden_size, H = c->num_attention_heads, nope = c->qk_nope_head_dim, R = c->qk_rope_head_dim;
+  const int64_t C = c->kv_lora_rank, Vh = c->v_head_dim, qk = nope + R, K = c->num_experts_per_tok;
+  const float eps = (float)c->rms_norm_eps;
+  TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
+  TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
+  for (int64_t l = 0; l < m->n_layers; l++) {
+    glayer *L = &g->L[l];
+    /* attention */
+    if (c->q_lora_rank > 0) {
+      TRY(dsv3_cuda_linear(ctx, g->qa, g->h, n, &L->wq_a, 0));
+      TRY(dsv3_cuda_rmsnorm(g->qa, g->qa, L->q_norm.data, L->q_norm.dtype, n, c->q_lora_rank, eps, st));
+      TRY(dsv3_cuda_linear(ctx, g->q, g->qa, n, &L->wq_b, 0));
+    } else {
+      TRY(dsv3_cuda_linear(ctx, g->q, g->h, n, &L->wq, 0));
+    }
+    TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
+    TRY(dsv3_cuda_linear(ctx, g->kva, g->h, n, &L->wkv_a, 0));
+    TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
+                                  g->seqb, g->pos, C, R, g->max_seq, st));
+    TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
+    TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
+                                g->max_seq, max_len, m->softmax_scale));
+    TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
+    TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
+    TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
+    /* MLP / MoE */
+    if (!L->moe) {
+      TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->w1, &L->w2, &L->w3, 0));
+    } else {
+      dsv3_route_params rp = {c->n_routed_experts, K, c->n_group, c->topk_group, strcmp(c->scoring_func, "softmax") != 0,
+                              (float)c->routed_scaling_factor, 0};
+      TRY(dsv3_cuda_linear(ctx, g->glog, g->h, n, &L->gate, 0));
+      TRY(dsv3_cuda_route(&rp, g->glog, L->gate_bias, g->idx, g->wts, n, st));
+      int64_t I = c->moe_intermediate_size;
+      if (n <= DSV3_GPU_GRAPH_MAX && n * K < 65536 && D % 16 == 0 && I % 16 == 0)
+        TRY(dsv3_cuda_moe_decode(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, L->edt, D, I, 0));
+      else
+        TRY(dsv3_cuda_moe_prefill(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_host, c->n_routed_experts, L->edt, D, I, 0));
+      if (L->sw1.rows) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
+    }
+    const gvec *nn = l + 1 < m->n_layers ? &g->L[l + 1].attn_norm : &g->norm;
+    TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
+  }
+  return 0;
+}
+
+/* logits of tokens [t0, t0 + cnt) of the chunk into host memory */
+static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out) {
+  const int64_t D = g->m->cfg.hidden_size, V = g->m->cfg.vocab_size;
+  for (int64_t i = 0; i < cnt; i += g->logit_rows) {
+    int64_t k = cnt - i < g->logit_rows ? cnt - i : g->logit_rows;
+    TRY(dsv3_cuda_linear(g->ctx, g->logits, g->h + (t0 + i) * D, k, &g->head, 0));
+    CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, g->logits, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
+  }
+  return 0;
+}
+
+static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq, const int32_t *pos, float *logits,
+                 int all_logits) {
+  TRY(ensure_acts(g, n));
+  int32_t *hb = dsv3_xmalloc((size_t)n * 4);
+  int64_t max_len = 1;
+  for (int64_t i = 0; i < n; i++) {
+    hb[i] = pos[i] + 1;
+    if (hb[i] > max_len) max_len = hb[i];
+  }
+  cudaStream_t st = g->st;
+  int rc = -1;
+  if (cudaMemcpyAsync(g->tok, tok, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
+      cudaMemcpyAsync(g->seqb, seq, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
+      cudaMemcpyAsync(g->pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
+      cudaMemcpyAsync(g->len, hb, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess) {
+    dsv3_error_set("cuda: inputs: %s", cudaGetErrorString(cudaGetLastError()));
+    goto out;
+  }
+  if (g->graphs_on && n <= DSV3_GPU_GRAPH_MAX) {
+    /* one eager run sizes every scratch buffer; the next captures; later ones replay */
+    if (g->graph[n]) {
+      if (cudaGraphLaunch(g->graph[n], st) != cudaSuccess) {
+        dsv3_error_set("cuda: graph launch: %s", cudaGetErrorString(cudaGetLastError()));
+        goto out;
+      }
+    } else if (g->warm[n]) {
+      cudaGraph_t gr = NULL;
+      if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        dsv3_error_set("cuda: begin capture: %s", cudaGetErrorString(cudaGetLastError()));
+        goto out;
+      }
+      int lr = layers(g, n, g->max_seq);
+      cudaError_t ce = cudaStreamEndCapture(st, &gr);
+      if (lr) {
+        if (gr) cudaGraphDestroy(gr);
+        goto out;
+      }
+      if (ce != cudaSuccess || cudaGraphInstantiate(&g->graph[n], gr, 0) != cudaSuccess) {
+        dsv3_error_set("cuda: graph capture: %s", cudaGetErrorString(ce != cudaSuccess ? ce : cudaGetLastError()));
+        if (gr) cudaGraphDestroy(gr);
+        g->graph[n] = NULL;
+        goto out;
+      }
+      cudaGraphDestroy(gr);
+      if (cudaGraphLaunch(g->graph[n], st) != cudaSuccess) {
+        dsv3_error_set("cuda: graph launch: %s", cudaGetErrorString(cudaGetLastError()));
+        goto out;
+      }
+    } else {
+      if (layers(g, n, g->max_seq)) goto out;
+      g->warm[n] = 1;
+    }
+  } else if (layers(g, n, max_len)) {
+    goto out;
+  }
+  if (logits && (all_logits ? head(g, 0, n, logits) : head(g, n - 1, 1, logits))) goto out;
+  if (cudaStreamSynchronize(st) != cudaSuccess) {
+    dsv3_error_set("cuda: forward: %s", cudaGetErrorString(cudaGetLastError()));
+    goto out;
+  }
+  rc = 0;
+out:
+  free(hb);
+  return rc;
+}
+
+int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, float *logits,
+                     int all_logits) {
+  const dsv3_config *c = &g->m->cfg;
+  if (n <= 0) return 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
+      dsv3_error_set("token id %d out of the vocabulary (%lld)", tokens[i], (long long)c->vocab_size);
+      return -1;
+    }
+    if (seq[i] < 0 || seq[i] >= g->max_batch) {
+      dsv3_error_set("sequence %d outside the batch of %lld", seq[i], (long long)g->max_batch);
+      return -1;
+    }
+    if (pos[i] < 0 || pos[i] >= g->max_seq) {
+      dsv3_error_set("sequence of %lld tokens exceeds --max-seq-len %lld", (long long)pos[i] + 1, (long long)g->max_seq);
+      return -1;
+    }
+  }
+  if (cudaSetDevice(g->device) != cudaSuccess) {
+    dsv3_error_set("cuda: cannot select device %d", g->device);
+    return -1;
+  }
+  const int64_t V = c->vocab_size;
+  for (int64_t i = 0; i < n; i += PREFILL_CHUNK) {
+    int64_t k = n - i < PREFILL_CHUNK ? n - i : PREFILL_CHUNK;
+    int last = i + k == n;
+    float *lg = !logits ? NULL : all_logits ? logits + i * V : last ? logits : NULL;
+    TRY(chunk(g, k, tokens + i, seq + i, pos + i, lg, all_logits));
+  }
+  return 0;
+}

@@ -1,0 +1,116 @@
+/* test_cuda_forward - the GPU backend of dsv3-run (dsv3-run/gpu_model.c) against the CPU
+ * forward pass (model.c, --act f32) on models/dsv3-tiny: prefill logits, 16 greedy decode
+ * steps (eager, graph capture, graph replay), and a batch of two sequences decoded together. */
+#include "cuda_test.h"
+#include "gpu_model.h"
+#include "model.h"
+
+static int32_t argmax(const float *x, int64_t V) {
+  int64_t b = 0;
+  for (int64_t i = 1; i < V; i++)
+    if (x[i] > x[b]) b = i;
+  return (int32_t)b;
+}
+/* top-1 minus top-2 */
+static double margin(const float *x, int64_t V) {
+  double a = -INFINITY, b = -INFINITY;
+  for (int64_t i = 0; i < V; i++)
+    if (x[i] > a) b = a, a = x[i];
+    else if (x[i] > b) b = x[i];
+  return a - b;
+}
+
+int main(void) {
+  t_init("test_cuda_forward");
+  const char *tiny = check_env("DSV3_TINY");
+  dsv3_model *m;
+  if (dsv3_model_load(tiny, NULL, 256, &m) != 0) {
+    fprintf(stderr, "load: %s\n", dsv3_error());
+    return 1;
+  }
+  m->bf16_act = 0;
+  dsv3_gpu *g;
+  if (dsv3_gpu_load(m, 2, 0, &g) != 0) {
+    fprintf(stderr, "gpu load: %s\n", dsv3_error());
+    return 1;
+  }
+  uint64_t wb, cb;
+  dsv3_gpu_memory(g, &wb, &cb);
+  printf("gpu: %.1f MB weights, %.1f MB cache\n", wb / 1e6, cb / 1e6);
+  const int64_t V = m->cfg.vocab_size, P0 = 20, P1 = 7, STEPS = 16;
+  dsv3_cache *c0 = dsv3_cache_new(m, 256), *c1 = dsv3_cache_new(m, 256);
+  int32_t p0[20], p1[7], seq[32], pos[32];
+  for (int i = 0; i < P0; i++) p0[i] = 2 + (int32_t)(t_next() % (uint64_t)(V - 2));
+  for (int i = 0; i < P1; i++) p1[i] = 2 + (int32_t)(t_next() % (uint64_t)(V - 2));
+  float *lc = t_xmalloc((size_t)(P0 * V) * 4), *lg = t_xmalloc((size_t)(P0 * V) * 4);
+  /* prefill: 20 tokens (GEMM path for the linears), all logits */
+  if (dsv3_forward(m, c0, p0, P0, 0, lc, 1) != 0) return 1;
+  for (int i = 0; i < P0; i++) seq[i] = 0, pos[i] = i;
+  OK(dsv3_gpu_forward(g, P0, p0, seq, pos, lg, 1));
+  double e = t_rel(lg, lc, (size_t)(P0 * V));
+  printf("prefill %lld tokens: logits rel err %.3g\n", (long long)P0, e);
+  CHECK(e < 3e-2, "prefill logits rel err %.3g", e);
+  int32_t cur = argmax(lc + (P0 - 1) * V, V);
+  /* second sequence: 7 tokens (GEMV path), last logits only */
+  if (dsv3_forward(m, c1, p1, P1, 0, lc, 0) != 0) return 1;
+  for (int i = 0; i < P1; i++) seq[i] = 1, pos[i] = i;
+  OK(dsv3_gpu_forward(g, P1, p1, seq, pos, lg, 0));
+  e = t_rel(lg, lc, (size_t)V);
+  CHECK(e < 3e-2, "prefill (7, last) logits rel err %.3g", e);
+  int32_t t1 = argmax(lc, V);
+  /* greedy decode of sequence 0, teacher-forced by the CPU's tokens so one flip cannot cascade */
+  float *lcs = t_xmalloc((size_t)V * 4), *lgs = t_xmalloc((size_t)V * 4);
+  int same = 0, decided = 0;
+  double worst = 0, t_cpu = 0, t_gpu = 0;
+  for (int s = 0; s < STEPS; s++) {
+    int32_t p = (int32_t)(P0 + s), sq = 0;
+    double a = dsv3_now();
+    if (dsv3_forward(m, c0, &cur, 1, p, lcs, 0) != 0) return 1;
+    double b = dsv3_now();
+    OK(dsv3_gpu_forward(g, 1, &cur, &sq, &p, lgs, 0));
+    double c = dsv3_now();
+    t_cpu += b - a;
+    if (s >= 3) t_gpu += c - b;
+    e = t_rel(lgs, lcs, (size_t)V);
+    if (e > worst) worst = e;
+    int32_t rc = argmax(lcs, V), rg = argmax(lgs, V);
+    same += rc == rg;
+    if (margin(lcs, V) > 0.05) { /* a clear winner must agree */
+      decided++;
+      CHECK(rc == rg, "decode step %d: cpu token %d, gpu token %d (margin %.3g)", s, rc, rg, margin(lcs, V));
+    }
+    cur = rc;
+  }
+  printf("decode %lld steps: %d/%lld greedy tokens equal (%d clear), worst logits rel err %.3g; cpu %.2f ms/token, gpu "
+         "%.3f ms/token (graph replay)\n",
+         (long long)STEPS, same, (long long)STEPS, decided, worst, 1e3 * t_cpu / STEPS, 1e3 * t_gpu / (STEPS - 3));
+  CHECK(worst < 3e-2, "decode logits rel err %.3g", worst);
+  /* batch of two: sequence 0 continues, sequence 1 starts decoding, one forward */
+  {
+    int32_t toks[2] = {cur, t1}, sq[2] = {0, 1}, ps[2] = {(int32_t)(P0 + STEPS), (int32_t)P1};
+    float *lb = t_xmalloc((size_t)(2 * V) * 4), *r0 = t_xmalloc((size_t)V * 4), *r1 = t_xmalloc((size_t)V * 4);
+    for (int rep = 0; rep < 3; rep++) { /* eager, capture, replay */
+      if (dsv3_forward(m, c0, &toks[0], 1, ps[0], r0, 0) != 0 || dsv3_forward(m, c1, &toks[1], 1, ps[1], r1, 0) != 0) return 1;
+      OK(dsv3_gpu_forward(g, 2, toks, sq, ps, lb, 1));
+      double e0 = t_rel(lb, r0, (size_t)V), e1 = t_rel(lb + V, r1, (size_t)V);
+      CHECK(e0 < 3e-2 && e1 < 3e-2, "batch decode step %d: rel err %.3g / %.3g", rep, e0, e1);
+      printf("batch decode step %d: rel err %.3g / %.3g\n", rep, e0, e1);
+      toks[0] = argmax(r0, V), toks[1] = argmax(r1, V);
+      ps[0]++, ps[1]++;
+    }
+    free(lb), free(r0), free(r1);
+  }
+  /* errors: a position beyond the cache, a token outside the vocabulary */
+  {
+    int32_t tk = 5, sq = 0, ps = 256;
+    CHECK(dsv3_gpu_forward(g, 1, &tk, &sq, &ps, lgs, 0) != 0, "position 256 of a 256 cache must fail");
+    tk = (int32_t)V, ps = 0;
+    CHECK(dsv3_gpu_forward(g, 1, &tk, &sq, &ps, lgs, 0) != 0, "token id = vocab must fail");
+  }
+  free(lc), free(lg), free(lcs), free(lgs);
+  dsv3_cache_free(m, c0);
+  dsv3_cache_free(m, c1);
+  dsv3_gpu_free(g);
+  dsv3_model_free(m);
+  return check_done("test_cuda_forward");
+}
