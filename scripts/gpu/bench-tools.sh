@@ -12,17 +12,26 @@ cmake --build build-bench -j"$(nproc)" --target dsv3-gen dsv3-cast dsv3-convert 
 export BUILD=$root/build-bench BENCH_DIR=/tmp/dsv3-bench LAYERS=${LAYERS:-1}
 bash bench/cast.sh 2>&1 | tee "$out/cast.txt"
 bash bench/convert.sh 2>&1 | tee "$out/convert.txt"
+# wall time and peak RSS of a command (no /usr/bin/time on that machine)
+timed() {
+  python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+t = time.time(); r = subprocess.run(sys.argv[1:]); el = time.time() - t
+print("Elapsed (wall clock) %.2f" % el); print("Maximum resident set size (kbytes): %d" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)
+PY
+}
 if [ -d .ref/DeepSeek-V3/inference ]; then
   inf=$root/.ref/DeepSeek-V3/inference; in=/tmp/dsv3-bench/slice$LAYERS
   inb=$(cat "$in"/*.safetensors | wc -c)
   cat "$in"/*.safetensors > /dev/null
-  ( cd "$inf" && /usr/bin/time -v python3 fp8_cast_bf16.py --input-fp8-hf-path "$in" --output-bf16-hf-path /tmp/dsv3-bench/official-cast ) > "$out/official_cast.log" 2>&1
+  ( cd "$inf" && timed python3 fp8_cast_bf16.py --input-fp8-hf-path "$in" --output-bf16-hf-path /tmp/dsv3-bench/official-cast ) > "$out/official_cast.log" 2>&1
   rm -rf /tmp/dsv3-bench/official-cast
   t=$(grep "Elapsed (wall" "$out/official_cast.log" | awk '{print $NF}'); rss=$(grep "Maximum resident" "$out/official_cast.log" | awk '{print $NF}')
   echo "official fp8_cast_bf16.py: wall $t, max RSS ${rss} KB, input $inb bytes" | tee -a "$out/cast.txt"
   sed 's/"model\.layers\.61"/"model.layers.999999"/' "$inf/convert.py" > /tmp/dsv3-bench/convert.py
   cat "$in"/*.safetensors > /dev/null
-  ( cd "$inf" && /usr/bin/time -v python3 /tmp/dsv3-bench/convert.py --hf-ckpt-path "$in" --save-path /tmp/dsv3-bench/official-conv --n-experts 256 --model-parallel 8 ) > "$out/official_convert.log" 2>&1
+  ( cd "$inf" && timed python3 /tmp/dsv3-bench/convert.py --hf-ckpt-path "$in" --save-path /tmp/dsv3-bench/official-conv --n-experts 256 --model-parallel 8 ) > "$out/official_convert.log" 2>&1
   rm -rf /tmp/dsv3-bench/official-conv
   t=$(grep "Elapsed (wall" "$out/official_convert.log" | awk '{print $NF}'); rss=$(grep "Maximum resident" "$out/official_convert.log" | awk '{print $NF}')
   echo "official convert.py mp8: wall $t, max RSS ${rss} KB, input $inb bytes" | tee -a "$out/convert.txt"
