@@ -280,7 +280,16 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
       if (dev_alloc(g, &p, (size_t)(S->wkv_b.rows * S->wkv_b.cols) * 2, what)) goto fail;
       L->wkvb = p;
       g->wbytes += (uint64_t)(S->wkv_b.rows * S->wkv_b.cols) * 2;
-      if (dsv3_cuda_dequant(L->wkvb, &tmp, g->st) || cudaStreamSynchronize(g->st) != cudaSuccess) goto fail;
+      /* uploads ran on the legacy stream, which a non-blocking stream does not wait for */
+      if (cudaDeviceSynchronize() != cudaSuccess) {
+        dsv3_error_set("cuda: upload of layer %lld: %s", (long long)l, cudaGetErrorString(cudaGetLastError()));
+        goto fail;
+      }
+      if (dsv3_cuda_dequant(L->wkvb, &tmp, g->st)) goto fail;
+      if (cudaDeviceSynchronize() != cudaSuccess || cudaStreamSynchronize(g->st) != cudaSuccess) {
+        dsv3_error_set("cuda: kv_b_proj of layer %lld: %s", (long long)l, cudaGetErrorString(cudaGetLastError()));
+        goto fail;
+      }
       for (int64_t i = g->nallocs - 3; i < g->nallocs - 1; i++) /* tmp data + scale: free now */
         if (g->allocs[i] == tmp.data || g->allocs[i] == tmp.scale) {
           cudaFree(g->allocs[i]);
@@ -322,6 +331,10 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
     g->cbytes += cb + pb;
   }
   (void)H, (void)nope;
+  if (cudaDeviceSynchronize() != cudaSuccess) {
+    dsv3_error_set("cuda: upload: %s", cudaGetErrorString(cudaGetLastError()));
+    goto fail;
+  }
   *out = g;
   return 0;
 fail:
