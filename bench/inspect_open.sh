@@ -14,7 +14,7 @@ fi
 best=999
 for i in 1 2 3 4 5; do
   t0=$(date +%s.%N); "$B/dsv3-inspect/dsv3-inspect" -q "$D" > /dev/null; t1=$(date +%s.%N)
-  best=$(echo "$t1 - $t0" | bc -l | awk -v b=$best '{print ($1 < b) ? $1 : b}')
+  best=$(awk -v a=$t0 -v c=$t1 -v b=$best 'BEGIN{d = c - a; print (d < b) ? d : b}')
 done
 floor=999 pfloor=999
 for i in 1 2 3 4 5; do
@@ -30,5 +30,5 @@ echo "floor: open + pread of every header $(printf %.4f $floor) s (ratio $(awk -
 echo "       the same + cJSON parse of every header $(printf %.4f $pfloor) s (ratio $(awk -v a=$best -v b=$pfloor 'BEGIN{printf "%.1f", a/b}')x)"
 for mode in --check; do
   t0=$(date +%s.%N); "$B/dsv3-inspect/dsv3-inspect" $mode -q "$D" > /dev/null; t1=$(date +%s.%N)
-  echo "dsv3-inspect $mode: $(echo "$t1 - $t0" | bc -l | xargs printf %.3f) s"
+  echo "dsv3-inspect $mode: $(awk -v a=$t0 -v c=$t1 'BEGIN{printf "%.3f", c - a}') s"
 done
