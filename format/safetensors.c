@@ -533,8 +533,8 @@ int dsv3_stw_add(dsv3_stw *w, const char *name, dsv3_dtype dt, int ndim, const i
     dsv3_error_set("tensor %s: declared after the layout was fixed", name);
     return -1;
   }
-  if (dsv3_dtype_size(dt) == 0 || ndim < 0 || ndim > DSV3_MAX_DIMS || !name[0] ||
-      strcmp(name, "__metadata__") == 0) {
+  /* "" is a valid name (the reference writes and reads it); "__metadata__" is not. */
+  if (dsv3_dtype_size(dt) == 0 || ndim < 0 || ndim > DSV3_MAX_DIMS || strcmp(name, "__metadata__") == 0) {
     dsv3_error_set("tensor %s: invalid declaration", name);
     return -1;
   }

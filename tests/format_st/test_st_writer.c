@@ -108,7 +108,6 @@ int main(void) {
     CHECK(dsv3_stw_add(w, "a", DSV3_F32, 1, neg) < 0, "negative dim");
     int64_t huge[3] = {INT64_MAX, INT64_MAX, 2};
     CHECK(dsv3_stw_add(w, "a", DSV3_F32, 3, huge) < 0 && strstr(dsv3_error(), "tensor a"), "byte size overflow: %s", dsv3_error());
-    CHECK(dsv3_stw_add(w, "", DSV3_F32, 1, sh) < 0, "empty name");
     CHECK(dsv3_stw_add(w, "__metadata__", DSV3_F32, 1, sh) < 0, "__metadata__ as a name");
     CHECK(dsv3_stw_add(w, "a", DSV3_F32, 2, sh) == 0 && dsv3_stw_add(w, "b", DSV3_U8, 0, sh) == 1, "valid adds");
     CHECK(dsv3_stw_add(w, "a", DSV3_U8, 1, sh) < 0 && strstr(dsv3_error(), "tensor a: declared twice"), "duplicate: %s", dsv3_error());

@@ -132,7 +132,7 @@ check("all_dtypes_meta", alltypes, {"format": "pt"})
 check("meta_escapes", alltypes[:5], {"k\"e\\y\t": "v\u00e9\n\x01\x7f\u65e5 "})
 check("meta_many", alltypes, {"format": "pt", "a": "1", "zz": "", "m\u00e9ta": "x" * 50}, exact=False)
 names = ["a", "A", "a.10", "a.9", "_", "~", "a b", "a\"b", "a\\b", "tab\tname", "ctl\x01\x1f", "\u00e9", "\u65e5\u672c",
-         "\U0001F600", "z" * 300, "model.layers.10.x", "model.layers.9.x", "__metadata", "0"]
+         "\U0001F600", "z" * 300, "model.layers.10.x", "model.layers.9.x", "__metadata", "0", ""]
 check("names", [tensor(n, "F32" if i % 2 else "BF16", [i % 4 + 1]) for i, n in enumerate(names)])
 check("empty_file", [])
 check("empty_file_meta", [], {"format": "pt"})
