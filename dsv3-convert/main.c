@@ -45,7 +45,8 @@ static void usage(FILE *f) {
           "  --dtype fp8|bf16            bf16: dequantise FP8 weights while resharding (scales dropped;\n"
           "                              identical to dsv3-cast then dsv3-convert); default: as stored\n"
           "  --keep-mtp                  keep the MTP layers (runtime names)\n"
-          "  --resume                    skip output files that are already complete\n"
+          "  --resume                    after an interrupted run of this same conversion: keep the\n"
+          "                              shards it completed (anything else is redone)\n"
           "  --no-manifest               do not write dsv3-manifest.json\n"
           "  --pack OUT.tar.zst          write one archive instead of a directory (zstd on all cores)\n"
           "  --pack-per-rank             with --pack: one archive per rank, OUT-rank{r}.tar.zst, each with\n"
@@ -368,13 +369,56 @@ static int64_t free_disk_at(const char *path) {
   return fr;
 }
 
+/* config.json for the shards: the input's, unchanged; after --dtype bf16 dequantised FP8
+ * weights, without quantization_config and with torch_dtype bfloat16 (as dsv3-cast writes it),
+ * so that loaders and dsv3-inspect --check do not look for scales. */
+static int write_config(const dsv3_ckpt *ck, const char *out_dir, int dequantised) {
+  char *dst = dsv3_path_join(out_dir, "config.json");
+  int rc;
+  if (!dequantised) {
+    rc = dsv3_ckpt_copy_extra(ck, "config.json", dst);
+    free(dst);
+    return rc;
+  }
+  char *buf;
+  size_t n;
+  if (dsv3_ckpt_read_extra(ck, "config.json", &buf, &n)) {
+    free(dst);
+    return -1;
+  }
+  cJSON *j = cJSON_ParseWithLength(buf, n);
+  free(buf);
+  if (!j || !cJSON_IsObject(j)) {
+    dsv3_error_set("%s/config.json: not a JSON object", dsv3_ckpt_path(ck));
+    cJSON_Delete(j);
+    free(dst);
+    return -1;
+  }
+  cJSON_DeleteItemFromObjectCaseSensitive(j, "quantization_config");
+  cJSON_DeleteItemFromObjectCaseSensitive(j, "torch_dtype");
+  cJSON_AddStringToObject(j, "torch_dtype", "bfloat16");
+  char *txt = cJSON_Print(j);
+  cJSON_Delete(j);
+  size_t l = strlen(txt);
+  char *out = dsv3_xmalloc(l + 1);
+  memcpy(out, txt, l);
+  out[l] = '\n';
+  free(txt);
+  rc = dsv3_write_file_atomic(dst, out, l + 1);
+  free(out);
+  free(dst);
+  return rc;
+}
+
 /* convert.py copies glob("*token*"); we also write config.json for dsv3-run. */
-static int copy_extras(const dsv3_ckpt *ck, const char *out_dir) {
+static int copy_extras(const dsv3_ckpt *ck, const char *out_dir, int dequantised) {
   char **names;
   size_t n = dsv3_ckpt_extra_names(ck, &names);
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
-    if (!rc && (strstr(names[i], "token") || !strcmp(names[i], "config.json"))) {
+    if (!rc && !strcmp(names[i], "config.json")) {
+      rc = write_config(ck, out_dir, dequantised);
+    } else if (!rc && strstr(names[i], "token")) {
       char *t = dsv3_path_join(out_dir, names[i]);
       rc = dsv3_ckpt_copy_extra(ck, names[i], t);
       free(t);
@@ -568,7 +612,10 @@ int main(int argc, char **argv) {
     }
   }
   dsv3_progress_done(pg);
-  if (copy_extras(ck, o.out)) goto out;
+  int dequantised = 0;
+  for (size_t i = 0; i < L.n && o.dtype == DSV3_BF16; i++)
+    if (L.v[i].dtype == DSV3_F8_E4M3 && L.v[i].src[0].scale) dequantised = 1;
+  if (copy_extras(ck, o.out, dequantised)) goto out;
   if (!o.no_manifest) {
     int mr = dsv3_plan_write_manifest(pf, (size_t)o.mp, ck, ih, PROG, argc, argv, o.out, threads);
     ih = NULL;

@@ -30,6 +30,11 @@ expect "cast" "$CAST" -q "$DSV3_TINY" "$T/bf16"
 expect "then convert" "$CONVERT" -q "$T/bf16" "$T/cb2" --mp 2
 $H "$T/b2" "$T/b2.tsv"; $H "$T/cb2" "$T/cb2.tsv"
 diff "$T/b2.tsv" "$T/cb2.tsv" >/dev/null && ok || fail "--dtype bf16 differs from cast+convert"
+cmp -s "$DSV3_TINY/config.json" "$T/mp2/config.json" && ok || fail "config.json not copied as it is"
+expect "bf16 check" "$INSPECT" --check "$T/b2"
+grep -q quantization_config "$T/b2/config.json" && fail "bf16: config.json keeps quantization_config" || ok
+contains "bf16 torch_dtype" "$T/b2/config.json" '"torch_dtype":.*"bfloat16"'
+cmp -s "$T/bf16/config.json" "$T/cb2/config.json" && ok || fail "config.json of cast+convert changed by convert"
 expect "bf16 from runtime mp4" "$CONVERT" -q "$T/mp4" "$T/b4to2" --mp 2 --dtype bf16
 $H "$T/b4to2" "$T/b4to2.tsv"; diff "$T/b2.tsv" "$T/b4to2.tsv" >/dev/null && ok || fail "bf16 from mp4 differs"
 # --keep-mtp keeps layer 4 under runtime names and passes --check
