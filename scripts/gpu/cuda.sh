@@ -37,7 +37,9 @@ fi
 status "build" "ok ($(( $(date +%s) - t0 )) s)"
 # registers / stack / spills of every kernel, for the notes
 grep -E "Compiling entry|Used [0-9]+ registers|bytes stack frame" "$out/build.log" > "$out/ptxas.txt" 2>/dev/null || true
-cuobjdump -sass "$build/kernels/libdsv3_cuda.a" > "$out/sass.txt" 2>/dev/null || true
+cuobjdump -sass "$build/kernels/libdsv3_cuda.a" 2>/dev/null | gzip > "$out/sass.txt.gz" || true
+# local-memory traffic (LDL/STL) per kernel: should be none on the hot paths
+cuobjdump -sass "$build/kernels/libdsv3_cuda.a" 2>/dev/null | awk '/Function :/{f=$3} /LDL|STL/{n[f]++} END{for(k in n) print n[k], k}' > "$out/local_memory.txt" || true
 
 # unit tests (each prints its seed: DSV3_SEED=... repeats a failure)
 label="-L cuda"

@@ -49,14 +49,14 @@ int main(void) {
   OK(dsv3_gpu_forward(g, P0, p0, seq, pos, lg, 1));
   double e = t_rel(lg, lc, (size_t)(P0 * V));
   printf("prefill %lld tokens: logits rel err %.3g\n", (long long)P0, e);
-  CHECK(e < 3e-2, "prefill logits rel err %.3g", e);
+  CHECK(e < 5e-2, "prefill logits rel err %.3g", e);
   int32_t cur = argmax(lc + (P0 - 1) * V, V);
   /* second sequence: 7 tokens (GEMV path), last logits only */
   if (dsv3_forward(m, c1, p1, P1, 0, lc, 0) != 0) return 1;
   for (int i = 0; i < P1; i++) seq[i] = 1, pos[i] = i;
   OK(dsv3_gpu_forward(g, P1, p1, seq, pos, lg, 0));
   e = t_rel(lg, lc, (size_t)V);
-  CHECK(e < 3e-2, "prefill (7, last) logits rel err %.3g", e);
+  CHECK(e < 5e-2, "prefill (7, last) logits rel err %.3g", e);
   int32_t t1 = argmax(lc, V);
   /* greedy decode of sequence 0, teacher-forced by the CPU's tokens so one flip cannot cascade */
   float *lcs = t_xmalloc((size_t)V * 4), *lgs = t_xmalloc((size_t)V * 4);
@@ -75,7 +75,7 @@ int main(void) {
     if (e > worst) worst = e;
     int32_t rc = argmax(lcs, V), rg = argmax(lgs, V);
     same += rc == rg;
-    if (margin(lcs, V) > 0.05) { /* a clear winner must agree */
+    if (margin(lcs, V) > 0.1) { /* a clear winner must agree */
       decided++;
       CHECK(rc == rg, "decode step %d: cpu token %d, gpu token %d (margin %.3g)", s, rc, rg, margin(lcs, V));
     }
@@ -84,7 +84,7 @@ int main(void) {
   printf("decode %lld steps: %d/%lld greedy tokens equal (%d clear), worst logits rel err %.3g; cpu %.2f ms/token, gpu "
          "%.3f ms/token (graph replay)\n",
          (long long)STEPS, same, (long long)STEPS, decided, worst, 1e3 * t_cpu / STEPS, 1e3 * t_gpu / (STEPS - 3));
-  CHECK(worst < 3e-2, "decode logits rel err %.3g", worst);
+  CHECK(worst < 5e-2, "decode logits rel err %.3g", worst);
   /* batch of two: sequence 0 continues, sequence 1 starts decoding, one forward */
   {
     int32_t toks[2] = {cur, t1}, sq[2] = {0, 1}, ps[2] = {(int32_t)(P0 + STEPS), (int32_t)P1};
@@ -93,7 +93,7 @@ int main(void) {
       if (dsv3_forward(m, c0, &toks[0], 1, ps[0], r0, 0) != 0 || dsv3_forward(m, c1, &toks[1], 1, ps[1], r1, 0) != 0) return 1;
       OK(dsv3_gpu_forward(g, 2, toks, sq, ps, lb, 1));
       double e0 = t_rel(lb, r0, (size_t)V), e1 = t_rel(lb + V, r1, (size_t)V);
-      CHECK(e0 < 3e-2 && e1 < 3e-2, "batch decode step %d: rel err %.3g / %.3g", rep, e0, e1);
+      CHECK(e0 < 5e-2 && e1 < 5e-2, "batch decode step %d: rel err %.3g / %.3g", rep, e0, e1);
       printf("batch decode step %d: rel err %.3g / %.3g\n", rep, e0, e1);
       toks[0] = argmax(r0, V), toks[1] = argmax(r1, V);
       ps[0]++, ps[1]++;
