@@ -11,10 +11,16 @@
 #include "tarball.h"
 #include "util.h"
 
+/* Hash table slots carry the name's hash (high 32 bits) so that a probe rarely has to touch
+ * the name itself: with ~92k names spread over memory, strcmp's cache misses dominated. */
 typedef struct {
   const char *name;
-  uint32_t file, tidx;
+  uint32_t file, tidx, hash;
 } entry;
+typedef struct {
+  const char *name;
+  uint32_t pos, hash;
+} ientry;
 
 struct dsv3_ckpt {
   char *path, *dir;
@@ -34,8 +40,7 @@ struct dsv3_ckpt {
   size_t nidx;
   char **idx_name, **idx_file;
   uint32_t *idx_fno;  /* file index (into fnames) of idx_file[i]; UINT32_MAX: no such file */
-  const char **iset;  /* open addressing: weight_map name -> its position in idx_name */
-  uint32_t *iset_pos;
+  ientry *iset;       /* open addressing: weight_map name -> its position in idx_name */
   size_t iset_cap;
   int64_t total_size;
   int total_size_bad; /* metadata.total_size present but not a non-negative integer */
@@ -62,7 +67,6 @@ void dsv3_ckpt_close(dsv3_ckpt *ck) {
   free(ck->idx_file);
   free(ck->idx_fno);
   free(ck->iset);
-  free(ck->iset_pos);
   free(ck->files);
   free(ck->fnames);
   free(ck->ranks);
@@ -161,19 +165,18 @@ static int parse_index(dsv3_ckpt *ck, const char *buf, size_t n, const char *ipa
   /* the weight_map names as a hash set; a name twice is an error (JSON objects may repeat keys) */
   ck->iset_cap = 16;
   while (ck->iset_cap < ck->nidx * 2) ck->iset_cap <<= 1;
-  ck->iset = dsv3_xcalloc(ck->iset_cap, sizeof(char *));
-  ck->iset_pos = dsv3_xcalloc(ck->iset_cap, sizeof(uint32_t));
+  ck->iset = dsv3_xcalloc(ck->iset_cap, sizeof(ientry));
   for (size_t i = 0; i < ck->nidx; i++) {
-    size_t h = (size_t)hash_str(ck->idx_name[i]) & (ck->iset_cap - 1);
-    while (ck->iset[h]) {
-      if (strcmp(ck->iset[h], ck->idx_name[i]) == 0) {
+    uint64_t hv = hash_str(ck->idx_name[i]);
+    size_t h = (size_t)hv & (ck->iset_cap - 1);
+    while (ck->iset[h].name) {
+      if (ck->iset[h].hash == (uint32_t)(hv >> 32) && strcmp(ck->iset[h].name, ck->idx_name[i]) == 0) {
         dsv3_error_set("%s: tensor %.200s: appears twice in weight_map", ipath, ck->idx_name[i]);
         return -1;
       }
       h = (h + 1) & (ck->iset_cap - 1);
     }
-    ck->iset[h] = ck->idx_name[i];
-    ck->iset_pos[h] = (uint32_t)i;
+    ck->iset[h] = (ientry){ck->idx_name[i], (uint32_t)i, (uint32_t)(hv >> 32)};
   }
   ck->has_index = 1;
   return 0;
@@ -257,9 +260,10 @@ static int list_dir(dsv3_ckpt *ck, size_t *cap, int *n_rt, int *rt_mp) {
 /* Position in the weight_map of NAME, or -1. */
 static long index_pos(const dsv3_ckpt *ck, const char *name) {
   if (!ck->iset_cap) return -1;
-  size_t mask = ck->iset_cap - 1, h = (size_t)hash_str(name) & mask;
-  while (ck->iset[h]) {
-    if (strcmp(ck->iset[h], name) == 0) return (long)ck->iset_pos[h];
+  uint64_t hv = hash_str(name);
+  size_t mask = ck->iset_cap - 1, h = (size_t)hv & mask;
+  while (ck->iset[h].name) {
+    if (ck->iset[h].hash == (uint32_t)(hv >> 32) && strcmp(ck->iset[h].name, name) == 0) return (long)ck->iset[h].pos;
     h = (h + 1) & mask;
   }
   return -1;
@@ -285,9 +289,11 @@ static int build_lookup(dsv3_ckpt *ck) {
   for (size_t f = 0; f < ck->nfiles; f++)
     for (size_t i = 0; i < dsv3_st_count(ck->files[f]); i++) {
       const dsv3_tensor *t = dsv3_st_tensor(ck->files[f], i);
-      size_t h = (size_t)hash_str(t->name) & mask;
+      uint64_t hv = hash_str(t->name);
+      size_t h = (size_t)hv & mask;
       while (ck->ent[h].name) {
-        if (strcmp(ck->ent[h].name, t->name) == 0 && ck->layout != DSV3_LAYOUT_RUNTIME &&
+        if (ck->ent[h].hash == (uint32_t)(hv >> 32) && strcmp(ck->ent[h].name, t->name) == 0 &&
+            ck->layout != DSV3_LAYOUT_RUNTIME &&
             (ck->layout != DSV3_LAYOUT_HF || index_pos(ck, t->name) < 0)) {
           dsv3_error_set("%s: tensor %s: also in %s", dsv3_st_path(ck->files[f]), t->name,
                          ck->fnames[ck->ent[h].file]);
@@ -295,7 +301,7 @@ static int build_lookup(dsv3_ckpt *ck) {
         }
         h = (h + 1) & mask;
       }
-      ck->ent[h] = (entry){t->name, (uint32_t)f, (uint32_t)i};
+      ck->ent[h] = (entry){t->name, (uint32_t)f, (uint32_t)i, (uint32_t)(hv >> 32)};
     }
   /* the file the index names for each entry (files are sorted by name by now) */
   if (ck->has_index) {
@@ -473,21 +479,34 @@ const dsv3_tensor *dsv3_ckpt_tensor(const dsv3_ckpt *ck, size_t i, size_t *file_
 
 const dsv3_tensor *dsv3_ckpt_find(const dsv3_ckpt *ck, const char *name, int rank, size_t *file_index) {
   if (!ck->ent_cap) return NULL;
-  /* HF layout: where the index says, when the name is in more than one file */
-  long ip = ck->layout == DSV3_LAYOUT_HF ? index_pos(ck, name) : -1;
-  uint32_t want = ip >= 0 && ck->idx_fno ? ck->idx_fno[ip] : UINT32_MAX;
-  size_t mask = ck->ent_cap - 1, h = (size_t)hash_str(name) & mask;
+  uint64_t hv = hash_str(name);
+  uint32_t h32 = (uint32_t)(hv >> 32);
+  size_t mask = ck->ent_cap - 1, h = (size_t)hv & mask;
   const entry *first = NULL;
-  while (ck->ent[h].name) {
+  int consult_index = 0;
+  for (; ck->ent[h].name; h = (h + 1) & mask) {
     const entry *e = &ck->ent[h];
-    if (strcmp(e->name, name) == 0 && (rank < 0 || ck->ranks[e->file] == rank || ck->ranks[e->file] < 0)) {
-      if (want == UINT32_MAX || e->file == want) {
+    if (e->hash != h32 || strcmp(e->name, name) != 0) continue;
+    if (rank >= 0 && ck->ranks[e->file] != rank && ck->ranks[e->file] >= 0) continue;
+    if (!first) {
+      first = e;
+      if (ck->layout != DSV3_LAYOUT_HF) break;
+      continue; /* HF: a second copy would make the index decide */
+    }
+    consult_index = 1;
+    break;
+  }
+  if (consult_index) {
+    /* HF layout, the name in more than one file: the copy in the file the index names */
+    long ip = index_pos(ck, name);
+    uint32_t want = ip >= 0 && ck->idx_fno ? ck->idx_fno[ip] : UINT32_MAX;
+    for (h = (size_t)hv & mask; want != UINT32_MAX && ck->ent[h].name; h = (h + 1) & mask) {
+      const entry *e = &ck->ent[h];
+      if (e->hash == h32 && e->file == want && strcmp(e->name, name) == 0) {
         first = e;
         break;
       }
-      if (!first) first = e;
     }
-    h = (h + 1) & mask;
   }
   if (!first) return NULL;
   if (file_index) *file_index = first->file;
