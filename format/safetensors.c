@@ -280,9 +280,10 @@ static int parse_header(dsv3_st *st, const uint8_t *buf, size_t len) {
         return -1;
       }
   if (!root) {
-    const char *ep = cJSON_GetErrorPtr();
+    /* `end` holds the error position on failure; cJSON_GetErrorPtr() is a global, racy when
+     * several threads open files at once. */
     dsv3_error_set("%s: header is not valid JSON (at byte %lld)", P,
-                   ep ? (long long)(ep - json) + 8 : -1LL);
+                   end && end >= json ? (long long)(end - json) + 8 : -1LL);
     return -1;
   }
   if (!cJSON_IsObject(root)) {
