@@ -165,7 +165,7 @@ typedef struct {
   int ncopy;
   float *x, *y;
   int64_t T;
-  int path; /* 0 gemv, 1 gemm (dequant + cuBLAS), 2 gemm_bf16 on pre-dequantised weights */
+  int path; /* 0 gemv, 1 gemm (dequant + cuBLAS), 2 gemm_bf16 on pre-dequantised weights, 3 gemv_mma */
   uint16_t *wb, *xb;
 } lin_arg;
 static void f_lin(void *v, int it) {
@@ -173,6 +173,7 @@ static void f_lin(void *v, int it) {
   const dsv3_wmat *w = &a->w[it % a->ncopy];
   if (a->path == 0) OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 1) OK(dsv3_cuda_gemm(ctx, a->y, a->x, a->T, w, 0));
+  else if (a->path == 3) OK(dsv3_cuda_gemv_mma(ctx, a->y, a->x, a->T, w, 0));
   else OK(dsv3_cuda_gemm_bf16(ctx, a->y, a->xb, a->T, a->wb, w->rows, w->cols, 0));
 }
 static void make_weights(lin_arg *a, dsv3_dtype dt, int64_t N, int64_t K, size_t min_total) {
@@ -200,17 +201,21 @@ static void bench_gemv(const char *name, dsv3_dtype dt, int64_t N, int64_t K) {
   lin_arg a;
   memset(&a, 0, sizeof a);
   make_weights(&a, dt, N, K, 4 * l2_bytes);
-  const int64_t toks[] = {1, 8, 32};
-  for (int i = 0; i < 3; i++) {
+  const int64_t toks[] = {1, 8, 16, 32, 64};
+  for (int i = 0; i < 5; i++) {
     a.T = toks[i];
     a.x = dev_random((size_t)(a.T * K) * 4, 1);
     CU(cudaMalloc((void **)&a.y, (size_t)(a.T * N) * 4));
-    a.path = 0;
-    double s = timeit(f_lin, &a, quick ? 5 : 20);
-    char shape[64];
-    snprintf(shape, sizeof shape, "%s %lldx%lld T=%lld", dt == DSV3_BF16 ? "bf16" : "fp8", (long long)N, (long long)K,
-             (long long)a.T);
-    row_bw(name, shape, s, wbytes_of(&a.w[0]) + (double)a.T * (K + N) * 4);
+    for (int path = 0; path < 4; path += 3) {
+      if ((path == 0 && a.T > 32) || (path == 3 && a.T < 8)) continue;
+      a.path = path;
+      double s = timeit(f_lin, &a, quick ? 5 : 20);
+      char shape[64], nm[64];
+      snprintf(shape, sizeof shape, "%s %lldx%lld T=%lld", dt == DSV3_BF16 ? "bf16" : "fp8", (long long)N, (long long)K,
+               (long long)a.T);
+      snprintf(nm, sizeof nm, "%s%s", name, path == 3 ? "(mma)" : "");
+      row_bw(nm, shape, s, wbytes_of(&a.w[0]) + (double)a.T * (K + N) * 4);
+    }
     cudaFree(a.x), cudaFree(a.y);
   }
   free_weights(&a);

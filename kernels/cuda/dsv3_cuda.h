@@ -41,13 +41,19 @@ int dsv3_cuda_device_count(void);
 
 /* ---------------------------------------------------------------- linear (linear.cu) */
 /* y[t, n] (+)= sum_k x[t, k] * W[n, k] for t < ntok.  accumulate: add to y instead of
- * overwriting it (residual adds).  Picks the GEMV kernel for ntok <= dsv3_cuda_gemv_max_tokens
- * and dequantise + cuBLAS BF16 GEMM above (needs scratch: not graph-capturable then). */
+ * overwriting it (residual adds).  Dispatch: ntok <= dsv3_cuda_gemv_max_tokens (8): the GEMV
+ * (float32 x); ntok <= dsv3_cuda_mma_max_tokens (64): the tensor-core skinny GEMM (x rounded to
+ * bf16; falls back to the GEMV for shapes it does not cover); above: dequantise + cuBLAS BF16
+ * GEMM (needs scratch: capturable only after a first run of the same shape). */
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
-extern int dsv3_cuda_gemv_max_tokens; /* default 16; tunable (bench) */
-/* The two paths, explicitly. */
+extern int dsv3_cuda_gemv_max_tokens; /* default 8 */
+extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at context creation) disables */
+/* The paths, explicitly.  gemv_mma needs cols % 64 == 0, FP8 or BF16 and 16-byte aligned data
+ * (otherwise it runs the GEMV); the dispatcher uses it only for rows >= 16 * SMs (16-row tiles
+ * would leave SMs idle on narrower matrices: the GEMV serves those). */
 int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+int dsv3_cuda_gemv_mma(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 /* y = x * W^T with W already bf16 [rows, cols] (e.g. from dsv3_cuda_dequant) and x bf16. */
 int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,

@@ -2,10 +2,12 @@
  * cuBLAS for prefill), dense MLP, dtype conversions. */
 #include <cublas_v2.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gemv.cuh"
 
-int dsv3_cuda_gemv_max_tokens = 16;
+int dsv3_cuda_gemv_max_tokens = 8;
+int dsv3_cuda_mma_max_tokens = 64;
 
 /* ---------------------------------------------------------------- context */
 extern "C" int dsv3_cuda_device_count(void) {
@@ -24,6 +26,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
     return -1;
   }
   c->stream = stream;
+  const char *mma = getenv("DSV3_CUDA_MMA");
+  if (mma && !strcmp(mma, "0")) dsv3_cuda_mma_max_tokens = 0;
   int dev = 0;
   cublasHandle_t h = NULL;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
@@ -295,6 +299,10 @@ extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int6
 extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                                 int accumulate) {
   if (ntok <= dsv3_cuda_gemv_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  /* the mma tiles are 16 rows: narrow matrices would leave SMs idle, the GEMV does better */
+  if (ntok <= dsv3_cuda_mma_max_tokens && cdiv(w->rows, 16) >= ctx->sms)
+    return dsv3_cuda_gemv_mma(ctx, y, x, ntok, w, accumulate);
+  if (ntok <= dsv3_cuda_mma_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
   return dsv3_cuda_gemm(ctx, y, x, ntok, w, accumulate);
 }
 

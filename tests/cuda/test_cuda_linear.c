@@ -45,7 +45,7 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
   cudaFree(dq);
   free(hq);
 
-  const int64_t toks[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 33};
+  const int64_t toks[] = {1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 64, 65};
   for (size_t ti = 0; ti < sizeof toks / sizeof *toks; ti++) {
     int64_t T = toks[ti];
     float *x = t_xmalloc((size_t)(T * K) * 4), *ref = t_xmalloc((size_t)(T * N) * 4), *y = t_xmalloc((size_t)(T * N) * 4);
@@ -69,6 +69,20 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
     t_host(y, dy, (size_t)(T * N) * 4);
     e = t_rel(y, refacc, (size_t)(T * N));
     CHECK(e < 2e-5, "gemv accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    /* tensor-core skinny GEMM: activations rounded to bf16 (falls back to the GEMV where its
+     * tiles do not fit: then the GEMV tolerance holds too) */
+    CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
+    OK(dsv3_cuda_gemv_mma(ctx, dy, dx, T, &w.d, 0));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, ref, (size_t)(T * N));
+    CHECK(e < 5e-3, "gemv_mma %s N=%lld K=%lld T=%lld%s: rel err %.3g", dn, (long long)N, (long long)K, (long long)T,
+          misalign ? " misaligned" : "", e);
+    CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+    OK(dsv3_cuda_gemv_mma(ctx, dy, dx, T, &w.d, 1));
+    t_host(y, dy, (size_t)(T * N) * 4);
+    e = t_rel(y, refacc, (size_t)(T * N));
+    CHECK(e < 5e-3, "gemv_mma accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K,
+          (long long)T, e);
     /* GEMM: activations rounded to bf16 */
     CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
     OK(dsv3_cuda_gemm(ctx, dy, dx, T, &w.d, 0));
@@ -138,10 +152,11 @@ int main(void) {
   test_convert();
   /* ragged: partial 128-row and 128-column blocks, odd row counts, K not a multiple of 16
    * (scalar path), a misaligned x (scalar path) */
-  const int64_t fp8[][2] = {{1, 16}, {7, 48}, {130, 272}, {257, 1040}, {576, 2048}, {2100, 7168}, {37, 100}, {5, 24}};
+  const int64_t fp8[][2] = {{1, 16},   {7, 48},     {130, 272}, {257, 1040}, {576, 2048}, {2100, 7168},
+                            {37, 100}, {5, 24},     {33, 192},  {3000, 1536}};
   for (size_t i = 0; i < sizeof fp8 / sizeof *fp8; i++) test_linear(ctx, DSV3_F8_E4M3, fp8[i][0], fp8[i][1], 0);
   test_linear(ctx, DSV3_F8_E4M3, 130, 272, 1);
-  const int64_t bf[][2] = {{3, 8}, {130, 272}, {1000, 520}, {19, 100}};
+  const int64_t bf[][2] = {{3, 8}, {130, 272}, {1000, 520}, {19, 100}, {2200, 512}};
   for (size_t i = 0; i < sizeof bf / sizeof *bf; i++) test_linear(ctx, DSV3_BF16, bf[i][0], bf[i][1], 0);
   test_mlp(ctx, DSV3_F8_E4M3, 512, 1536);
   test_mlp(ctx, DSV3_F8_E4M3, 272, 144);

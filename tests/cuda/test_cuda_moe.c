@@ -114,9 +114,10 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     }
     /* prefill: GEMV per expert group, then with a low GEMV limit the bf16 GEMM path */
     const int lims[2] = {16, 1};
-    int keep = dsv3_cuda_gemv_max_tokens;
+    int keep = dsv3_cuda_gemv_max_tokens, keep_mma = dsv3_cuda_mma_max_tokens;
     for (int li = 0; li < 2; li++) {
       dsv3_cuda_gemv_max_tokens = lims[li];
+      dsv3_cuda_mma_max_tokens = li ? 0 : keep_mma; /* li = 1: the dequantise + cuBLAS path */
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_prefill(ctx, dy, dx, T, di, dw, K, tab, E, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
@@ -132,6 +133,7 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       CHECK(nan == 0, "moe prefill %s overwrite: %lld unwritten values", dn, (long long)nan);
     }
     dsv3_cuda_gemv_max_tokens = keep;
+    dsv3_cuda_mma_max_tokens = keep_mma;
     cudaFree(dx), cudaFree(dy), cudaFree(dw), cudaFree(di);
     free(x), free(y0), free(ref), free(ys), free(got), free(w), free(idx);
   }
