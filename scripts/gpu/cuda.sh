@@ -44,10 +44,10 @@ cuobjdump -sass "$build/kernels/libdsv3_cuda.a" 2>/dev/null | awk '/Function :/{
 # unit tests (each prints its seed: DSV3_SEED=... repeats a failure)
 label="-L cuda"
 [ "${DSV3_GPU_FULL:-0}" = 1 ] && label=""
-(cd "$build" && timeout 400 ctest $label --output-on-failure -j2) > "$out/tests.log" 2>&1
+(cd "$build" && timeout 400 ctest $label -V -j2) > "$out/tests.log" 2>&1
 trc=$?
 status "cuda tests" "$([ $trc = 0 ] && echo pass || echo "FAIL rc=$trc (tests.log)") $(grep -E 'tests passed|tests failed' "$out/tests.log" | tail -1)"
-grep -E "checks,|FAILED|skipped|seed" "$out/tests.log" | head -40 | tee -a "$out/summary.txt"
+grep -E "checks,|FAILED|skipped|rel err|greedy|gpu:" "$out/tests.log" | grep -v "^ *[0-9]*: *$" | head -60 | tee -a "$out/summary.txt"
 
 if [ "${DSV3_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   for t in norm sample mla linear moe; do
