@@ -81,6 +81,14 @@ void dsv3_ckpt_close(dsv3_ckpt *ck) {
   free(ck);
 }
 
+/* 1 for a regular file (or a link to one), 0 for anything else that exists, -1 for nothing.
+ * Checked before anything is opened: opening a FIFO would block forever. */
+static int file_kind(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return -1;
+  return S_ISREG(st.st_mode) ? 1 : 0;
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -329,6 +337,10 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
       dsv3_error_set("%s: no such file or directory", path);
       goto fail;
     }
+    if (file_kind(path) != 1) {
+      dsv3_error_set("%s: not a regular file or directory", path);
+      goto fail;
+    }
     const char *slash = strrchr(path, '/');
     ck->dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : dsv3_xstrdup(".");
     add_file_name(ck, &cap, slash ? slash + 1 : path);
@@ -339,6 +351,11 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
     ck->dir = dsv3_xstrdup(path);
     char *ipath = dsv3_path_join(path, "model.safetensors.index.json");
     int have_index = dsv3_file_exists(ipath);
+    if (have_index && file_kind(ipath) != 1) {
+      dsv3_error_set("%s: not a regular file", ipath);
+      free(ipath);
+      goto fail;
+    }
     if (have_index && read_index(ck, ipath, &cap) != 0) {
       free(ipath);
       goto fail;
@@ -399,8 +416,12 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
       continue;
     }
     char *fp = single_file ? dsv3_xstrdup(path) : dsv3_path_join(ck->dir, ck->fnames[i]);
-    if (!dsv3_file_exists(fp)) {
-      dsv3_error_set("%s: shard %s named by model.safetensors.index.json is missing", path, ck->fnames[i]);
+    int kind = file_kind(fp);
+    if (kind != 1) {
+      if (kind < 0 && ck->layout == DSV3_LAYOUT_HF)
+        dsv3_error_set("%s: shard %s named by model.safetensors.index.json is missing", path, ck->fnames[i]);
+      else
+        dsv3_error_set("%s: %s", fp, kind < 0 ? "no such file" : "not a regular file");
       free(fp);
       goto fail;
     }
@@ -433,6 +454,11 @@ int dsv3_ckpt_open(const char *path, dsv3_ckpt **out) {
   }
   char *cpath = dsv3_path_join(ck->dir, "config.json");
   if (dsv3_file_exists(cpath)) {
+    if (file_kind(cpath) != 1) {
+      dsv3_error_set("%s: not a regular file", cpath);
+      free(cpath);
+      goto fail;
+    }
     if (dsv3_config_load(cpath, &ck->cfg) != 0) {
       free(cpath);
       goto fail;

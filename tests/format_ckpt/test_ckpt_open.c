@@ -408,6 +408,29 @@ static void runtime_and_single(void) {
   write_st(path, dup, 1, 1.0f);
   CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), "lm_head.weight") && strstr(dsv3_error(), "also in"),
         "duplicate without index: %s", dsv3_error());
+  /* things that are not regular files: refused, never opened (a FIFO would block) */
+  d = fresh_copy();
+  snprintf(path, sizeof path, "%s/pipe.safetensors", d);
+  CHECK(mkfifo(path, 0600) == 0, "mkfifo");
+  CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), "pipe.safetensors") && strstr(dsv3_error(), "regular"),
+        "FIFO shard: %s", dsv3_error());
+  CHECK(dsv3_ckpt_open(path, &ck) == -1 && strstr(dsv3_error(), "regular"), "FIFO path: %s", dsv3_error());
+  unlink(path);
+  CHECK(mkdir(path, 0755) == 0, "mkdir x.safetensors");
+  CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), "pipe.safetensors") && strstr(dsv3_error(), "regular"),
+        "directory named .safetensors: %s", dsv3_error());
+  d = fresh_copy();
+  snprintf(path, sizeof path, "%s/config.json", d);
+  unlink(path);
+  CHECK(mkfifo(path, 0600) == 0, "mkfifo config");
+  CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), "config.json") && strstr(dsv3_error(), "regular"),
+        "FIFO config.json: %s", dsv3_error());
+  d = fresh_copy();
+  snprintf(path, sizeof path, "%s/" IDX, d);
+  unlink(path);
+  CHECK(mkfifo(path, 0600) == 0, "mkfifo index");
+  CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), IDX) && strstr(dsv3_error(), "regular"),
+        "FIFO index: %s", dsv3_error());
   /* nothing there */
   snprintf(dir, sizeof dir, "%s/empty", tmp);
   mkdir(dir, 0755);
@@ -421,6 +444,7 @@ int main(void) {
   const char *td = getenv("TMPDIR");
   snprintf(tmp, sizeof tmp, "%s/dsv3-ckpt-XXXXXX", td && *td ? td : "/tmp");
   if (!mkdtemp(tmp)) return 77;
+  alarm(120); /* a hang (e.g. opening a FIFO) fails the test instead of stalling ctest */
   tiny_hf();
   injected();
   runtime_and_single();
