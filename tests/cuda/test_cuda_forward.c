@@ -1,6 +1,11 @@
-/* test_cuda_forward - the GPU backend of dsv3-run (dsv3-run/gpu_model.c) against the CPU
- * forward pass (model.c, --act f32) on models/dsv3-tiny: prefill logits, 16 greedy decode
- * steps (eager, graph capture, graph replay), and a batch of two sequences decoded together. */
+/* test_cuda_forward - the GPU backend of dsv3-run (dsv3-run/gpu_model.c) on models/dsv3-tiny:
+ *  - against the official model.py (tests/data/ref_logits.json, see tests/run/test_ref_logits.c
+ *    for the tie rule): teacher-forced greedy steps equal the official tokens unless tied within
+ *    bf16 resolution, and free-running greedy agrees for the first 16 tokens up to the first tie;
+ *  - against the CPU forward pass (model.c, --act f32): prefill logits, 16 greedy decode steps
+ *    (eager, graph capture, graph replay), a batch of two sequences decoded together. */
+#include <cjson/cJSON.h>
+
 #include "cuda_test.h"
 #include "gpu_model.h"
 #include "model.h"
@@ -20,11 +25,75 @@ static double margin(const float *x, int64_t V) {
   return a - b;
 }
 
+#define MAX_SEQ 1024
+
+static int64_t ids_of(const cJSON *arr, int32_t *out, int64_t cap) {
+  int64_t n = 0;
+  for (const cJSON *e = arr ? arr->child : NULL; e && n < cap; e = e->next) out[n++] = (int32_t)e->valuedouble;
+  return n;
+}
+
+static void official(dsv3_gpu *g, const dsv3_model *m) {
+  const char *data = getenv("DSV3_TESTDATA");
+  char p[4096];
+  char *js;
+  size_t jn;
+  if (!data) return;
+  snprintf(p, sizeof p, "%s/ref_logits.json", data);
+  if (dsv3_read_file(p, &js, &jn, 1 << 24) != 0) {
+    printf("official reference not found (%s): skipped that part\n", p);
+    return;
+  }
+  cJSON *ref = cJSON_Parse(js);
+  const cJSON *prompts = ref ? cJSON_GetObjectItem(ref, "prompts") : NULL;
+  CHECK(prompts != NULL, "%s: no prompts", p);
+  const int64_t V = m->cfg.vocab_size;
+  for (const cJSON *pr = prompts ? prompts->child : NULL; pr; pr = pr->next) {
+    int32_t ids[600], greedy[64], seq[600], pos[600];
+    int64_t np = ids_of(cJSON_GetObjectItem(pr, "ids"), ids, 512), ng = ids_of(cJSON_GetObjectItem(pr, "greedy"), greedy, 64);
+    if (np < 1 || np + ng > MAX_SEQ) continue;
+    memcpy(ids + np, greedy, (size_t)ng * 4);
+    for (int64_t i = 0; i < np + ng; i++) seq[i] = 0, pos[i] = (int32_t)i;
+    float *lg = t_xmalloc((size_t)((np + ng) * V) * 4);
+    OK(dsv3_gpu_forward(g, np + ng, ids, seq, pos, lg, 1));
+    int first_tie = (int)ng;
+    for (int64_t k = 0; k < ng; k++) { /* teacher-forced along the official continuation */
+      const float *row = lg + (np - 1 + k) * V;
+      int32_t top = argmax(row, V);
+      if (top == greedy[k]) continue;
+      int e;
+      frexpf(fabsf(row[top]), &e);
+      float tie = fmaxf(ldexpf(1.0f, e - 8), 0.02f * fabsf(row[top]));
+      CHECK(row[top] - row[greedy[k]] <= tie, "official prompt %lld tokens: step %lld: gpu %d vs official %d, margin %.4f > %.4f",
+            (long long)np, (long long)k, top, greedy[k], row[top] - row[greedy[k]], tie);
+      if (k < first_tie) first_tie = (int)k;
+    }
+    /* free-running */
+    float *one = t_xmalloc((size_t)V * 4);
+    OK(dsv3_gpu_forward(g, np, ids, seq, pos, one, 0));
+    int same = 0;
+    for (int k = 0; k < 16 && k < ng; k++) {
+      int32_t nx = argmax(one, V), sq = 0, ps = (int32_t)(np + k);
+      if (nx != greedy[k]) break;
+      same++;
+      OK(dsv3_gpu_forward(g, 1, &nx, &sq, &ps, one, 0));
+    }
+    printf("official prompt (%lld tokens): gpu free-running greedy agrees for %d of 16 (first tie at step %d)\n",
+           (long long)np, same, first_tie);
+    CHECK(same >= (first_tie < 16 ? first_tie : 16), "gpu greedy agreed for %d tokens, before the first tie at %d", same,
+          first_tie);
+    free(lg);
+    free(one);
+  }
+  cJSON_Delete(ref);
+  free(js);
+}
+
 int main(void) {
   t_init("test_cuda_forward");
   const char *tiny = check_env("DSV3_TINY");
   dsv3_model *m;
-  if (dsv3_model_load(tiny, NULL, 256, &m) != 0) {
+  if (dsv3_model_load(tiny, NULL, MAX_SEQ, &m) != 0) {
     fprintf(stderr, "load: %s\n", dsv3_error());
     return 1;
   }
@@ -37,6 +106,7 @@ int main(void) {
   uint64_t wb, cb;
   dsv3_gpu_memory(g, &wb, &cb);
   printf("gpu: %.1f MB weights, %.1f MB cache\n", wb / 1e6, cb / 1e6);
+  official(g, m);
   const int64_t V = m->cfg.vocab_size, P0 = 20, P1 = 7, STEPS = 16;
   dsv3_cache *c0 = dsv3_cache_new(m, 256), *c1 = dsv3_cache_new(m, 256);
   int32_t p0[20], p1[7], seq[32], pos[32];
@@ -102,8 +172,8 @@ int main(void) {
   }
   /* errors: a position beyond the cache, a token outside the vocabulary */
   {
-    int32_t tk = 5, sq = 0, ps = 256;
-    CHECK(dsv3_gpu_forward(g, 1, &tk, &sq, &ps, lgs, 0) != 0, "position 256 of a 256 cache must fail");
+    int32_t tk = 5, sq = 0, ps = MAX_SEQ;
+    CHECK(dsv3_gpu_forward(g, 1, &tk, &sq, &ps, lgs, 0) != 0, "position MAX_SEQ must fail");
     tk = (int32_t)V, ps = 0;
     CHECK(dsv3_gpu_forward(g, 1, &tk, &sq, &ps, lgs, 0) != 0, "token id = vocab must fail");
   }
