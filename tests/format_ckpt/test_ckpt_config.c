@@ -166,6 +166,36 @@ int main(void) {
   reject("[1]", "not a JSON object", NULL);
   reject("{\"hidden_size\": ", "not valid JSON", NULL);
   reject("", "not valid JSON", NULL);
+  /* mutated copies of the tiny config: accepted or refused with one line, never a crash
+   * (the sanitizer build checks the "never") */
+  {
+    char *buf;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", tiny);
+    if (dsv3_read_file(path, &buf, &n, 1 << 20) == 0) {
+      char *m = malloc(n + 1);
+      uint64_t x = 12345;
+      int refused = 0, bad_err = 0;
+      for (int it = 0; it < 3000; it++) {
+        memcpy(m, buf, n + 1);
+        for (int k = 0; k < 1 + it % 4; k++) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          static const char pool[] = "0123456789-.e\"{}[]:,ntrufalsE ";
+          m[(x >> 8) % n] = (it & 1) ? pool[(x >> 40) % (sizeof pool - 1)] : (char)(x >> 48);
+        }
+        size_t len = it % 7 == 0 ? (size_t)((x >> 20) % n) : n; /* sometimes truncated too */
+        if (dsv3_config_parse(m, len, "mut.json", &c) != 0) {
+          refused++;
+          const char *e = dsv3_error();
+          bad_err += strncmp(e, "mut.json: ", 10) != 0 || strchr(e, '\n') != NULL;
+        }
+      }
+      CHECK(refused > 100 && bad_err == 0, "mutations: %d refused, %d errors not one line naming the file", refused,
+            bad_err);
+      free(m);
+      free(buf);
+    }
+  }
   CHECK(dsv3_config_load("/nonexistent/config.json", &c) == -1 && strstr(dsv3_error(), "/nonexistent/config.json"),
         "missing file: %s", dsv3_error());
   return check_done("ckpt_config");

@@ -301,6 +301,43 @@ static void injected(void) {
     CHECK(dsv3_ckpt_open(d, &ck) == -1 && strstr(dsv3_error(), hostile[i][1]) && !strchr(dsv3_error(), '\n'),
           "hostile index %s: %s", hostile[i][0], dsv3_error());
   }
+  /* mutated indexes: opened (then checked) or refused with one line, never a crash or hang */
+  {
+    char *orig;
+    size_t n;
+    char *ip = dsv3_path_join(tiny, IDX);
+    if (dsv3_read_file(ip, &orig, &n, 1 << 24) == 0) {
+      uint64_t x = 777;
+      int refused = 0, opened = 0, bad_err = 0;
+      char *m = malloc(n + 1);
+      for (int it = 0; it < 150; it++) {
+        memcpy(m, orig, n + 1);
+        for (int k = 0; k < 1 + it % 3; k++) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          static const char pool[] = "0123456789-\"{}[]:,./ ";
+          m[(x >> 8) % n] = pool[(x >> 40) % (sizeof pool - 1)];
+        }
+        snprintf(path, sizeof path, "%s/" IDX, d);
+        FILE *mf = fopen(path, "w");
+        if (!mf) break;
+        fwrite(m, 1, it % 5 == 0 ? (size_t)((x >> 20) % n) : n, mf);
+        fclose(mf);
+        if (dsv3_ckpt_open(d, &ck) == 0) {
+          opened++;
+          dsv3_ckpt_check_index(ck, NULL, NULL);
+          dsv3_ckpt_close(ck);
+        } else {
+          refused++;
+          bad_err += strchr(dsv3_error(), '\n') != NULL || !strstr(dsv3_error(), d);
+        }
+      }
+      CHECK(refused > 0 && opened > 0 && bad_err == 0, "index mutations: %d opened, %d refused, %d bad errors",
+            opened, refused, bad_err);
+      free(m);
+      free(orig);
+    }
+    free(ip);
+  }
   /* an empty weight_map is an index of nothing: the shards' tensors are all unlisted */
   snprintf(path, sizeof path, "%s/" IDX, d);
   FILE *f = fopen(path, "w");
