@@ -609,6 +609,9 @@ int main(int argc, char **argv) {
   ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
   int skipped = 0;
+  const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES"); /* test hook: stop as a kill would */
+  dsv3_plan_file **run = dsv3_xmalloc((size_t)o.mp * sizeof *run);
+  size_t nrun = 0;
   for (int r = 0; r < o.mp; r++) {
     pf[r].hash = !o.no_manifest;
     if (done[r]) {
@@ -616,17 +619,24 @@ int main(int argc, char **argv) {
       dsv3_progress_add(pg, pf[r].in_bytes);
       continue;
     }
-    if (dsv3_plan_run(&pf[r], threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
+    run[nrun++] = &pf[r];
+  }
+  /* several ranks at once (their hashing runs in parallel), one at a time under the hook */
+  size_t window = stop ? 1 : (size_t)(threads < 8 ? (threads > 1 ? threads : 2) : 8);
+  for (size_t i = 0; i < nrun; i += window) {
+    size_t k = nrun - i < window ? nrun - i : window;
+    if (dsv3_plan_run_many(run + i, k, k, threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
       dsv3_progress_done(pg);
+      free(run);
       goto out;
     }
     if (!dsv3_ckpt_in_memory(ck)) drop_input_pages(ck);
-    const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES");
-    if (stop && atoi(stop) == r + 1) {
-      fprintf(stderr, "%s: stopping after %d files (DSV3_TEST_STOP_AFTER_FILES)\n", PROG, r + 1);
+    if (stop && (size_t)atoi(stop) == i + 1) {
+      fprintf(stderr, "%s: stopping after %zu files (DSV3_TEST_STOP_AFTER_FILES)\n", PROG, i + 1);
       _Exit(3);
     }
   }
+  free(run);
   dsv3_progress_done(pg);
   int dequantised = 0;
   for (size_t i = 0; i < L.n && o.dtype == DSV3_BF16; i++)

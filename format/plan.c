@@ -223,37 +223,104 @@ static int hash_by_reading(dsv3_plan_file *f) {
   return dsv3_sha256_file(f->path, f->sha256, NULL);
 }
 
-int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int dontneed) {
+/* Open f's writer, order its pieces by file offset, set up ordered hashing. */
+static int run_prepare(dsv3_plan_file *f, run_ctx *c, struct dsv3_progress *pg, int dontneed) {
+  memset(c, 0, sizeof *c);
+  c->f = f;
+  c->pg = pg;
+  c->dontneed = dontneed;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
   if (dsv3_stw_open(f->w, f->path) != 0) return -1;
-  run_ctx c = {f, pg, dontneed, 0, 0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL};
-  sort_f = f; /* plans run one at a time */
+  sort_f = f; /* single-threaded here */
   qsort(f->p, f->np, sizeof *f->p, cmp_piece); /* file order: sequential writes, ordered hashing */
   sort_f = NULL;
   size_t nt = dsv3_stw_count(f->w);
   if (f->hash && pieces_tile(f)) {
-    c.hashing = 1;
-    c.sha = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(c.sha, EVP_sha256(), NULL);
+    c->hashing = 1;
+    c->sha = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL);
     size_t hl;
     const void *h = dsv3_stw_header(f->w, &hl);
-    EVP_DigestUpdate(c.sha, h, hl);
-    c.xs = dsv3_xcalloc(nt ? nt : 1, sizeof *c.xs);
+    EVP_DigestUpdate(c->sha, h, hl);
+    c->xs = dsv3_xcalloc(nt ? nt : 1, sizeof *c->xs);
     for (size_t t = 0; t < nt; t++) {
-      c.xs[t] = XXH3_createState();
-      XXH3_128bits_reset(c.xs[t]);
+      c->xs[t] = XXH3_createState();
+      XXH3_128bits_reset(c->xs[t]);
     }
   }
-  int rc = dsv3_parallel_for(f->np, threads, run_piece, &c); /* on failure the writer frees the temp */
-  if (c.hashing) {
-    unsigned int len = 32;
-    EVP_DigestFinal_ex(c.sha, f->sha256, &len);
-    EVP_MD_CTX_free(c.sha);
-    finish_xxh(f, c.xs);
-  }
-  if (rc) return -1;
-  if (dsv3_stw_commit(f->w) != 0) return -1;
-  if (f->hash && !c.hashing) return hash_by_reading(f);
   return 0;
+}
+
+static void run_finish_hash(run_ctx *c) {
+  if (c->hashing) {
+    unsigned int len = 32;
+    EVP_DigestFinal_ex(c->sha, c->f->sha256, &len);
+    EVP_MD_CTX_free(c->sha);
+    finish_xxh(c->f, c->xs);
+  }
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+}
+
+typedef struct {
+  run_ctx *cs;
+  uint32_t *file;
+  size_t *piece;
+} many_ctx;
+
+static int many_task(void *v, size_t k, int thread) {
+  many_ctx *m = v;
+  return run_piece(&m->cs[m->file[k]], m->piece[k], thread);
+}
+
+static int commit_task(void *v, size_t j, int thread) {
+  (void)thread;
+  run_ctx *c = &((run_ctx *)v)[j];
+  if (dsv3_stw_commit(c->f->w) != 0) return -1;
+  if (c->f->hash && !c->hashing) return hash_by_reading(c->f);
+  return 0;
+}
+
+int dsv3_plan_run_many(dsv3_plan_file **fs, size_t n, size_t window, int threads, struct dsv3_progress *pg,
+                       int dontneed) {
+  if (window < 1) window = 1;
+  for (size_t g = 0; g < n; g += window) {
+    size_t gn = n - g < window ? n - g : window, total = 0, maxp = 0;
+    run_ctx *cs = dsv3_xcalloc(gn, sizeof *cs);
+    int rc = 0;
+    size_t opened = 0;
+    for (; opened < gn && !rc; opened++) rc = run_prepare(fs[g + opened], &cs[opened], pg, dontneed);
+    if (rc) opened--; /* the failed one opened nothing */
+    for (size_t j = 0; j < gn; j++) {
+      total += fs[g + j]->np;
+      if (fs[g + j]->np > maxp) maxp = fs[g + j]->np;
+    }
+    if (!rc) {
+      /* pieces of the files interleaved: each file's hash chain advances in parallel with the
+       * others', and each file's pieces still run in their own (file) order */
+      many_ctx m = {cs, dsv3_xmalloc((total ? total : 1) * sizeof(uint32_t)), dsv3_xmalloc((total ? total : 1) * sizeof(size_t))};
+      size_t k = 0;
+      for (size_t r = 0; r < maxp; r++)
+        for (size_t j = 0; j < gn; j++)
+          if (r < fs[g + j]->np) {
+            m.file[k] = (uint32_t)j;
+            m.piece[k++] = r;
+          }
+      rc = dsv3_parallel_for(total, threads, many_task, &m);
+      free(m.file);
+      free(m.piece);
+    }
+    for (size_t j = 0; j < opened; j++) run_finish_hash(&cs[j]);
+    if (!rc) rc = dsv3_parallel_for(gn, (int)gn, commit_task, cs); /* fsyncs overlap */
+    free(cs);
+    if (rc) return -1; /* uncommitted writers remove their temp files when freed */
+  }
+  return 0;
+}
+
+int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int dontneed) {
+  return dsv3_plan_run_many(&f, 1, 1, threads, pg, dontneed);
 }
 
 void dsv3_plan_file_free(dsv3_plan_file *f) {

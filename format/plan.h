@@ -67,6 +67,10 @@ void dsv3_plan_add(dsv3_plan_file *f, dsv3_piece proto, int64_t r0, int64_t nrow
  * Progress is added to `pg` (may be NULL).  Drops consumed input pages when `dontneed`. */
 struct dsv3_progress;
 int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int dontneed);
+/* Run n files, `window` at a time, their pieces interleaved so that the files' ordered hash
+ * chains advance in parallel; each group is committed (fsync, rename) in parallel. */
+int dsv3_plan_run_many(dsv3_plan_file **fs, size_t n, size_t window, int threads, struct dsv3_progress *pg,
+                       int dontneed);
 void dsv3_plan_file_free(dsv3_plan_file *f);
 
 /* Record a run (or resumed) file in a manifest under `name` (its hashes, its tensors). */

@@ -56,7 +56,9 @@ killed_mid=0; compgen -G "$T/k/.model-0000*.tmp.*" >/dev/null && killed_mid=1
 for f in $(ls "$T/k" | grep safetensors); do cmp -s "$T/k/$f" "$T/clean/$f" && ok || fail "half-written $f under its final name"; done
 [ ! -e "$T/k/model.safetensors.index.json" ] || [ "$killed_mid" = 0 ] && ok || fail "index written before the shards"
 expect "resume after kill" "$CAST" --json --resume "$T/in" "$T/k"
-[ $killed_mid = 0 ] || contains "resume skipped shard 1" "$T/out" '"files_skipped":[[:space:]]*1'
+# shards are written several at a time, so which ones were complete at the kill varies; the
+# resumed output must equal the clean run whatever was skipped (checked below)
+[ $killed_mid = 0 ] || contains "resume reports skipped shards" "$T/out" '"files_skipped":[[:space:]]*[0-9]'
 for f in $(ls "$T/clean"); do
   [ "$f" = dsv3-manifest.json ] && continue
   cmp -s "$T/clean/$f" "$T/k/$f" && ok || fail "resumed $f differs from the clean run"
