@@ -8,6 +8,10 @@
 #include <unistd.h>
 
 #include "model.h"
+#ifdef DSV3_HAVE_CUDA
+#include "dsv3_cuda.h"
+#include "gpu_model.h"
+#endif
 #include "safetensors.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -39,7 +43,7 @@ static void usage(FILE *f) {
           "  --seed S                sampling seed (default 965)\n"
           "  --ignore-eos            keep generating after <｜end▁of▁sentence｜>\n"
           "  --max-seq-len N         KV-cache length (default 4096)\n"
-          "  --device cpu|cuda       default cpu (this build: CPU reference path)\n"
+          "  --device cpu|cuda       default: cuda when built with CUDA and a GPU is present, else cpu\n"
           "  --act f32|bf16          CPU activations: float32 (default) or rounded to bf16 where the\n"
           "                          official bf16 demo rounds them (to reproduce its greedy tokens)\n"
           "  --threads N             CPU threads (default: all cores)\n"
@@ -104,6 +108,30 @@ static int32_t sample(const float *logits, int64_t V, double temp, double top_p,
   return (int32_t)best;
 }
 
+#ifdef DSV3_HAVE_CUDA
+static dsv3_gpu *gpu; /* --device cuda: weights resident, latent cache on the device */
+#endif
+
+/* One forward call on the chosen device: n tokens of sequence `seq` from position start. */
+static int fwd(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int64_t start, float *logits, int all,
+               int32_t seq) {
+#ifdef DSV3_HAVE_CUDA
+  if (gpu) {
+    int32_t *sq = dsv3_xmalloc((size_t)n * sizeof(int32_t)), *ps = dsv3_xmalloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) {
+      sq[i] = seq;
+      ps[i] = (int32_t)(start + i);
+    }
+    int rc = dsv3_gpu_forward(gpu, n, ids, sq, ps, logits, all);
+    free(sq);
+    free(ps);
+    return rc;
+  }
+#endif
+  (void)seq;
+  return dsv3_forward(m, c, ids, n, start, logits, all);
+}
+
 typedef struct {
   float *logits; /* [n, V] */
   int32_t *ids;
@@ -148,7 +176,7 @@ static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, con
   float *lg = dsv3_xmalloc((size_t)((dump ? np : 1) * V) * sizeof(float));
   res->out = dsv3_xmalloc((size_t)(total - np + 1) * sizeof(int32_t));
   double t0 = dsv3_now();
-  int rc = dsv3_forward(m, c, prompt, np, 0, lg, dump != NULL);
+  int rc = fwd(m, c, prompt, np, 0, lg, dump != NULL, 0);
   res->prefill_s = dsv3_now() - t0;
   if (rc) goto out;
   if (dump) dump_add(dump, lg, np, prompt, V);
@@ -165,7 +193,7 @@ static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, con
       fflush(stdout);
     }
     if (pos + 1 >= total) break;
-    if ((rc = dsv3_forward(m, c, &next, 1, pos, lg, 0))) break;
+    if ((rc = fwd(m, c, &next, 1, pos, lg, 0, 0))) break;
     if (dump) dump_add(dump, lg, 1, &next, V);
     next = sample(lg, V, o->temperature, o->top_p, rng);
   }
@@ -305,7 +333,7 @@ int main(int argc, char **argv) {
       {"json", no_argument, 0, O_JSON}, {"interactive", no_argument, 0, O_INTERACTIVE},
       {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
-  opts o = {.max_new = 100, .max_seq = 4096, .temperature = 0.2, .top_p = 1.0, .seed = 965, .device = "cpu"};
+  opts o = {.max_new = 100, .max_seq = 4096, .temperature = 0.2, .top_p = 1.0, .seed = 965, .device = NULL};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
@@ -365,10 +393,15 @@ int main(int argc, char **argv) {
     snprintf(b, sizeof b, "%d", o.threads);
     setenv("DSV3_THREADS", b, 1);
   }
+#ifdef DSV3_HAVE_CUDA
+  if (!o.device) o.device = dsv3_cuda_device_count() > 0 ? "cuda" : "cpu";
+#else
+  if (!o.device) o.device = "cpu";
   if (!strcmp(o.device, "cuda")) {
-    fprintf(stderr, "%s: error: --device cuda: this build runs the CPU reference path only (GPU backend not built)\n", PROG);
+    fprintf(stderr, "%s: error: --device cuda: this build has no CUDA (configure with nvcc available)\n", PROG);
     return 1;
   }
+#endif
   if (!dsv3_file_exists(o.ckpt)) dsv3_die(PROG, 1, "%s: no such file or directory", o.ckpt);
   dsv3_tokenizer *tok = NULL;
   char *tp = dsv3_path_join(o.ckpt, "tokenizer.json");
@@ -406,10 +439,28 @@ int main(int argc, char **argv) {
     return 1;
   }
   m->threads = o.threads;
+#ifdef DSV3_HAVE_CUDA
+  if (!strcmp(o.device, "cuda")) {
+    if (o.bf16_act) dsv3_die(PROG, 2, "--act bf16 is a CPU-path option");
+    if (dsv3_cuda_device_count() == 0) dsv3_die(PROG, 1, "--device cuda: no CUDA device is available");
+    double tg = dsv3_now();
+    if (dsv3_gpu_load(m, 1, 0, &gpu) != 0) {
+      dsv3_error_print(PROG);
+      dsv3_model_free(m);
+      dsv3_tok_free(tok);
+      return 1;
+    }
+    uint64_t wb, cb;
+    dsv3_gpu_memory(gpu, &wb, &cb);
+    if (!o.quiet && !o.json)
+      fprintf(stderr, "[%s] cuda: weights %.2f GB and cache %.2f GB resident, uploaded in %.2f s\n", PROG, (double)wb / 1e9,
+              (double)cb / 1e9, dsv3_now() - tg);
+  }
+#endif
   m->bf16_act = o.bf16_act;
   if (!o.quiet && !o.json)
-    fprintf(stderr, "[%s] %s: %lld layers, %lld experts, loaded in %.2f s (cpu, %d threads)\n", PROG, o.ckpt,
-            (long long)m->n_layers, (long long)m->cfg.n_routed_experts, dsv3_now() - t0,
+    fprintf(stderr, "[%s] %s: %lld layers, %lld experts, loaded in %.2f s (%s, %d threads)\n", PROG, o.ckpt,
+            (long long)m->n_layers, (long long)m->cfg.n_routed_experts, dsv3_now() - t0, o.device,
             o.threads ? o.threads : dsv3_num_cpus());
   uint64_t rng = o.seed;
   dump_t dump = {0};
@@ -455,6 +506,9 @@ int main(int argc, char **argv) {
   }
   free(dump.logits);
   free(dump.ids);
+#ifdef DSV3_HAVE_CUDA
+  dsv3_gpu_free(gpu);
+#endif
   dsv3_model_free(m);
   dsv3_tok_free(tok);
   return rc ? 1 : 0;
