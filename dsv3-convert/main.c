@@ -361,6 +361,25 @@ static void drop_input_pages(const dsv3_ckpt *ck) {
   }
 }
 
+/* Shards of another degree in OUT would make a directory no loader can open (mp8 and mp16
+ * files side by side): refuse before writing anything. */
+static int other_degree_shards(const char *out_dir, int mp) {
+  DIR *d = opendir(out_dir);
+  if (!d) return 0;
+  struct dirent *de;
+  int rc = 0;
+  while (!rc && (de = readdir(d))) {
+    int r, n, len = 0;
+    if (sscanf(de->d_name, "model%d-mp%d.safetensors%n", &r, &n, &len) == 2 && (size_t)len == strlen(de->d_name) && n != mp) {
+      dsv3_error_set("%s: holds %s, a shard of another degree (mp %d); remove the old shards or choose another output",
+                     out_dir, de->d_name, n);
+      rc = -1;
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
 /* Free bytes on the filesystem that will hold `path` (its nearest existing ancestor), -1 if
  * unknown. */
 static int64_t free_disk_at(const char *path) {
@@ -587,6 +606,7 @@ int main(int argc, char **argv) {
       done[r] = pf[r].path;
       need -= dsv3_stw_file_size(pf[r].w);
     }
+  if (other_degree_shards(o.out, o.mp) != 0) goto out;
   /* free disk where OUT will be (its nearest existing ancestor), before creating anything */
   int64_t fr = free_disk_at(o.out);
   if (fr >= 0 && (uint64_t)fr < need) {

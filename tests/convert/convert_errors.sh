@@ -66,6 +66,9 @@ echo '{"n_routed_experts": 8,' > "$T/bad/config.json"
 expect_error "broken config.json" "config.json" "$CONVERT" -q "$T/bad" "$T/x" --mp 2
 [ ! -e "$T/x" ] && ok || fail "output created for a bad input"
 expect "convert mp4" "$CONVERT" -q "$DSV3_TINY" "$T/mp4" --mp 4
+expect_error "shards of another degree in OUT" "mp4: holds model[0-3]-mp4.safetensors, a shard of another degree (mp 4)" \
+  "$CONVERT" -q "$DSV3_TINY" "$T/mp4" --mp 2
+[ ! -e "$T/mp4/model0-mp2.safetensors" ] && ok || fail "mp 2 written beside mp 4"
 cp -r "$T/mp4" "$T/rt"; rm "$T/rt/model2-mp4.safetensors"
 expect_error "runtime rank missing" "model2-mp4" "$CONVERT" -q "$T/rt" "$T/x" --mp 2
 rm -rf "$T/rt"; cp -r "$T/mp4" "$T/rt"
