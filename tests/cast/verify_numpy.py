@@ -62,7 +62,8 @@ def dequant(fp8_dir, out_dir, to):
                 continue
             sn = scale_name(n)
             if dt == "F8_E4M3" and sn in where:
-                s = allin[where[sn]].array(sn)
+                # same file first (runtime layout: names repeat on every rank), else the index's
+                s = (a if sn in a.header else allin[where[sn]]).array(sn)
                 x = E4[a.array(n)]
                 y = (x * expand(s, *shape)).astype(np.float32)  # one correctly rounded f32 product
                 if to == "bf16":
