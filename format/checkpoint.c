@@ -623,7 +623,7 @@ size_t dsv3_ckpt_extra_names(const dsv3_ckpt *ck, char ***names) {
     free(p);
   }
   if (d) closedir(d);
-  qsort(*names, n, sizeof(char *), cmp_str);
+  if (n) qsort(*names, n, sizeof(char *), cmp_str);
   return n;
 }
 

@@ -233,7 +233,7 @@ static int run_prepare(dsv3_plan_file *f, run_ctx *c, struct dsv3_progress *pg, 
   pthread_cond_init(&c->cv, NULL);
   if (dsv3_stw_open(f->w, f->path) != 0) return -1;
   sort_f = f; /* single-threaded here */
-  qsort(f->p, f->np, sizeof *f->p, cmp_piece); /* file order: sequential writes, ordered hashing */
+  if (f->np) qsort(f->p, f->np, sizeof *f->p, cmp_piece); /* file order: sequential writes, ordered hashing */
   sort_f = NULL;
   size_t nt = dsv3_stw_count(f->w);
   if (f->hash && pieces_tile(f)) {

@@ -217,7 +217,7 @@ int dsv3_pack_dir(const char *dir, const char *out_path, int threads, int (*only
     names[n++] = dsv3_xstrdup(de->d_name);
   }
   closedir(d);
-  qsort(names, n, sizeof(char *), cmp_name);
+  if (n) qsort(names, n, sizeof(char *), cmp_name);
   int rc = dsv3_archive_pack(dir, (const char *const *)names, n, out_path, threads, 3);
   for (size_t i = 0; i < n; i++) {
     if (rc == 0 && remove_dir) {
