@@ -279,7 +279,9 @@ int main(void) {
     int64_t k = dsv3_tok_encode(t, big, big_n, &ids);
     double dt = dsv3_now() - t0;
     printf("100 KB encoded to %lld ids in %.3f s\n", (long long)k, dt);
-    CHECK(k > 10000 && dt < 2.0, "100 KB took %.3f s", dt);
+    /* Not a benchmark (bench/ is for those): a bound generous enough for sanitizer builds on a
+     * loaded 2-core machine that still catches a quadratic merge loop (minutes at 100 KB). */
+    CHECK(k > 10000 && dt < 30.0, "100 KB took %.3f s", dt);
     thr_arg a[3];
     pthread_t th[3];
     for (int i = 0; i < 3; i++) {
