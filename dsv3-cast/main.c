@@ -475,7 +475,6 @@ int main(int argc, char **argv) {
   }
   ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("cast", todo, o.quiet || o.json);
-  const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES"); /* test hook: stop as a kill would */
   dsv3_plan_file **run = dsv3_xmalloc((nf ? nf : 1) * sizeof *run);
   size_t nrun = 0;
   for (size_t i = 0; i < nf; i++) {
@@ -489,19 +488,10 @@ int main(int argc, char **argv) {
     }
     run[nrun++] = &pf[i];
   }
-  /* several shards at once (their hashing runs in parallel), one at a time under the hook */
-  size_t window = stop ? 1 : (size_t)(threads < 8 ? (threads > 1 ? threads : 2) : 8);
-  for (size_t i = 0; i < nrun; i += window) {
-    size_t k = nrun - i < window ? nrun - i : window;
-    if (dsv3_plan_run_many(run + i, k, k, threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
-      dsv3_progress_done(pg);
-      free(run);
-      goto fail;
-    }
-    if (stop && (size_t)atoi(stop) == i + 1) {
-      fprintf(stderr, "%s: stopping after %zu files (DSV3_TEST_STOP_AFTER_FILES)\n", PROG, i + 1);
-      _Exit(3);
-    }
+  if (dsv3_plan_run_all(run, nrun, threads, pg, !dsv3_ckpt_in_memory(ck), NULL, NULL, PROG) != 0) {
+    dsv3_progress_done(pg);
+    free(run);
+    goto fail;
   }
   free(run);
   dsv3_progress_done(pg);

@@ -474,6 +474,8 @@ static int rank_file(const char *name, void *ctx) {
   return 1;
 }
 
+static void after_window(void *ck) { drop_input_pages((dsv3_ckpt *)ck); }
+
 int main(int argc, char **argv) {
   enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_NOMANIFEST, O_PACK, O_PACKRANK, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
@@ -629,7 +631,6 @@ int main(int argc, char **argv) {
   ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("convert", todo, o.quiet || o.json);
   int skipped = 0;
-  const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES"); /* test hook: stop as a kill would */
   dsv3_plan_file **run = dsv3_xmalloc((size_t)o.mp * sizeof *run);
   size_t nrun = 0;
   for (int r = 0; r < o.mp; r++) {
@@ -641,20 +642,12 @@ int main(int argc, char **argv) {
     }
     run[nrun++] = &pf[r];
   }
-  /* several ranks at once (their hashing runs in parallel), one at a time under the hook */
-  size_t window = stop ? 1 : (size_t)(threads < 8 ? (threads > 1 ? threads : 2) : 8);
-  for (size_t i = 0; i < nrun; i += window) {
-    size_t k = nrun - i < window ? nrun - i : window;
-    if (dsv3_plan_run_many(run + i, k, k, threads, pg, !dsv3_ckpt_in_memory(ck)) != 0) {
-      dsv3_progress_done(pg);
-      free(run);
-      goto out;
-    }
-    if (!dsv3_ckpt_in_memory(ck)) drop_input_pages(ck);
-    if (stop && (size_t)atoi(stop) == i + 1) {
-      fprintf(stderr, "%s: stopping after %zu files (DSV3_TEST_STOP_AFTER_FILES)\n", PROG, i + 1);
-      _Exit(3);
-    }
+  /* mapped inputs: drop their pages after each window of ranks */
+  if (dsv3_plan_run_all(run, nrun, threads, pg, !dsv3_ckpt_in_memory(ck), dsv3_ckpt_in_memory(ck) ? NULL : after_window,
+                        ck, PROG) != 0) {
+    dsv3_progress_done(pg);
+    free(run);
+    goto out;
   }
   free(run);
   dsv3_progress_done(pg);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <xxhash.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -315,6 +316,23 @@ int dsv3_plan_run_many(dsv3_plan_file **fs, size_t n, size_t window, int threads
     if (!rc) rc = dsv3_parallel_for(gn, (int)gn, commit_task, cs); /* fsyncs overlap */
     free(cs);
     if (rc) return -1; /* uncommitted writers remove their temp files when freed */
+  }
+  return 0;
+}
+
+int dsv3_plan_run_all(dsv3_plan_file **fs, size_t n, int threads, struct dsv3_progress *pg, int dontneed,
+                      void (*after)(void *), void *ctx, const char *prog) {
+  const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES"); /* test hook: stop as a kill would */
+  if (threads <= 0) threads = dsv3_num_cpus();
+  size_t window = stop ? 1 : (size_t)(threads < 8 ? (threads > 1 ? threads : 2) : 8);
+  for (size_t i = 0; i < n; i += window) {
+    size_t k = n - i < window ? n - i : window;
+    if (dsv3_plan_run_many(fs + i, k, k, threads, pg, dontneed) != 0) return -1;
+    if (after) after(ctx);
+    if (stop && (size_t)atoi(stop) == i + 1) {
+      fprintf(stderr, "%s: stopping after %zu files (DSV3_TEST_STOP_AFTER_FILES)\n", prog, i + 1);
+      _Exit(3);
+    }
   }
   return 0;
 }
