@@ -324,7 +324,7 @@ int dsv3_plan_run_all(dsv3_plan_file **fs, size_t n, int threads, struct dsv3_pr
                       void (*after)(void *), void *ctx, const char *prog) {
   const char *stop = getenv("DSV3_TEST_STOP_AFTER_FILES"); /* test hook: stop as a kill would */
   if (threads <= 0) threads = dsv3_num_cpus();
-  size_t window = stop ? 1 : (size_t)(threads < 8 ? (threads > 1 ? threads : 2) : 8);
+  size_t window = stop ? 1 : (size_t)(threads < 16 ? (threads > 1 ? threads : 2) : 16);
   for (size_t i = 0; i < n; i += window) {
     size_t k = n - i < window ? n - i : window;
     if (dsv3_plan_run_many(fs + i, k, k, threads, pg, dontneed) != 0) return -1;

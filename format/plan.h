@@ -71,7 +71,7 @@ int dsv3_plan_run(dsv3_plan_file *f, int threads, struct dsv3_progress *pg, int 
  * chains advance in parallel; each group is committed (fsync, rename) in parallel. */
 int dsv3_plan_run_many(dsv3_plan_file **fs, size_t n, size_t window, int threads, struct dsv3_progress *pg,
                        int dontneed);
-/* All of a tool's files: a window of several at a time (one per thread, at most 8), calling
+/* All of a tool's files: a window of several at a time (one per thread, at most 16), calling
  * after(ctx) after each window.  Under DSV3_TEST_STOP_AFTER_FILES=N (tests of --resume) files
  * run one at a time and the process exits with status 3 after N of them, as a kill would. */
 int dsv3_plan_run_all(dsv3_plan_file **fs, size_t n, int threads, struct dsv3_progress *pg, int dontneed,
