@@ -90,7 +90,7 @@ run() { # run LABEL IN OUT ARGS... : REPS cold conversions (best time, highest R
     "$(calc "$rss / 1048576")"
 }
 echo "dsv3-convert, $(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB RAM, threads $THREADS"
-echo "slice: $LAYERS layer(s) x $EXPERTS experts at 671B widths, vocab $VOCAB: $(ls "$IN"/*.safetensors | wc -l) shards"
+echo "input $IN: $(python3 -c "import json,sys; c=json.load(open(sys.argv[1])); print('%d layer(s), %d experts, hidden %d, vocab %d' % (c['num_hidden_layers'], c['n_routed_experts'], c['hidden_size'], c['vocab_size']))" "$IN/config.json"), $(ls "$IN"/*.safetensors | wc -l) shards"
 hashes() { (cd "$1" && sha256sum model*-mp*.safetensors); }
 run "HF -> mp8" "$IN" "$D/mp8" --mp 8
 hashes "$D/mp8" > "$D/mp8.sha"; rm -rf "$D/mp8"
