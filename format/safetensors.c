@@ -46,7 +46,9 @@ static int cmp_begin(const void *a, const void *b) {
 void dsv3_st_close(dsv3_st *st) {
   if (!st) return;
   for (size_t i = 0; i < st->n; i++) free((char *)st->t[i].name);
-  for (size_t i = 0; i < st->nmeta; i++) {
+  /* nmeta is counted before the key/value arrays exist: a header rejected in between (a
+   * non-string metadata value, found by the fuzzer) has nmeta > 0 and no arrays */
+  for (size_t i = 0; st->mkey && st->mval && i < st->nmeta; i++) {
     free(st->mkey[i]);
     free(st->mval[i]);
   }

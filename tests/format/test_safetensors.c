@@ -85,6 +85,9 @@ int main(void) {
       "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
       0, 8, "tensor a: name appears twice");
   bad("meta.st", "{\"__metadata__\":{\"format\":3}}", 0, 0, "is not a string");
+  /* found by the fuzzer: a metadata value that is not a string after one that is (the close
+   * path then saw a metadata count without arrays) */
+  bad("meta_late.st", "{\"__metadata__\":{\"format\":\"pt\",\"shape\":[2,2]}}", 0, 0, "is not a string");
   bad("metaobj.st", "{\"__metadata__\":[1]}", 0, 0, "__metadata__ is not a JSON object");
   bad("trailing.st", "{}x", 0, 0, "trailing bytes");
   bad("fields.st", "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 0, 4, "unknown field");
