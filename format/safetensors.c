@@ -517,6 +517,8 @@ struct dsv3_stw {
   uint64_t file_size;
   dsv3_outfile out;
   int opened;
+  size_t *ht; /* name -> index + 1, open addressing; the release has 92k tensors a file at mp 1 */
+  size_t ht_cap;
 };
 
 dsv3_stw *dsv3_stw_new(void) {
@@ -526,9 +528,32 @@ dsv3_stw *dsv3_stw_new(void) {
 }
 
 int dsv3_stw_find(const dsv3_stw *w, const char *name) {
-  for (size_t i = 0; i < w->n; i++)
-    if (strcmp(w->t[i].name, name) == 0) return (int)i;
+  if (!w->ht) return -1;
+  size_t mask = w->ht_cap - 1, h = (size_t)hash_str(name) & mask;
+  while (w->ht[h]) {
+    if (strcmp(w->t[w->ht[h] - 1].name, name) == 0) return (int)(w->ht[h] - 1);
+    h = (h + 1) & mask;
+  }
   return -1;
+}
+
+/* Insert index i (its name is not present); grow at half load. */
+static void stw_index(dsv3_stw *w, size_t i) {
+  if (2 * (w->n + 1) > w->ht_cap) {
+    size_t cap = w->ht_cap ? w->ht_cap * 2 : 256;
+    while (2 * (w->n + 1) > cap) cap *= 2;
+    free(w->ht);
+    w->ht = dsv3_xcalloc(cap, sizeof *w->ht);
+    w->ht_cap = cap;
+    for (size_t k = 0; k < w->n; k++) {
+      size_t h = (size_t)hash_str(w->t[k].name) & (cap - 1);
+      while (w->ht[h]) h = (h + 1) & (cap - 1);
+      w->ht[h] = k + 1;
+    }
+  }
+  size_t h = (size_t)hash_str(w->t[i].name) & (w->ht_cap - 1);
+  while (w->ht[h]) h = (h + 1) & (w->ht_cap - 1);
+  w->ht[h] = i + 1;
 }
 
 int dsv3_stw_add(dsv3_stw *w, const char *name, dsv3_dtype dt, int ndim, const int64_t *shape) {
@@ -562,6 +587,7 @@ int dsv3_stw_add(dsv3_stw *w, const char *name, dsv3_dtype dt, int ndim, const i
   t->ndim = ndim;
   for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
   t->nbytes = nb;
+  stw_index(w, w->n); /* before n grows: a rehash covers the n earlier entries */
   return (int)w->n++;
 }
 
@@ -757,6 +783,7 @@ void dsv3_stw_free(dsv3_stw *w) {
   free(w->mk);
   free(w->mv);
   free(w->t);
+  free(w->ht);
   free(w->header);
   free(w);
 }
