@@ -14,17 +14,13 @@
 #include "manifest.h"
 #include "names.h"
 #include "plan.h"
+#include "runstate.h"
 #include "tarball.h"
 #include "util.h"
 
 static const char *PROG = "dsv3-cast";
 
 /* resume.c */
-char *dsv3_cast_state_text(const dsv3_ckpt *in, const dsv3_ckpt *scales_from, const char *options);
-int dsv3_cast_state_matches(const char *out_dir, const char *text);
-int dsv3_cast_state_write(const char *out_dir, const char *text);
-void dsv3_cast_state_remove(const char *out_dir);
-int dsv3_cast_clean_stale_temps(const char *out_dir);
 
 typedef struct {
   const char *in, *out, *scales_from, *pack;
@@ -462,16 +458,16 @@ int main(int argc, char **argv) {
   }
   /* the one place output shards are decided and written; see resume.c for --resume */
   {
-    int stale = dsv3_cast_clean_stale_temps(o.out);
+    int stale = dsv3_clean_stale_temps(o.out);
     if (stale && !o.quiet && !o.json) fprintf(stderr, "%s: removed %d temp file(s) of a killed run\n", PROG, stale);
     char opt[1200];
     snprintf(opt, sizeof opt, "to=%s ue8m0=%d allow-missing-scale=%d", dsv3_dtype_name(o.to), o.ue8m0, o.allow_missing);
-    state = dsv3_cast_state_text(ck, o.ref, opt);
-    resumable = o.resume && dsv3_cast_state_matches(o.out, state);
+    state = dsv3_runstate_text("dsv3-cast", opt, ck, "scales-from", o.ref);
+    resumable = o.resume && dsv3_runstate_matches(o.out, "dsv3-cast", state);
     if (o.resume && !resumable && !o.quiet && !o.json)
       fprintf(stderr, "%s: --resume: %s holds no interrupted run of this command on these inputs; casting every shard\n",
               PROG, o.out);
-    if (dsv3_cast_state_write(o.out, state) != 0) goto fail;
+    if (dsv3_runstate_write(o.out, "dsv3-cast", state) != 0) goto fail;
   }
   ih = o.no_manifest ? NULL : dsv3_input_hasher_start(ck);
   dsv3_progress *pg = dsv3_progress_new("cast", todo, o.quiet || o.json);
@@ -515,7 +511,7 @@ int main(int argc, char **argv) {
     goto fail;
   }
   ih = NULL;
-  dsv3_cast_state_remove(o.out);
+  dsv3_runstate_remove(o.out, "dsv3-cast");
   if (o.pack && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto fail;
   double el = dsv3_now() - t0;
   if (o.json) {

@@ -20,6 +20,7 @@
 #include "fp8.h"
 #include "names.h"
 #include "plan.h"
+#include "runstate.h"
 #include "tarball.h"
 #include "util.h"
 
@@ -598,8 +599,8 @@ int main(int argc, char **argv) {
   char opt[256];
   snprintf(opt, sizeof opt, "mp %d dtype %s keep-mtp %d experts %d", o.mp, o.dtype == DSV3_BF16 ? "bf16" : "stored",
            o.keep_mtp, E);
-  state = dsv3_convert_state_text(ck, opt);
-  int resumable = o.resume && dsv3_convert_state_matches(o.out, state);
+  state = dsv3_runstate_text("dsv3-convert", opt, ck, NULL, NULL);
+  int resumable = o.resume && dsv3_runstate_matches(o.out, "dsv3-convert", state);
   if (o.resume && !resumable && !o.quiet && !o.json)
     fprintf(stderr, "%s: --resume: %s holds no interrupted run of this conversion; converting every shard\n", PROG, o.out);
   done = dsv3_xcalloc((size_t)o.mp, sizeof *done); /* complete shards to skip */
@@ -617,8 +618,8 @@ int main(int argc, char **argv) {
                    dsv3_human_bytes((uint64_t)fr, b, sizeof b));
     goto out;
   }
-  if (dsv3_mkdirs(o.out) != 0 || dsv3_convert_state_write(o.out, state) != 0) goto out;
-  int stale = dsv3_convert_clean_stale_temps(o.out);
+  if (dsv3_mkdirs(o.out) != 0 || dsv3_runstate_write(o.out, "dsv3-convert", state) != 0) goto out;
+  int stale = dsv3_clean_stale_temps(o.out);
   if (stale && !o.quiet && !o.json) fprintf(stderr, "%s: removed %d temp file(s) of a killed run\n", PROG, stale);
   {
     char **names = dsv3_xcalloc((size_t)o.mp + 2, sizeof *names);
@@ -660,7 +661,7 @@ int main(int argc, char **argv) {
     ih = NULL;
     if (mr) goto out;
   }
-  dsv3_convert_state_remove(o.out); /* complete: nothing left to resume */
+  dsv3_runstate_remove(o.out, "dsv3-convert"); /* complete: nothing left to resume */
   if (o.pack && !o.pack_per_rank && dsv3_pack_dir(o.out, o.pack, threads, NULL, NULL, 1)) goto out;
   if (o.pack_per_rank) {
     /* OUT.tar.zst -> OUT-rank{r}.tar.zst */

@@ -1,14 +1,6 @@
-/* resume.c - what dsv3-cast --resume trusts, and cleaning up after a killed run.
- *
- * A run writes OUT/.dsv3-cast.state before its first shard and removes it when everything is
- * written.  The state names the options that change the output bytes and every input file by
- * size, modification time and inode.  --resume skips an output shard only when
- *   1. the state file is there and equal to this run's (same inputs, unchanged since, same
- *      options): OUT is what an interrupted run of this very command left, and
- *   2. the shard has exactly the planned size and begins with exactly the planned header.
- * Shards appear under their final name only by rename after a complete write, so (1)+(2) mean
- * complete and from these inputs; the bytes are not read again (a manifest check can be added
- * on top).  A finished run removes the state, so --resume on a finished OUT redoes the work. */
+/* runstate.c - --resume state and stale temp files (see runstate.h). */
+#include "runstate.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -21,8 +13,6 @@
 
 #include "checkpoint.h"
 #include "util.h"
-
-#define STATE_NAME ".dsv3-cast.state"
 
 static void add(char **s, size_t *n, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void add(char **s, size_t *n, size_t *cap, const char *fmt, ...) {
@@ -60,19 +50,25 @@ static void add_ckpt(char **s, size_t *n, size_t *cap, const char *tag, const ds
   }
 }
 
-char *dsv3_cast_state_text(const dsv3_ckpt *in, const dsv3_ckpt *scales_from, const char *options) {
+char *dsv3_runstate_text(const char *tool, const char *options, const dsv3_ckpt *in, const char *extra_tag,
+                         const dsv3_ckpt *extra) {
   size_t n = 0, cap = 4096;
   char *s = dsv3_xmalloc(cap);
   s[0] = 0;
-  add(&s, &n, &cap, "dsv3-cast resume state 1\noptions %s\n", options);
+  add(&s, &n, &cap, "%s resume state 1\noptions %s\n", tool, options);
   add_ckpt(&s, &n, &cap, "input", in);
-  if (scales_from) add_ckpt(&s, &n, &cap, "scales-from", scales_from);
+  if (extra) add_ckpt(&s, &n, &cap, extra_tag, extra);
   return s;
 }
 
-/* 1: OUT holds the state of an interrupted run with exactly this state text. */
-int dsv3_cast_state_matches(const char *out_dir, const char *text) {
-  char *p = dsv3_path_join(out_dir, STATE_NAME), *buf = NULL;
+static char *state_path(const char *out_dir, const char *tool) {
+  char name[256];
+  snprintf(name, sizeof name, ".%s.state", tool);
+  return dsv3_path_join(out_dir, name);
+}
+
+int dsv3_runstate_matches(const char *out_dir, const char *tool, const char *text) {
+  char *p = state_path(out_dir, tool), *buf = NULL;
   size_t n = 0;
   int ok = 0;
   if (dsv3_file_exists(p) && dsv3_read_file(p, &buf, &n, 64u << 20) == 0)
@@ -82,22 +78,20 @@ int dsv3_cast_state_matches(const char *out_dir, const char *text) {
   return ok;
 }
 
-int dsv3_cast_state_write(const char *out_dir, const char *text) {
-  char *p = dsv3_path_join(out_dir, STATE_NAME);
+int dsv3_runstate_write(const char *out_dir, const char *tool, const char *text) {
+  char *p = state_path(out_dir, tool);
   int rc = dsv3_write_file_atomic(p, text, strlen(text));
   free(p);
   return rc;
 }
 
-void dsv3_cast_state_remove(const char *out_dir) {
-  char *p = dsv3_path_join(out_dir, STATE_NAME);
+void dsv3_runstate_remove(const char *out_dir, const char *tool) {
+  char *p = state_path(out_dir, tool);
   unlink(p);
   free(p);
 }
 
-/* Remove ".NAME.tmp.PID" files (dsv3_outfile temps) whose process is gone: what a killed run
- * leaves.  A live PID's temp is left alone (another run may be writing it). */
-int dsv3_cast_clean_stale_temps(const char *out_dir) {
+int dsv3_clean_stale_temps(const char *out_dir) {
   DIR *d = opendir(out_dir);
   if (!d) return 0;
   struct dirent *de;
