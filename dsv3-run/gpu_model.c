@@ -8,7 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef DSV3_HAVE_NCCL
+#include <nccl.h>
+#endif
+
 #include "dsv3_cuda.h"
+#include "gpu_dist.h"
 #include "util.h"
 
 #define PREFILL_CHUNK 512 /* tokens per forward pass of a long prompt (bounds activations) */
@@ -47,6 +52,14 @@ struct dsv3_gpu {
   float *x, *h, *y, *qa, *q, *kva, *ql, *ol, *o, *glog, *wts, *logits;
   int32_t *idx, *tok, *seqb, *pos, *len;
   int64_t logit_rows;
+  /* model parallelism */
+  int rank, world;
+  struct dsv3_dist *dist;        /* rank 0: sends the work */
+  struct dsv3_dist *follow_dist; /* every rank: its connection */
+  void *comm; /* ncclComm_t */
+  int comm_on;
+  float *lgall;  /* all-gathered logits [world, logit_rows, local vocab] */
+  float *lghost; /* host staging for reordering them */
   /* graphs by token count */
   int graphs_on;
   cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
@@ -95,7 +108,7 @@ static uint64_t mat_bytes(const dsv3_wmat *w) {
   return (uint64_t)(w->rows * w->cols) * dsv3_dtype_size(w->dtype);
 }
 static uint64_t scale_bytes(const dsv3_wmat *w) {
-  return w->dtype == DSV3_F8_E4M3 ? (uint64_t)(((w->rows + 127) / 128) * ((w->cols + 127) / 128)) * 4 : 0;
+  return w->rows && w->dtype == DSV3_F8_E4M3 ? (uint64_t)(((w->rows + 127) / 128) * ((w->cols + 127) / 128)) * 4 : 0;
 }
 
 static int up_mat(dsv3_gpu *g, dsv3_wmat *d, const dsv3_wmat *s, const char *what) {
@@ -123,7 +136,7 @@ static int up_vec(dsv3_gpu *g, gvec *d, const dsv3_vec *s, int64_t n, const char
 static uint64_t model_bytes(const dsv3_model *m) {
   const dsv3_config *c = &m->cfg;
   uint64_t b = mat_bytes(&m->head) + scale_bytes(&m->head) +
-               (uint64_t)(c->vocab_size * c->hidden_size) * dsv3_dtype_size(m->embed.dtype);
+               (uint64_t)(m->local_vocab * c->hidden_size) * dsv3_dtype_size(m->embed.dtype);
   for (int64_t l = 0; l < m->n_layers; l++) {
     const dsv3_layer *L = &m->layers[l];
     const dsv3_wmat *ws[] = {&L->wq, &L->wq_a, &L->wq_b, &L->wkv_a, &L->wkv_b, &L->wo, &L->w1, &L->w2, &L->w3,
@@ -141,10 +154,13 @@ static uint64_t model_bytes(const dsv3_model *m) {
 
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
-                g->idx, g->tok, g->seqb, g->pos, g->len};
+                g->idx, g->tok, g->seqb, g->pos, g->len, g->lgall};
   for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
   g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
   g->idx = g->tok = g->seqb = g->pos = g->len = NULL;
+  g->lgall = NULL;
+  free(g->lghost);
+  g->lghost = NULL;
   for (int i = 0; i <= DSV3_GPU_GRAPH_MAX; i++) { /* graphs point at the old buffers */
     if (g->graph[i]) cudaGraphExecDestroy(g->graph[i]);
     g->graph[i] = NULL;
@@ -159,7 +175,7 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
   free_acts(g);
   const dsv3_config *c = &g->m->cfg;
   int64_t cap = n < DSV3_GPU_GRAPH_MAX ? DSV3_GPU_GRAPH_MAX : n;
-  int64_t D = c->hidden_size, H = c->num_attention_heads, qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
+  int64_t D = c->hidden_size, H = g->m->n_local_heads, qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
   int64_t C = c->kv_lora_rank, R = c->qk_rope_head_dim, E = c->n_routed_experts > 0 ? c->n_routed_experts : 1;
   int64_t K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1;
   g->logit_rows = cap < DSV3_GPU_GRAPH_MAX ? cap : DSV3_GPU_GRAPH_MAX;
@@ -177,7 +193,8 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
            {(void **)&g->o, cap * H * c->v_head_dim * 4},
            {(void **)&g->glog, cap * E * 4},
            {(void **)&g->wts, cap * K * 4},
-           {(void **)&g->logits, g->logit_rows * c->vocab_size * 4},
+           {(void **)&g->logits, g->logit_rows * g->m->local_vocab * 4},
+           {(void **)&g->lgall, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
            {(void **)&g->idx, cap * K * 4},
            {(void **)&g->tok, cap * 4},
            {(void **)&g->seqb, cap * 4},
@@ -193,6 +210,7 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
       free_acts(g);
       return -1;
     }
+  if (g->world > 1) g->lghost = dsv3_xmalloc((size_t)(g->logit_rows * c->vocab_size) * 4);
   g->cap = cap;
   return 0;
 }
@@ -241,15 +259,16 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
   }
   dsv3_gpu *g = dsv3_xcalloc(1, sizeof *g);
   g->m = m, g->device = device, g->max_batch = max_batch, g->max_seq = m->max_seq_len, g->graphs_on = 1;
+  g->rank = m->mp_world > 1 ? m->mp_rank : 0, g->world = m->mp_world > 1 ? m->mp_world : 1, g->comm_on = 1;
   if (cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking) != cudaSuccess) {
     dsv3_error_set("cuda: cannot create a stream");
     free(g);
     return -1;
   }
   if (dsv3_cuda_ctx_new(g->st, &g->ctx)) goto fail;
-  int64_t D = c->hidden_size, H = c->num_attention_heads, nope = c->qk_nope_head_dim;
+  int64_t D = c->hidden_size, H = m->n_local_heads, nope = c->qk_nope_head_dim;
   void *p;
-  if (upload(g, &p, m->embed.data, (size_t)(c->vocab_size * D) * dsv3_dtype_size(m->embed.dtype), "embed_tokens")) goto fail;
+  if (upload(g, &p, m->embed.data, (size_t)(m->local_vocab * D) * dsv3_dtype_size(m->embed.dtype), "embed_tokens")) goto fail;
   g->embed = (gvec){p, m->embed.dtype};
   if (up_vec(g, &g->norm, &m->norm, D, "model.norm") || up_mat(g, &g->head, &m->head, "lm_head")) goto fail;
   {
@@ -307,9 +326,9 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
         L->gate_bias = p;
       }
       int64_t E = c->n_routed_experts;
-      L->edt = S->ew1[0].dtype;
-      L->ex_host = dsv3_xcalloc((size_t)E, sizeof *L->ex_host);
-      for (int64_t e = 0; e < E; e++) {
+      L->edt = S->ew1[m->expert0].dtype;
+      L->ex_host = dsv3_xcalloc((size_t)E, sizeof *L->ex_host); /* other ranks' experts: NULL */
+      for (int64_t e = m->expert0; e < m->expert0 + m->n_local_experts; e++) {
         dsv3_wmat d1, d2, d3;
         if (S->ew1[e].dtype != L->edt || S->ew2[e].dtype != L->edt || S->ew3[e].dtype != L->edt ||
             (L->edt != DSV3_F8_E4M3 && L->edt != DSV3_BF16)) {
@@ -343,15 +362,37 @@ fail:
 }
 
 /* ------------------------------------------------------------------ forward */
+/* sum over ranks, in place, on the compute stream (captured into the decode graphs) */
+static int allreduce(dsv3_gpu *g, float *buf, int64_t count) {
+  if (g->world == 1 || !g->comm_on) return 0;
+#ifdef DSV3_HAVE_NCCL
+  ncclResult_t r = ncclAllReduce(buf, buf, (size_t)count, ncclFloat, ncclSum, (ncclComm_t)g->comm, g->st);
+  if (r != ncclSuccess) {
+    dsv3_error_set("rank %d: NCCL all-reduce: %s", g->rank, ncclGetErrorString(r));
+    return -1;
+  }
+  return 0;
+#else
+  (void)buf, (void)count;
+  dsv3_error_set("built without NCCL");
+  return -1;
+#endif
+}
+
 static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   const dsv3_model *m = g->m;
   const dsv3_config *c = &m->cfg;
   dsv3_cuda_ctx *ctx = g->ctx;
   cudaStream_t st = g->st;
-  const int64_t D = c->hidden_size, H = c->num_attention_heads, nope = c->qk_nope_head_dim, R = c->qk_rope_head_dim;
+  const int64_t D = c->hidden_size, H = m->n_local_heads, nope = c->qk_nope_head_dim, R = c->qk_rope_head_dim;
   const int64_t C = c->kv_lora_rank, Vh = c->v_head_dim, qk = nope + R, K = c->num_experts_per_tok;
   const float eps = (float)c->rms_norm_eps;
-  TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
+  if (g->world > 1) {
+    TRY(dsv3_cuda_embed_part(g->x, g->tok, n, g->embed.data, g->embed.dtype, m->vocab0, m->local_vocab, D, st));
+    TRY(allreduce(g, g->x, n * D));
+  } else {
+    TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
+  }
   TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
   for (int64_t l = 0; l < m->n_layers; l++) {
     glayer *L = &g->L[l];
@@ -372,6 +413,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
                                 g->max_seq, max_len, m->softmax_scale));
     TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
+    TRY(allreduce(g, g->y, n * D));
     TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
     /* MLP / MoE */
     if (!L->moe) {
@@ -388,25 +430,49 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
         TRY(dsv3_cuda_moe_prefill(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_host, c->n_routed_experts, L->edt, D, I, 0));
       if (L->sw1.rows) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
     }
+    TRY(allreduce(g, g->y, n * D)); /* the MLP's row-parallel part, or local experts + shared part */
     const gvec *nn = l + 1 < m->n_layers ? &g->L[l + 1].attn_norm : &g->norm;
     TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
   }
   return 0;
 }
 
-/* logits of tokens [t0, t0 + cnt) of the chunk into host memory */
+/* logits of tokens [t0, t0 + cnt) of the chunk into host memory (out NULL: a follower, which
+ * takes part in the all-gather only) */
 static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out) {
-  const int64_t D = g->m->cfg.hidden_size, V = g->m->cfg.vocab_size;
+  const int64_t D = g->m->cfg.hidden_size, V = g->m->cfg.vocab_size, Vl = g->m->local_vocab;
   for (int64_t i = 0; i < cnt; i += g->logit_rows) {
     int64_t k = cnt - i < g->logit_rows ? cnt - i : g->logit_rows;
     TRY(dsv3_cuda_linear(g->ctx, g->logits, g->h + (t0 + i) * D, k, &g->head, 0));
-    CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, g->logits, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
+    if (g->world == 1) {
+      CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, g->logits, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
+      continue;
+    }
+#ifdef DSV3_HAVE_NCCL
+    if (g->comm_on) {
+      ncclResult_t r = ncclAllGather(g->logits, g->lgall, (size_t)(k * Vl), ncclFloat, (ncclComm_t)g->comm, g->st);
+      if (r != ncclSuccess) {
+        dsv3_error_set("rank %d: NCCL all-gather of the logits: %s", g->rank, ncclGetErrorString(r));
+        return -1;
+      }
+    }
+#endif
+    if (!out) continue;
+    /* [rank][token][Vl] -> [token][rank * Vl] */
+    float *dst = k == 1 ? out + i * V : g->lghost;
+    CUDA_TRY("logits", cudaMemcpyAsync(dst, g->lgall, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
+    if (k > 1) {
+      CUDA_TRY("logits", cudaStreamSynchronize(g->st));
+      for (int64_t r = 0; r < g->world; r++)
+        for (int64_t t = 0; t < k; t++)
+          memcpy(out + (i + t) * V + r * Vl, g->lghost + (r * k + t) * Vl, (size_t)Vl * 4);
+    }
   }
   return 0;
 }
 
 static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq, const int32_t *pos, float *logits,
-                 int all_logits) {
+                 int all_logits, int want_head) {
   TRY(ensure_acts(g, n));
   int32_t *hb = dsv3_xmalloc((size_t)n * 4);
   int64_t max_len = 1;
@@ -460,7 +526,7 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   } else if (layers(g, n, max_len)) {
     goto out;
   }
-  if (logits && (all_logits ? head(g, 0, n, logits) : head(g, n - 1, 1, logits))) goto out;
+  if (want_head && (all_logits ? head(g, 0, n, logits) : head(g, n - 1, 1, logits))) goto out;
   if (cudaStreamSynchronize(st) != cudaSuccess) {
     dsv3_error_set("cuda: forward: %s", cudaGetErrorString(cudaGetLastError()));
     goto out;
@@ -468,6 +534,25 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   rc = 0;
 out:
   free(hb);
+  return rc;
+}
+
+static int forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, float *logits,
+                   int all_logits, int want_head) {
+  if (cudaSetDevice(g->device) != cudaSuccess) {
+    dsv3_error_set("cuda: cannot select device %d", g->device);
+    return -1;
+  }
+  const int64_t V = g->m->cfg.vocab_size;
+  int rc = 0;
+  dsv3_dist_guard(g->dist, "forward pass");
+  for (int64_t i = 0; i < n && !rc; i += PREFILL_CHUNK) {
+    int64_t k = n - i < PREFILL_CHUNK ? n - i : PREFILL_CHUNK;
+    int last = i + k == n;
+    float *lg = !logits ? NULL : all_logits ? logits + i * V : last ? logits : NULL;
+    rc = chunk(g, k, tokens + i, seq + i, pos + i, lg, all_logits, want_head && (all_logits || last));
+  }
+  dsv3_dist_unguard(g->dist);
   return rc;
 }
 
@@ -489,16 +574,72 @@ int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_
       return -1;
     }
   }
+  if (g->dist) { /* the other ranks run the same call */
+    size_t nb = 16 + (size_t)n * 12;
+    int64_t *msg = dsv3_xmalloc(nb);
+    msg[0] = n, msg[1] = (int64_t)(all_logits ? 1 : 0) | (logits ? 2 : 0);
+    int32_t *body = (int32_t *)(msg + 2);
+    memcpy(body, tokens, (size_t)n * 4);
+    memcpy(body + n, seq, (size_t)n * 4);
+    memcpy(body + 2 * n, pos, (size_t)n * 4);
+    int rc = dsv3_dist_send(g->dist, DSV3_MSG_WORK, msg, nb);
+    free(msg);
+    if (rc) return -1;
+  }
+  return forward(g, n, tokens, seq, pos, logits, all_logits, logits != NULL);
+}
+
+int dsv3_gpu_attach(dsv3_gpu *g, struct dsv3_dist *d) {
+  if (g->world == 1) return 0;
+  if (!d || dsv3_dist_world(d) != g->world || dsv3_dist_rank(d) != g->rank) {
+    dsv3_error_set("rank %d of %d: the model was loaded for rank %d of %d", d ? dsv3_dist_rank(d) : 0,
+                   d ? dsv3_dist_world(d) : 1, g->rank, g->world);
+    return -1;
+  }
   if (cudaSetDevice(g->device) != cudaSuccess) {
     dsv3_error_set("cuda: cannot select device %d", g->device);
     return -1;
   }
-  const int64_t V = c->vocab_size;
-  for (int64_t i = 0; i < n; i += PREFILL_CHUNK) {
-    int64_t k = n - i < PREFILL_CHUNK ? n - i : PREFILL_CHUNK;
-    int last = i + k == n;
-    float *lg = !logits ? NULL : all_logits ? logits + i * V : last ? logits : NULL;
-    TRY(chunk(g, k, tokens + i, seq + i, pos + i, lg, all_logits));
-  }
+  g->comm = dsv3_dist_nccl(d);
+  if (!g->comm) return -1;
+  g->dist = g->rank == 0 ? d : NULL; /* rank 0 sends the work; the others receive it in follow() */
+  g->follow_dist = d;
   return 0;
+}
+
+void dsv3_gpu_set_comm(dsv3_gpu *g, int on) { g->comm_on = on; }
+
+int dsv3_gpu_follow(dsv3_gpu *g) {
+  struct dsv3_dist *d = g->follow_dist;
+  if (!d || g->rank == 0) {
+    dsv3_error_set("dsv3_gpu_follow: not a follower rank");
+    return -1;
+  }
+  for (;;) {
+    uint32_t type;
+    void *buf;
+    size_t nb;
+    if (dsv3_dist_recv(d, &type, &buf, &nb)) return -1;
+    if (type == DSV3_MSG_EXIT) {
+      free(buf);
+      return 0;
+    }
+    int64_t *msg = buf;
+    if (type != DSV3_MSG_WORK || nb < 16 || msg[0] <= 0 || msg[0] > (1 << 24) || nb != 16 + (size_t)msg[0] * 12) {
+      free(buf);
+      dsv3_error_set("rank %d: garbled work message from rank 0", g->rank);
+      return -1;
+    }
+    int64_t n = msg[0];
+    int32_t *body = (int32_t *)(msg + 2);
+    dsv3_dist_guard(d, "forward pass");
+    int rc = forward(g, n, body, body + n, body + 2 * n, NULL, (int)(msg[1] & 1), (int)(msg[1] & 2) != 0);
+    dsv3_dist_unguard(d);
+    free(buf);
+    if (rc) return -1;
+  }
+}
+
+void dsv3_gpu_finish(dsv3_gpu *g) {
+  if (g && g->dist && g->rank == 0) dsv3_dist_send(g->dist, DSV3_MSG_EXIT, NULL, 0);
 }

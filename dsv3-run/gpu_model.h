@@ -38,6 +38,20 @@ void dsv3_gpu_set_graphs(dsv3_gpu *g, int on); /* default on */
 int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos,
                      float *logits, int all_logits);
 
+/* Model parallelism (the model was loaded with dsv3_model_load_rank): after dsv3_dist_agree,
+ * attach the ranks' NCCL communicator.  Then rank 0 calls dsv3_gpu_forward as above (it sends
+ * every call to the other ranks, and gets the whole vocabulary's logits), the other ranks
+ * call dsv3_gpu_follow, which runs rank 0's calls until dsv3_gpu_finish.  Collectives as
+ * the official model.py: all-reduce after the vocab-parallel embedding, the row-parallel
+ * o_proj, the dense MLP and the MoE (routed experts E/mp per rank plus the shared experts'
+ * part), all-gather of the logits; on the compute stream, inside the decode graphs. */
+struct dsv3_dist;
+int dsv3_gpu_attach(dsv3_gpu *g, struct dsv3_dist *d);
+int dsv3_gpu_follow(dsv3_gpu *g);
+void dsv3_gpu_finish(dsv3_gpu *g);
+/* Benchmarks only: skip the collectives (results are wrong) to measure their share. */
+void dsv3_gpu_set_comm(dsv3_gpu *g, int on);
+
 #ifdef __cplusplus
 }
 #endif

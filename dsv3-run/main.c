@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "model.h"
 #ifdef DSV3_HAVE_CUDA
 #include "dsv3_cuda.h"
+#include "gpu_dist.h"
 #include "gpu_model.h"
 #endif
 #include "safetensors.h"
@@ -19,8 +21,9 @@
 static const char *PROG = "dsv3-run";
 
 typedef struct {
-  const char *ckpt, *config, *prompt, *input_file, *dump_logits, *ids, *device;
-  int raw, tokenize, json, quiet, threads, ignore_eos, bf16_act;
+  const char *ckpt, *config, *prompt, *input_file, *dump_logits, *ids, *device, *master;
+  int raw, tokenize, json, quiet, threads, ignore_eos, bf16_act, gpus, batch;
+  double timeout;
   int64_t max_new, max_seq;
   double temperature, top_p;
   uint64_t seed;
@@ -34,7 +37,8 @@ static void usage(FILE *f) {
           "  --ckpt DIR              checkpoint directory (tokenizer.json is read from it)\n"
           "  --config FILE           model config (official demo format or HF config.json)\n"
           "  --prompt TEXT           one prompt\n"
-          "  --input-file F          one prompt per line, each generated in turn\n"
+          "  --input-file F          one prompt per line; on the GPU decoded --batch at a time together\n"
+          "  --batch N               prompts of --input-file decoded together on the GPU (default 8)\n"
           "  --raw                   no chat template: BOS + the prompt as plain text\n"
           "  --ids \"0 12 55\"         start from these token ids instead of text\n"
           "  --max-new-tokens N      default 100\n"
@@ -44,6 +48,11 @@ static void usage(FILE *f) {
           "  --ignore-eos            keep generating after <｜end▁of▁sentence｜>\n"
           "  --max-seq-len N         KV-cache length (default 4096)\n"
           "  --device cpu|cuda       default: cuda when built with CUDA and a GPU is present, else cpu\n"
+          "  --gpus N                run a model{r}-mp{N} checkpoint on N local GPUs (a thread each, NCCL);\n"
+          "                          under torchrun --no-python, mpirun or srun: one rank per process\n"
+          "  --master HOST:PORT      multi-process runs: rank 0's address (default from MASTER_ADDR and\n"
+          "                          MASTER_PORT + 1, or DSV3_MASTER_PORT)\n"
+          "  --timeout SEC           multi-rank runs: longest wait for a rank or a collective (default 300)\n"
           "  --act f32|bf16          CPU activations: float32 (default) or rounded to bf16 where the\n"
           "                          official bf16 demo rounds them (to reproduce its greedy tokens)\n"
           "  --threads N             CPU threads (default: all cores)\n"
@@ -272,6 +281,157 @@ static int run_one(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, cons
   return rc;
 }
 
+#ifdef DSV3_HAVE_CUDA
+/* --input-file on the GPU: prompts [0, k) decoded together, sequence i in cache slot i: each
+ * prompt is prefilled alone, then every decode step runs one token of each unfinished prompt. */
+static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, char **texts, int64_t k, uint64_t *rng) {
+  const int64_t V = m->cfg.vocab_size;
+  int32_t **ids = dsv3_xcalloc((size_t)k, sizeof *ids);
+  int64_t *np = dsv3_xcalloc((size_t)k, sizeof *np), *total = dsv3_xcalloc((size_t)k, sizeof *total);
+  int32_t *next = dsv3_xcalloc((size_t)k, sizeof *next), *tk = dsv3_xcalloc((size_t)k, 4), *sq = dsv3_xcalloc((size_t)k, 4),
+          *ps = dsv3_xcalloc((size_t)k, 4);
+  char *done = dsv3_xcalloc((size_t)k, 1);
+  gen_result *res = dsv3_xcalloc((size_t)k, sizeof *res);
+  float *lg = dsv3_xmalloc((size_t)(k * V) * sizeof(float));
+  int rc = 0;
+  int64_t steps = 0, ntok = 0, nprompt = 0;
+  double t0 = dsv3_now(), prefill_s = 0, decode_s = 0;
+  for (int64_t i = 0; i < k && !rc; i++) {
+    np[i] = prompt_ids(tok, o, texts[i], &ids[i]);
+    nprompt += np[i];
+    total[i] = np[i] + o->max_new < m->max_seq_len ? np[i] + o->max_new : m->max_seq_len;
+    if (np[i] <= 0 || np[i] > total[i] || (np[i] == total[i] && o->max_new > 0)) {
+      dsv3_error_set("%s: prompt %lld of %lld tokens does not fit --max-seq-len %lld", o->input_file, (long long)i + 1,
+                     (long long)np[i], (long long)m->max_seq_len);
+      rc = -1;
+      break;
+    }
+    res[i].out = dsv3_xmalloc((size_t)(total[i] - np[i] + 1) * sizeof(int32_t));
+    res[i].prompt_n = np[i];
+    int32_t *s1 = dsv3_xmalloc((size_t)np[i] * 4), *p1 = dsv3_xmalloc((size_t)np[i] * 4);
+    for (int64_t j = 0; j < np[i]; j++) s1[j] = (int32_t)i, p1[j] = (int32_t)j;
+    rc = dsv3_gpu_forward(gpu, np[i], ids[i], s1, p1, lg, 0);
+    free(s1);
+    free(p1);
+    if (!rc) next[i] = sample(lg, V, o->temperature, o->top_p, rng);
+  }
+  prefill_s = dsv3_now() - t0;
+  double t1 = dsv3_now();
+  while (!rc) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < k; i++) {
+      if (done[i]) continue;
+      int64_t pos = np[i] + res[i].n; /* where next[i] goes */
+      if (next[i] == dsv3_tok_eos(tok) && !o->ignore_eos) {
+        done[i] = 1;
+        continue;
+      }
+      res[i].out[res[i].n++] = next[i];
+      if (pos + 1 >= total[i]) {
+        done[i] = 1;
+        continue;
+      }
+      tk[n] = next[i], sq[n] = (int32_t)i, ps[n] = (int32_t)pos;
+      n++;
+    }
+    if (!n) break;
+    if ((rc = dsv3_gpu_forward(gpu, n, tk, sq, ps, lg, 1))) break;
+    steps++, ntok += n;
+    for (int64_t j = 0; j < n; j++) next[sq[j]] = sample(lg + j * V, V, o->temperature, o->top_p, rng);
+  }
+  decode_s = dsv3_now() - t1;
+  for (int64_t i = 0; i < k && !rc; i++) {
+    res[i].prefill_s = prefill_s * (double)np[i] / (double)nprompt, res[i].decode_s = decode_s;
+    if (o->json) {
+      print_json(tok, texts[i], ids[i], np[i], &res[i]);
+    } else {
+      char *txt = dsv3_tok_decode(tok, res[i].out, (size_t)res[i].n, 1, NULL);
+      printf("Prompt: %s\nCompletion: %s%s\n", texts[i], o->raw ? texts[i] : "", txt);
+      free(txt);
+    }
+  }
+  if (!rc && !o->quiet)
+    fprintf(stderr,
+            "[%s] %lld prompts together: prefill %lld tokens, %.1f tok/s; decode %lld tokens in %lld steps, %.1f tok/s "
+            "(%.2f ms/step)\n",
+            PROG, (long long)k, (long long)nprompt, prefill_s > 0 ? nprompt / prefill_s : 0, (long long)ntok, (long long)steps,
+            decode_s > 0 ? ntok / decode_s : 0, steps ? decode_s * 1000 / steps : 0);
+  for (int64_t i = 0; i < k; i++) {
+    free(ids[i]);
+    free(res[i].out);
+  }
+  free(ids), free(np), free(total), free(next), free(tk), free(sq), free(ps), free(done), free(res), free(lg);
+  return rc;
+}
+
+/* the GPU a rank drives: its local rank among the node's GPUs */
+static int rank_device(const dsv3_dist_params *p) {
+  int ndev = dsv3_cuda_device_count();
+  int local = p->local_rank >= 0 ? p->local_rank : p->rank;
+  if (ndev <= 0) {
+    dsv3_error_set("no CUDA device is available");
+    return -1;
+  }
+  if (p->local_rank >= ndev) {
+    dsv3_error_set("local rank %d but this node has %d GPUs", p->local_rank, ndev);
+    return -1;
+  }
+  return local % ndev;
+}
+
+/* A rank > 0: load its shard, then run rank 0's forward calls until it exits. */
+static int follower(const opts *o, const dsv3_dist_params *p) {
+  dsv3_dist *d = NULL;
+  dsv3_model *m = NULL;
+  dsv3_gpu *g = NULL;
+  int rc = -1, dev;
+  uint32_t type;
+  void *buf;
+  size_t n;
+  if (dsv3_dist_connect(p, &d) || dsv3_dist_recv(d, &type, &buf, &n)) goto out;
+  if (type != DSV3_MSG_SETUP || n != 16) {
+    free(buf);
+    dsv3_error_set("rank %d: garbled setup message from rank 0", p->rank);
+    goto out;
+  }
+  int64_t mb = ((int64_t *)buf)[0], ms = ((int64_t *)buf)[1];
+  free(buf);
+  int ok = dsv3_model_load_rank(o->ckpt, o->config, ms, p->rank, p->world, &m) == 0 && (dev = rank_device(p)) >= 0 &&
+           dsv3_gpu_load(m, mb, dev, &g) == 0;
+  if (dsv3_dist_agree(d, ok)) goto out;
+  if (dsv3_gpu_attach(g, d) || dsv3_gpu_follow(g)) {
+    dsv3_dist_report_failure(d);
+    goto out;
+  }
+  rc = 0;
+out:
+  dsv3_gpu_free(g);
+  dsv3_model_free(m);
+  dsv3_dist_free(d);
+  return rc;
+}
+
+typedef struct {
+  const opts *o;
+  dsv3_dist_params p;
+} rank_arg;
+
+/* --gpus N: ranks 1..N-1 as threads; an error ends the process (rank 0 reports it when it
+ * stops them at the agreement, otherwise the failing rank does). */
+static void *follower_thread(void *arg) {
+  rank_arg *a = arg;
+  if (follower(a->o, &a->p)) {
+    const char *e = dsv3_error();
+    if (!strstr(e, "ranks not ready")) { /* rank 0 prints the agreement's verdict */
+      fprintf(stderr, "%s: error: %s\n", PROG, e);
+      fflush(stdout);
+      _exit(1);
+    }
+  }
+  return NULL;
+}
+#endif
+
 static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_t *rng) {
   dsv3_chat_msg *msgs = NULL;
   size_t n = 0;
@@ -320,7 +480,8 @@ static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_
 
 int main(int argc, char **argv) {
   enum { O_CKPT = 256, O_CONFIG, O_PROMPT, O_INPUT, O_RAW, O_IDS, O_MAXNEW, O_TEMP, O_TOPP, O_SEED, O_EOS, O_MAXSEQ,
-         O_DEVICE, O_ACT, O_THREADS, O_TOKENIZE, O_DUMP, O_JSON, O_VERSION, O_INTERACTIVE };
+         O_DEVICE, O_ACT, O_THREADS, O_TOKENIZE, O_DUMP, O_JSON, O_VERSION, O_INTERACTIVE, O_GPUS, O_MASTER, O_TIMEOUT,
+         O_BATCH };
   static const struct option lo[] = {
       {"ckpt", required_argument, 0, O_CKPT}, {"ckpt-path", required_argument, 0, O_CKPT},
       {"config", required_argument, 0, O_CONFIG}, {"prompt", required_argument, 0, O_PROMPT},
@@ -331,9 +492,12 @@ int main(int argc, char **argv) {
       {"device", required_argument, 0, O_DEVICE}, {"act", required_argument, 0, O_ACT}, {"threads", required_argument, 0, O_THREADS},
       {"tokenize", no_argument, 0, O_TOKENIZE}, {"dump-logits", required_argument, 0, O_DUMP},
       {"json", no_argument, 0, O_JSON}, {"interactive", no_argument, 0, O_INTERACTIVE},
+      {"gpus", required_argument, 0, O_GPUS}, {"master", required_argument, 0, O_MASTER},
+      {"timeout", required_argument, 0, O_TIMEOUT}, {"batch", required_argument, 0, O_BATCH},
       {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
-  opts o = {.max_new = 100, .max_seq = 4096, .temperature = 0.2, .top_p = 1.0, .seed = 965, .device = NULL};
+  opts o = {.max_new = 100, .max_seq = 4096, .temperature = 0.2, .top_p = 1.0, .seed = 965, .device = NULL,
+            .timeout = 300, .batch = 8};
   int c;
   char *end;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
@@ -378,9 +542,28 @@ int main(int argc, char **argv) {
     case O_DUMP: o.dump_logits = optarg; break;
     case O_JSON: o.json = 1; break;
     case O_INTERACTIVE: break;
+    case O_GPUS:
+      o.gpus = (int)strtol(optarg, &end, 10);
+      if (*end || o.gpus < 1 || o.gpus > 1024) dsv3_die(PROG, 2, "--gpus needs a positive integer");
+      break;
+    case O_MASTER: o.master = optarg; break;
+    case O_TIMEOUT:
+      o.timeout = strtod(optarg, &end);
+      if (*end || !(o.timeout > 0)) dsv3_die(PROG, 2, "--timeout needs a positive number of seconds");
+      break;
+    case O_BATCH:
+      o.batch = (int)strtol(optarg, &end, 10);
+      if (*end || o.batch < 1 || o.batch > 4096) dsv3_die(PROG, 2, "--batch needs a positive integer");
+      break;
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
-    case O_VERSION: printf("dsv3-run %s\n", DSV3_VERSION); return 0;
+    case O_VERSION:
+      printf("dsv3-run %s (cpu", DSV3_VERSION);
+#ifdef DSV3_HAVE_CUDA
+      printf(" cuda%s", dsv3_dist_have_nccl() ? " nccl" : "");
+#endif
+      printf(")\n");
+      return 0;
     default: usage(stderr); return 2;
     }
   }
@@ -393,10 +576,12 @@ int main(int argc, char **argv) {
     snprintf(b, sizeof b, "%d", o.threads);
     setenv("DSV3_THREADS", b, 1);
   }
+  int device_given = o.device != NULL;
 #ifdef DSV3_HAVE_CUDA
   if (!o.device) o.device = dsv3_cuda_device_count() > 0 ? "cuda" : "cpu";
 #else
   if (!o.device) o.device = "cpu";
+  (void)device_given;
   if (!strcmp(o.device, "cuda")) {
     fprintf(stderr, "%s: error: --device cuda: this build has no CUDA (configure with nvcc available)\n", PROG);
     return 1;
@@ -431,28 +616,127 @@ int main(int argc, char **argv) {
     dsv3_tok_free(tok);
     return 0;
   }
-  dsv3_model *m;
+  /* --input-file: every prompt up front (the GPU decodes them --batch at a time) */
+  char **texts = NULL;
+  int64_t ntexts = 0;
+  if (!o.ids && !o.prompt && o.input_file) {
+    FILE *f = fopen(o.input_file, "r");
+    if (!f) dsv3_die(PROG, 1, "%s: cannot open", o.input_file);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t l;
+    while ((l = getline(&line, &cap, f)) >= 0) {
+      while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
+      if (!l) continue;
+      texts = dsv3_xrealloc(texts, (size_t)(ntexts + 1) * sizeof *texts);
+      texts[ntexts++] = dsv3_xstrdup(line);
+    }
+    free(line);
+    fclose(f);
+  }
+  int batched = !strcmp(o.device, "cuda") && ntexts > 1 && o.batch > 1 && !o.dump_logits;
+  int64_t max_batch = batched ? (ntexts < o.batch ? ntexts : o.batch) : 1;
+
+  /* ranks: --gpus N (threads) or a launcher's environment (processes) */
+  int world = 1;
+#ifdef DSV3_HAVE_CUDA
+  dsv3_dist *dist = NULL;
+  dsv3_dist_params dp;
+  pthread_t *fth = NULL;
+  rank_arg *fargs = NULL;
+  int launched = dsv3_dist_from_env(&dp);
+  if (launched < 0) dsv3_die(PROG, 2, "%s", dsv3_error());
+  if (launched && o.gpus > 1)
+    dsv3_die(PROG, 2, "--gpus %d and a %s launch (world %d) both ask for ranks: use one", o.gpus, dp.source, dp.world);
+  if (o.gpus > 1) {
+    memset(&dp, 0, sizeof dp);
+    dp.world = o.gpus, dp.source = "--gpus";
+    snprintf(dp.host, sizeof dp.host, "127.0.0.1");
+    launched = 1;
+  } else if (launched && o.master) {
+    const char *colon = strrchr(o.master, ':');
+    char *e2;
+    long pt = colon ? strtol(colon + 1, &e2, 10) : -1;
+    if (!colon || colon == o.master || *e2 || pt <= 0 || pt > 65535 || (size_t)(colon - o.master) >= sizeof dp.host)
+      dsv3_die(PROG, 2, "--master needs HOST:PORT");
+    snprintf(dp.host, sizeof dp.host, "%.*s", (int)(colon - o.master), o.master);
+    dp.port = (int)pt;
+  }
+  if (launched) {
+    dp.timeout = o.timeout;
+    if (device_given && !strcmp(o.device, "cpu"))
+      dsv3_die(PROG, 2, "%d ranks (%s) run on GPUs: --device cpu runs one process (mp 1)", dp.world, dp.source);
+    o.device = "cuda";
+    world = dp.world;
+    if (o.bf16_act) dsv3_die(PROG, 2, "--act bf16 is a CPU-path option");
+    if (dp.rank != 0) { /* a follower: no prompts, no output but errors */
+      int frc = follower(&o, &dp);
+      if (frc) dsv3_error_print(PROG);
+      dsv3_tok_free(tok);
+      return frc ? 1 : 0;
+    }
+    int rrc;
+    if (o.gpus > 1) {
+      int lfd;
+      rrc = dsv3_dist_listen(dp.host, 0, &lfd, &dp.port);
+      if (!rrc) {
+        fth = dsv3_xcalloc((size_t)world, sizeof *fth);
+        fargs = dsv3_xcalloc((size_t)world, sizeof *fargs);
+        for (int r = 1; r < world; r++) {
+          fargs[r].o = &o, fargs[r].p = dp;
+          fargs[r].p.rank = r, fargs[r].p.local_rank = r;
+          if (pthread_create(&fth[r], NULL, follower_thread, &fargs[r])) dsv3_die(PROG, 1, "cannot start rank %d's thread", r);
+        }
+        dp.local_rank = 0;
+        rrc = dsv3_dist_connect_leader(&dp, lfd, &dist);
+        close(lfd);
+      }
+    } else {
+      rrc = dsv3_dist_connect(&dp, &dist);
+    }
+    int64_t setup[2] = {max_batch, o.max_seq};
+    if (rrc || dsv3_dist_send(dist, DSV3_MSG_SETUP, setup, sizeof setup)) {
+      dsv3_error_print(PROG);
+      return 1;
+    }
+  }
+#endif
+
+  dsv3_model *m = NULL;
   double t0 = dsv3_now();
-  if (dsv3_model_load(o.ckpt, o.config, o.max_seq, &m) != 0) {
+  int ok = dsv3_model_load_rank(o.ckpt, o.config, o.max_seq, 0, world, &m) == 0;
+  if (ok) m->threads = o.threads;
+#ifdef DSV3_HAVE_CUDA
+  double tg = dsv3_now();
+  if (ok && !strcmp(o.device, "cuda")) {
+    if (o.bf16_act) dsv3_die(PROG, 2, "--act bf16 is a CPU-path option");
+    int dev = launched ? rank_device(&dp) : 0;
+    if (!launched && dsv3_cuda_device_count() == 0) dsv3_die(PROG, 1, "--device cuda: no CUDA device is available");
+    ok = dev >= 0 && dsv3_gpu_load(m, max_batch, dev, &gpu) == 0;
+  }
+  if (dist) {
+    ok = dsv3_dist_agree(dist, ok) == 0 && dsv3_gpu_attach(gpu, dist) == 0;
+  }
+#endif
+  if (!ok) {
     dsv3_error_print(PROG);
+#ifdef DSV3_HAVE_CUDA
+    fflush(stdout);
+    if (dist) _exit(1); /* the other ranks were told (or time out) */
+    dsv3_gpu_free(gpu);
+#endif
+    dsv3_model_free(m);
     dsv3_tok_free(tok);
     return 1;
   }
-  m->threads = o.threads;
 #ifdef DSV3_HAVE_CUDA
-  if (!strcmp(o.device, "cuda")) {
-    if (o.bf16_act) dsv3_die(PROG, 2, "--act bf16 is a CPU-path option");
-    if (dsv3_cuda_device_count() == 0) dsv3_die(PROG, 1, "--device cuda: no CUDA device is available");
-    double tg = dsv3_now();
-    if (dsv3_gpu_load(m, 1, 0, &gpu) != 0) {
-      dsv3_error_print(PROG);
-      dsv3_model_free(m);
-      dsv3_tok_free(tok);
-      return 1;
-    }
+  if (gpu && !o.quiet && !o.json) {
     uint64_t wb, cb;
     dsv3_gpu_memory(gpu, &wb, &cb);
-    if (!o.quiet && !o.json)
+    if (world > 1)
+      fprintf(stderr, "[%s] cuda: %d ranks (%s), rank 0: weights %.2f GB and cache %.2f GB resident, ready in %.2f s\n", PROG,
+              world, dp.source, (double)wb / 1e9, (double)cb / 1e9, dsv3_now() - tg);
+    else
       fprintf(stderr, "[%s] cuda: weights %.2f GB and cache %.2f GB resident, uploaded in %.2f s\n", PROG, (double)wb / 1e9,
               (double)cb / 1e9, dsv3_now() - tg);
   }
@@ -483,19 +767,15 @@ int main(int argc, char **argv) {
   } else if (o.prompt) {
     rc = run_one(m, tok, &o, o.prompt, NULL, 0, o.dump_logits ? &dump : NULL, &rng);
   } else if (o.input_file) {
-    FILE *f = fopen(o.input_file, "r");
-    if (!f) dsv3_die(PROG, 1, "%s: cannot open", o.input_file);
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t l;
-    while (!rc && (l = getline(&line, &cap, f)) >= 0) {
-      while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
-      if (!l) continue;
-      if (!o.json) printf("Prompt: %s\nCompletion: ", line);
-      rc = run_one(m, tok, &o, line, NULL, 0, o.dump_logits ? &dump : NULL, &rng);
+#ifdef DSV3_HAVE_CUDA
+    if (batched)
+      for (int64_t i = 0; i < ntexts && !rc; i += max_batch)
+        rc = generate_batch(m, tok, &o, texts + i, ntexts - i < max_batch ? ntexts - i : max_batch, &rng);
+#endif
+    for (int64_t i = 0; !batched && i < ntexts && !rc; i++) {
+      if (!o.json) printf("Prompt: %s\nCompletion: ", texts[i]);
+      rc = run_one(m, tok, &o, texts[i], NULL, 0, o.dump_logits ? &dump : NULL, &rng);
     }
-    free(line);
-    fclose(f);
   } else {
     rc = chat(m, tok, &o, &rng);
   }
@@ -506,8 +786,16 @@ int main(int argc, char **argv) {
   }
   free(dump.logits);
   free(dump.ids);
+  for (int64_t i = 0; i < ntexts; i++) free(texts[i]);
+  free(texts);
 #ifdef DSV3_HAVE_CUDA
+  dsv3_gpu_finish(gpu);
+  if (fth)
+    for (int r = 1; r < world; r++) pthread_join(fth[r], NULL);
+  free(fth);
+  free(fargs);
   dsv3_gpu_free(gpu);
+  dsv3_dist_free(dist);
 #endif
   dsv3_model_free(m);
   dsv3_tok_free(tok);

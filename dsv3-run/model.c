@@ -25,15 +25,16 @@ static float rnd1(const dsv3_model *m, float x) { return m->bf16_act ? dsv3_bf16
 typedef struct {
   dsv3_model *m;
   const char *path;
+  int rank; /* runtime layout: the rank whose copy is bound */
 } binder;
 
 /* Find a tensor by its HF name, or by the runtime name convert.py gives it. */
 static const dsv3_tensor *find(binder *b, const char *hf, int required) {
-  const dsv3_tensor *t = dsv3_ckpt_find(b->m->ck, hf, 0, NULL);
+  const dsv3_tensor *t = dsv3_ckpt_find(b->m->ck, hf, b->rank, NULL);
   if (!t) {
     char rt[512];
     dsv3_split sp;
-    if (dsv3_name_hf_to_rt(hf, rt, sizeof rt, &sp) == 0) t = dsv3_ckpt_find(b->m->ck, rt, 0, NULL);
+    if (dsv3_name_hf_to_rt(hf, rt, sizeof rt, &sp) == 0) t = dsv3_ckpt_find(b->m->ck, rt, b->rank, NULL);
   }
   if (!t && required) dsv3_error_set("%s: tensor %s: missing", b->path, hf);
   return t;
@@ -113,6 +114,12 @@ void dsv3_model_free(dsv3_model *m) {
 }
 
 int dsv3_model_load(const char *ckpt, const char *config_path, int64_t max_seq_len, dsv3_model **out) {
+  return dsv3_model_load_rank(ckpt, config_path, max_seq_len, 0, 1, out);
+}
+
+int dsv3_model_load_rank(const char *ckpt, const char *config_path, int64_t max_seq_len, int rank, int world,
+                         dsv3_model **out) {
+  *out = NULL;
   dsv3_model *m = dsv3_xcalloc(1, sizeof *m);
   if (dsv3_ckpt_open(ckpt, &m->ck) != 0) goto fail;
   if (config_path) {
@@ -123,16 +130,47 @@ int dsv3_model_load(const char *ckpt, const char *config_path, int64_t max_seq_l
     dsv3_error_set("%s: no config.json (pass --config)", ckpt);
     goto fail;
   }
-  if (dsv3_ckpt_mp(m->ck) > 1) {
-    dsv3_error_set("%s: model-parallel degree %d: the CPU path runs mp 1 (reshard with dsv3-convert --mp 1, or use --device cuda)",
-                   ckpt, dsv3_ckpt_mp(m->ck));
+  if (world == 1 && dsv3_ckpt_mp(m->ck) > 1) {
+    dsv3_error_set("%s: model-parallel degree %d: one process runs mp 1 (reshard with dsv3-convert --mp 1, or run %d "
+                   "ranks: --gpus %d)",
+                   ckpt, dsv3_ckpt_mp(m->ck), dsv3_ckpt_mp(m->ck), dsv3_ckpt_mp(m->ck));
+    goto fail;
+  }
+  if (world > 1 && (dsv3_ckpt_layout(m->ck) != DSV3_LAYOUT_RUNTIME || dsv3_ckpt_mp(m->ck) != world)) {
+    dsv3_error_set("%s: %d ranks need the runtime layout with mp %d (model{r}-mp%d.safetensors), this checkpoint is %s "
+                   "with mp %d (reshard with dsv3-convert --mp %d)",
+                   ckpt, world, world, world, dsv3_ckpt_layout_name(dsv3_ckpt_layout(m->ck)), dsv3_ckpt_mp(m->ck), world);
+    goto fail;
+  }
+  if (rank < 0 || rank >= world) {
+    dsv3_error_set("%s: rank %d outside [0, %d)", ckpt, rank, world);
     goto fail;
   }
   const dsv3_config *c = &m->cfg;
-  binder b = {m, ckpt};
-  int64_t D = c->hidden_size, H = c->num_attention_heads, qk = dsv3_config_qk_head_dim(c);
-  if (bind_vec(&b, &m->embed, c->vocab_size * D, 1, "model.embed_tokens.weight") ||
-      bind_vec(&b, &m->norm, D, 1, "model.norm.weight") || bind_mat(&b, &m->head, c->vocab_size, D, "lm_head.weight"))
+  binder b = {m, ckpt, world > 1 ? rank : 0};
+  int64_t D = c->hidden_size, qk = dsv3_config_qk_head_dim(c);
+  /* the official convert.py's divisibility rules: a clear error instead of a shape mismatch */
+  {
+    const struct {
+      const char *what;
+      int64_t v;
+    } dv[] = {{"num_attention_heads", c->num_attention_heads}, {"vocab_size", c->vocab_size},
+              {"intermediate_size", c->intermediate_size}, {"n_routed_experts", c->n_routed_experts},
+              {"moe_intermediate_size * n_shared_experts", c->moe_intermediate_size * c->n_shared_experts}};
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++)
+      if (dv[i].v % world) {
+        dsv3_error_set("%s: %s = %lld is not divisible by %d ranks", ckpt, dv[i].what, (long long)dv[i].v, world);
+        goto fail;
+      }
+  }
+  m->mp_rank = rank, m->mp_world = world;
+  m->n_local_heads = c->num_attention_heads / world;
+  m->local_inter = c->intermediate_size / world;
+  m->local_vocab = c->vocab_size / world, m->vocab0 = (int64_t)rank * m->local_vocab;
+  m->n_local_experts = c->n_routed_experts / world, m->expert0 = (int64_t)rank * m->n_local_experts;
+  const int64_t H = m->n_local_heads, V = m->local_vocab;
+  if (bind_vec(&b, &m->embed, V * D, 1, "model.embed_tokens.weight") || bind_vec(&b, &m->norm, D, 1, "model.norm.weight") ||
+      bind_mat(&b, &m->head, V, D, "lm_head.weight"))
     goto fail;
   m->n_layers = c->num_hidden_layers;
   m->layers = dsv3_xcalloc((size_t)m->n_layers, sizeof *m->layers);
@@ -157,7 +195,7 @@ int dsv3_model_load(const char *ckpt, const char *config_path, int64_t max_seq_l
     }
     L->moe = dsv3_config_layer_is_moe(c, l);
     if (!L->moe) {
-      int64_t I = c->intermediate_size;
+      int64_t I = m->local_inter;
       if (bind_mat(&b, &L->w1, I, D, "%s.%lld.mlp.gate_proj.weight", p, li) ||
           bind_mat(&b, &L->w2, D, I, "%s.%lld.mlp.down_proj.weight", p, li) ||
           bind_mat(&b, &L->w3, I, D, "%s.%lld.mlp.up_proj.weight", p, li))
@@ -171,13 +209,13 @@ int dsv3_model_load(const char *ckpt, const char *config_path, int64_t max_seq_l
     L->ew1 = dsv3_xcalloc((size_t)E, sizeof(dsv3_wmat));
     L->ew2 = dsv3_xcalloc((size_t)E, sizeof(dsv3_wmat));
     L->ew3 = dsv3_xcalloc((size_t)E, sizeof(dsv3_wmat));
-    for (int64_t e = 0; e < E; e++)
+    for (int64_t e = m->expert0; e < m->expert0 + m->n_local_experts; e++)
       if (bind_mat(&b, &L->ew1[e], I, D, "%s.%lld.mlp.experts.%lld.gate_proj.weight", p, li, (long long)e) ||
           bind_mat(&b, &L->ew2[e], D, I, "%s.%lld.mlp.experts.%lld.down_proj.weight", p, li, (long long)e) ||
           bind_mat(&b, &L->ew3[e], I, D, "%s.%lld.mlp.experts.%lld.up_proj.weight", p, li, (long long)e))
         goto fail;
     if (c->n_shared_experts > 0) {
-      int64_t S = I * c->n_shared_experts;
+      int64_t S = I * c->n_shared_experts / world;
       if (bind_mat(&b, &L->sw1, S, D, "%s.%lld.mlp.shared_experts.gate_proj.weight", p, li) ||
           bind_mat(&b, &L->sw2, D, S, "%s.%lld.mlp.shared_experts.down_proj.weight", p, li) ||
           bind_mat(&b, &L->sw3, S, D, "%s.%lld.mlp.shared_experts.up_proj.weight", p, li))

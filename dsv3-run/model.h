@@ -33,6 +33,12 @@ typedef struct {
   dsv3_wmat head;
   dsv3_layer *layers;
   int64_t n_layers;      /* main layers run (MTP layers are not, as in the official demo) */
+  /* Model parallelism (model{r}-mp{n} shards, as the official convert.py splits them): this
+   * process holds rank mp_rank of mp_world.  Local sizes: heads, dense MLP and shared-expert
+   * widths and the vocabulary are divided by mp_world; routed experts [expert0, expert0 +
+   * n_local_experts) are present (the others' matrices have rows == 0). */
+  int mp_rank, mp_world;
+  int64_t n_local_heads, local_inter, local_vocab, vocab0, expert0, n_local_experts;
   int64_t max_seq_len;
   float softmax_scale;
   float *rope_cos, *rope_sin; /* [max_seq_len, rope/2] */
@@ -54,6 +60,10 @@ typedef struct {
  * (official demo format or HF config.json) overrides the checkpoint's config.json.  Errors
  * name the checkpoint and the missing or mis-shaped tensor. */
 int dsv3_model_load(const char *ckpt, const char *config_path, int64_t max_seq_len, dsv3_model **out);
+/* The same for rank `rank` of `world` (world > 1: the runtime layout with mp == world; only the
+ * GPU backend runs such a model). */
+int dsv3_model_load_rank(const char *ckpt, const char *config_path, int64_t max_seq_len, int rank, int world,
+                         dsv3_model **out);
 void dsv3_model_free(dsv3_model *m);
 
 dsv3_cache *dsv3_cache_new(const dsv3_model *m, int64_t max_seq);

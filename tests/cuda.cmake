@@ -9,8 +9,7 @@ if(DSV3_HAVE_CUDA AND TARGET dsv3_cuda)
   endforeach()
 endif()
 # the GPU backend of dsv3-run against the CPU forward pass on dsv3-tiny
-if(DSV3_HAVE_CUDA AND TARGET dsv3_cuda AND TARGET dsv3_run AND EXISTS ${PROJECT_SOURCE_DIR}/dsv3-run/gpu_model.c)
-  dsv3_test(test_cuda_forward SOURCES cuda/test_cuda_forward.c ${PROJECT_SOURCE_DIR}/dsv3-run/gpu_model.c
-            LIBS dsv3_run dsv3_cuda)
+if(DSV3_HAVE_CUDA AND TARGET dsv3_cuda AND TARGET dsv3_run_gpu)
+  dsv3_test(test_cuda_forward SOURCES cuda/test_cuda_forward.c LIBS dsv3_run_gpu)
   set_tests_properties(test_cuda_forward PROPERTIES TIMEOUT 300 LABELS cuda)
 endif()

@@ -76,6 +76,9 @@ int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, d
  * gives a row of NaN (the host validates ids; NaN makes a stray one visible). */
 int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t vocab,
                     int64_t dim, cudaStream_t st);
+/* Vocab-parallel part: rows [v0, v0 + vocab) of the whole table are in E; other ids give zeros. */
+int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t v0,
+                         int64_t vocab, int64_t dim, cudaStream_t st);
 /* RoPE on interleaved pairs: for t < ntok and v < nvec, rotate the rope_dim values at
  * x + t*tok_stride + v*vec_stride by the tables' row pos[t] (cos/sin: [max_pos, rope_dim/2],
  * from dsv3_rope_tables). */
@@ -121,7 +124,8 @@ int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, const float
                     int64_t ntok, cudaStream_t st);
 /* Routed experts: a device table of n_experts entries (data and scale pointers are device
  * pointers; scale NULL for BF16).  All experts share dtype (FP8 or BF16) and shape:
- * w1, w3 [inter, dim], w2 [dim, inter]. */
+ * w1, w3 [inter, dim], w2 [dim, inter].  An entry with w1 NULL is an expert held by another rank
+ * (expert parallelism): pairs routed to it contribute zero here. */
 typedef struct {
   const void *w1, *w2, *w3;
   const float *s1, *s2, *s3;

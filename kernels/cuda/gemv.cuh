@@ -83,6 +83,14 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   if (MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN) {
     const int pair = blockIdx.y;
     const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
+    if (ex.w1 == nullptr) { /* an expert of another rank: contributes nothing here */
+      if (MODE == GEMV_MOE_DOWN)
+        for (int i = threadIdx.x; i < WR * RO; i += blockDim.x) {
+          int orow = blockIdx.x * (WR * RO) + i;
+          if (orow < a.N) a.y[(int64_t)pair * a.ldy + orow] = 0.f;
+        }
+      return;
+    }
     if (MODE == GEMV_MOE_GATEUP) {
       W1 = (const uint8_t *)ex.w1, W3 = (const uint8_t *)ex.w3, S1 = ex.s1, S3 = ex.s3;
       x += (int64_t)(pair / a.topk) * a.ldx;

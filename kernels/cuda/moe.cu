@@ -288,6 +288,13 @@ extern "C" int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *
       int64_t c0 = cnt[e], c = cnt[e + 1] - c0;
       if (!c) continue;
       const dsv3_cuda_expert *ex = &experts_host[e];
+      if (!ex->w1) { /* another rank's expert: zero rows, summed across ranks afterwards */
+        if (cudaMemsetAsync(ys + c0 * dim, 0, (size_t)(c * dim) * sizeof(float), st) != cudaSuccess) {
+          dsv3_error_set("cuda: moe prefill: %s", cudaGetErrorString(cudaGetLastError()));
+          goto out;
+        }
+        continue;
+      }
       dsv3_wmat w1 = {wdt, ex->w1, ex->s1, inter, dim}, w2 = {wdt, ex->w2, ex->s2, dim, inter},
                 w3 = {wdt, ex->w3, ex->s3, inter, dim};
       if (dsv3_cuda_mlp(ctx, ys + c0 * dim, xs + c0 * dim, c, &w1, &w2, &w3, 0)) goto out;

@@ -71,22 +71,34 @@ extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const
   return 0;
 }
 
-__global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3_dtype edt, int64_t vocab, int64_t dim) {
+/* rows [v0, v0 + vocab) of the table; ids outside give NaN rows (whole table) or zero rows (a
+ * vocab-parallel part, summed across ranks afterwards) */
+__global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3_dtype edt, int64_t v0, int64_t vocab,
+                             int64_t dim, int part) {
   const int64_t t = blockIdx.x;
-  const int32_t id = ids[t];
+  const int64_t id = (int64_t)ids[t] - v0;
   float *o = out + t * dim;
   if (id < 0 || id >= vocab) {
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __int_as_float(0x7fc00000);
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = part ? 0.f : __int_as_float(0x7fc00000);
     return;
   }
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_vec(E, edt, (int64_t)id * dim + i);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_vec(E, edt, id * dim + i);
 }
 
 extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
                                int64_t vocab, int64_t dim, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
   if (ntok <= 0) return 0;
-  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, vocab, dim);
+  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, 0, vocab, dim, 0);
+  CU_LAUNCHED("embed");
+  return 0;
+}
+
+extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
+                                    int64_t v0, int64_t vocab, int64_t dim, cudaStream_t st) {
+  if (check_vec_dt("embed", edt)) return -1;
+  if (ntok <= 0) return 0;
+  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, v0, vocab, dim, 1);
   CU_LAUNCHED("embed");
   return 0;
 }
