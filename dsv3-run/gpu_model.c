@@ -602,6 +602,7 @@ int dsv3_gpu_attach(dsv3_gpu *g, struct dsv3_dist *d) {
   }
   g->comm = dsv3_dist_nccl(d);
   if (!g->comm) return -1;
+  if (getenv("DSV3_BENCH_NO_COMM")) g->comm_on = 0; /* bench/mp_decode.sh: the collectives' share */
   g->dist = g->rank == 0 ? d : NULL; /* rank 0 sends the work; the others receive it in follow() */
   g->follow_dist = d;
   return 0;

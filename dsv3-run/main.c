@@ -194,7 +194,7 @@ static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, con
   double t1 = dsv3_now();
   char buf[4096];
   for (int64_t pos = np; pos < total; pos++) {
-    if (next == dsv3_tok_eos(tok) && !o->ignore_eos) break;
+    if (tok && next == dsv3_tok_eos(tok) && !o->ignore_eos) break;
     res->out[res->n++] = next;
     if (stream && tok) {
       size_t l = dsv3_tok_is_special(tok, next) ? 0 : dsv3_tok_token_bytes(tok, next, buf, sizeof buf);
@@ -322,7 +322,7 @@ static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *
     for (int64_t i = 0; i < k; i++) {
       if (done[i]) continue;
       int64_t pos = np[i] + res[i].n; /* where next[i] goes */
-      if (next[i] == dsv3_tok_eos(tok) && !o->ignore_eos) {
+      if (tok && next[i] == dsv3_tok_eos(tok) && !o->ignore_eos) {
         done[i] = 1;
         continue;
       }
