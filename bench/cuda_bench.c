@@ -257,19 +257,29 @@ typedef struct {
   uint16_t *kv, *pe;
   int32_t *seq, *len;
   int64_t nq, H, C, R, max_seq, max_len;
+  int tc; /* dsv3_cuda_mla_prefill (tensor cores) instead of dsv3_cuda_mla_attention */
 } mla_arg;
 static void f_mla(void *v, int it) {
   (void)it;
   mla_arg *a = v;
-  OK(dsv3_cuda_mla_attention(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, a->seq, a->len, a->nq, a->H, a->C,
-                             a->R, a->max_seq, a->max_len, 0.07f));
+  if (a->tc)
+    OK(dsv3_cuda_mla_prefill(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, 0, 0, a->nq, a->H, a->C, a->R,
+                             a->max_seq, 0.07f));
+  else
+    OK(dsv3_cuda_mla_attention(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, a->seq, a->len, a->nq, a->H,
+                               a->C, a->R, a->max_seq, a->max_len, 0.07f));
 }
-/* nseq sequences of length L each; prefill: nq = L causal queries of one sequence */
+/* nseq sequences of length L each; prefill: nq = L causal queries of one sequence (prefill 2:
+ * through dsv3_cuda_mla_prefill).  The prefill floor is the causal work, sum over queries of
+ * 2 H len (C + R + C) FLOPs: half the full nq x L score and value products.  mla_prefill
+ * computes more than that (whole query chunks against every row the chunk's last query sees,
+ * ~57% of the full products at len 2048: 7 chunks of 293 queries) plus its memory-bound softmax. */
 static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   if (!want(name)) return;
   mla_arg a = {0};
   a.H = 128, a.C = 512, a.R = 64, a.max_seq = L, a.max_len = L;
   a.nq = prefill ? L : nseq;
+  a.tc = prefill == 2;
   a.kv = dev_random((size_t)(nseq * L * a.C) * 2, 2);
   a.pe = dev_random((size_t)(nseq * L * a.R) * 2, 2);
   a.ql = dev_random((size_t)(a.nq * a.H * a.C) * 4, 1);
@@ -288,8 +298,8 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   CU(cudaMemcpy(a.len, len, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
   double s = timeit(f_mla, &a, prefill ? 2 : (quick ? 5 : 20));
   char shape[80];
-  snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
-           (long long)L);
+  snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld%s", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
+           (long long)L, prefill ? " causal" : "");
   if (prefill) row_fl(name, shape, s, flops);
   else {
     row_bw(name, shape, s, (double)nseq * L * (a.C + a.R) * 2);
@@ -487,6 +497,7 @@ int main(int argc, char **argv) {
   bench_mla("mla decode", 1, 32768, 0);
   bench_mla("mla decode", 32, 4096, 0);
   bench_mla("mla prefill", 1, 2048, 1);
+  bench_mla("mla prefill(tc)", 1, 2048, 2);
   bench_moe();
   bench_small();
   dsv3_cuda_ctx_free(ctx);

@@ -60,6 +60,9 @@ struct dsv3_gpu {
   int comm_on;
   float *lgall;  /* all-gathered logits [world, logit_rows, local vocab] */
   float *lghost; /* host staging for reordering them */
+  /* a prefill chunk (> DSV3_GPU_GRAPH_MAX tokens of one sequence at consecutive positions):
+   * its sequence and first position, for dsv3_cuda_mla_prefill; -1 otherwise */
+  int prefill_seq, prefill_pos0;
   /* graphs by token count */
   int graphs_on;
   cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
@@ -409,8 +412,12 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
                                   g->seqb, g->pos, C, R, g->max_seq, st));
     TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
-    TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
-                                g->max_seq, max_len, m->softmax_scale));
+    if (g->prefill_seq >= 0)
+      TRY(dsv3_cuda_mla_prefill(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->prefill_seq, g->prefill_pos0,
+                                n, H, C, R, g->max_seq, m->softmax_scale));
+    else
+      TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
+                                  g->max_seq, max_len, m->softmax_scale));
     TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
     TRY(allreduce(g, g->y, n * D));
@@ -476,10 +483,14 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   TRY(ensure_acts(g, n));
   int32_t *hb = dsv3_xmalloc((size_t)n * 4);
   int64_t max_len = 1;
+  int prefill = n > DSV3_GPU_GRAPH_MAX;
   for (int64_t i = 0; i < n; i++) {
     hb[i] = pos[i] + 1;
     if (hb[i] > max_len) max_len = hb[i];
+    if (seq[i] != seq[0] || pos[i] != pos[0] + i) prefill = 0;
   }
+  g->prefill_seq = prefill ? seq[0] : -1;
+  g->prefill_pos0 = prefill ? pos[0] : -1;
   cudaStream_t st = g->st;
   int rc = -1;
   if (cudaMemcpyAsync(g->tok, tok, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||

@@ -112,6 +112,19 @@ int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, cons
                             int64_t pe_head_stride, const uint16_t *kv_cache, const uint16_t *pe_cache,
                             const int32_t *seq, const int32_t *len, int64_t nq, int64_t H, int64_t C, int64_t R,
                             int64_t max_seq, int64_t max_len, float scale);
+/* Causal prefill of one sequence on tensor cores (cuBLAS): nq queries of sequence `seq` at
+ * positions pos0 .. pos0 + nq - 1 (host values; cache rows [0, pos0 + nq) already written),
+ * query i sees rows [0, pos0 + i + 1).  Same ql, q_pe (strides), caches and ol as
+ * dsv3_cuda_mla_attention.  Queries and the cache rows are taken as bf16 with fp32 accumulation,
+ * the softmax is float32 and the probabilities are rounded to bf16 for P . kv (the official
+ * model computes these einsums in bf16): relative error ~3e-3, not the 1e-5 of the CUDA-core
+ * kernel.  Scores are computed for chunks of query tokens whose fp32 scores + bf16
+ * probabilities fit in dsv3_cuda_mla_prefill_score_bytes (default 512 MB) of ctx scratch
+ * (allocated on first use: not capturable), plus bf16 copies of the queries and cache rows. */
+int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *ol, const float *ql, const float *q_pe, int64_t pe_tok_stride,
+                          int64_t pe_head_stride, const uint16_t *kv_cache, const uint16_t *pe_cache, int64_t seq,
+                          int64_t pos0, int64_t nq, int64_t H, int64_t C, int64_t R, int64_t max_seq, float scale);
+extern size_t dsv3_cuda_mla_prefill_score_bytes;
 /* Absorb o: o[t, h, v] = sum_c ol[t, h, c] * Wkvb[h * (nope + V) + nope + v, c]; o: [ntok, H, V]. */
 int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
                            int64_t V, int64_t C, cudaStream_t st);

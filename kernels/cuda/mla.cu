@@ -6,6 +6,8 @@
  * split) each run an online softmax over `chunk` positions, a combine pass merges the splits.
  * A warp owns HW heads; a lane holds 8 consecutive latent values per 256-wide slice, so a
  * cache row is read with 16-byte loads once per warp and reused for HW heads. */
+#include <cublas_v2.h>
+
 #include "common.cuh"
 
 #define MLA_MAXJ 3 /* (C + R) <= 32 lanes * 8 values * 3 = 768 */
@@ -316,6 +318,135 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
   if (nsplit > 1) {
     mla_combine_kernel<<<(unsigned)(nq * H), 128, 0, ctx->stream>>>(ol, po, pml, (int)C, (int)nsplit);
     CU_LAUNCHED("mla combine");
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- prefill on tensor cores */
+/* One sequence, queries at consecutive positions: every head of every query reads the same
+ * cache rows, so the scores of all (query, head) rows are one GEMM against the cache.
+ *   Kcat [L, C+R] = (kv | pe) rows 0 .. L-1 of the sequence (bf16 copy, L = pos0 + nq)
+ *   per chunk of query tokens [t0, t1), rows (t, h) -> r = t*H + h:
+ *     Qcat [rows, C+R] = bf16(ql | q_pe)
+ *     S = Qcat . Kcat^T over the N = pos0 + t1 rows any query of the chunk sees (fp32 out)
+ *     P = softmax(scale * S) with the causal mask (query t sees rows < pos0 + t + 1), bf16
+ *     ol = P . kv (fp32 out)
+ * Query chunks bound the scores (S + P <= dsv3_cuda_mla_prefill_score_bytes) and skip the
+ * masked rows beyond the chunk's last position. */
+size_t dsv3_cuda_mla_prefill_score_bytes = (size_t)512 << 20;
+
+/* Kcat row s (block s) = cache row base + s. */
+__global__ void __launch_bounds__(256) mla_pack_k_kernel(uint16_t *kb, const uint16_t *kvc, const uint16_t *pec, int64_t base,
+                                                         int C, int R) {
+  const int64_t s = blockIdx.x, D = C + R;
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    kb[s * D + d] = d < C ? kvc[(base + s) * C + d] : pec[(base + s) * R + (d - C)];
+}
+
+/* Qcat row j (block j) = query row r0 + j = (token (r0 + j) / H, head (r0 + j) % H). */
+__global__ void __launch_bounds__(256) mla_pack_q_kernel(uint16_t *qb, const float *ql, const float *qpe, int64_t pts,
+                                                         int64_t phs, int64_t r0, int H, int C, int R) {
+  const int64_t j = blockIdx.x, r = r0 + j, D = C + R;
+  const float *a = ql + r * C, *b = qpe + (r / H) * pts + (r % H) * phs;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) qb[j * D + d] = f2bf16(d < C ? a[d] : b[d - C]);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  return (uint32_t)f2bf16(lo) | ((uint32_t)f2bf16(hi) << 16);
+}
+
+/* Row j (block j) of S [rows, ld] holds the scores of query token j / H of the chunk, which
+ * sees the first v = first + j / H columns: P[j, c] = softmax(scale * S[j, :v])[c] for c < v,
+ * 0 for v <= c < N (P . kv runs over N columns).  ld % 8 == 0 (16-byte aligned rows). */
+__global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, const float *S, int64_t ld, int N, int H,
+                                                                  int64_t first, float scale_log2) {
+  const int64_t j = blockIdx.x;
+  const int v = (int)(first + j / H);
+  const float4 *s4 = reinterpret_cast<const float4 *>(S + j * ld);
+  float m = -INFINITY, l = 0.f; /* this thread's online max and sum of exp2(x - m) */
+  for (int g = threadIdx.x; 4 * g < v; g += blockDim.x) {
+    const float4 q = s4[g];
+    const float x[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      if (4 * g + k >= v) break;
+      const float y = x[k] * scale_log2;
+      if (y > m) l = l * exp2f(m - y) + 1.f, m = y; /* m = -inf at first: l = 1 */
+      else l += exp2f(y - m);
+    }
+  }
+  const float M = block_max(m); /* v >= 1: finite */
+  l *= exp2f(m - M);            /* a thread without columns: exp2(-inf) = 0 */
+  const float inv = 1.f / block_sum(l);
+  uint2 *p2 = reinterpret_cast<uint2 *>(P + j * ld);
+  for (int g = threadIdx.x; 4 * g < N; g += blockDim.x) {
+    float p[4] = {0.f, 0.f, 0.f, 0.f};
+    if (4 * g < v) {
+      const float4 q = s4[g];
+      const float x[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+      for (int k = 0; k < 4; k++)
+        if (4 * g + k < v) p[k] = exp2f(x[k] * scale_log2 - M) * inv;
+    }
+    p2[g] = make_uint2(pack_bf16x2(p[0], p[1]), pack_bf16x2(p[2], p[3]));
+  }
+}
+
+static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *ol, const float *ql, const float *q_pe,
+                                     int64_t pe_tok_stride, int64_t pe_head_stride, const uint16_t *kv_cache,
+                                     const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t C,
+                                     int64_t R, int64_t max_seq, float scale) {
+  CU_ARG("mla prefill", H > 0 && H < (1 << 20) && C > 0 && R >= 0 && C + R < (1 << 20),
+         "bad shape (heads %lld, kv_lora_rank %lld, rope dim %lld)", (long long)H, (long long)C, (long long)R);
+  CU_ARG("mla prefill", seq >= 0 && pos0 >= 0 && nq >= 0 && max_seq > 0 && max_seq < (1ll << 31) - 8,
+         "bad sequence %lld, first position %lld, %lld queries or max_seq %lld", (long long)seq, (long long)pos0,
+         (long long)nq, (long long)max_seq);
+  CU_ARG("mla prefill", pos0 + nq <= max_seq, "positions %lld .. %lld outside the cache of %lld rows", (long long)pos0,
+         (long long)(pos0 + nq - 1), (long long)max_seq);
+  if (nq <= 0) return 0;
+  const int64_t D = C + R, L = pos0 + nq, ldL = cdiv(L, 8) * 8;
+  /* query tokens per chunk: scores (fp32) + probabilities (bf16) within the budget */
+  const int64_t per_tok = H * ldL * 6;
+  int64_t tq = (int64_t)(dsv3_cuda_mla_prefill_score_bytes / (size_t)per_tok);
+  if (tq < 1) tq = 1;
+  if (tq > nq) tq = nq;
+  const int64_t nchunk = cdiv(nq, tq);
+  tq = cdiv(nq, nchunk); /* balanced chunks */
+  CU_ARG("mla prefill", tq * H < (1ll << 31), "%lld rows per chunk: too many", (long long)(tq * H));
+  const size_t kb = align256((size_t)(L * D) * 2), qb = align256((size_t)(tq * H * D) * 2),
+               sb = align256((size_t)(tq * H * ldL) * 4), pb = align256((size_t)(tq * H * ldL) * 2);
+  uint8_t *scr = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA_PREFILL, kb + qb + sb + pb);
+  if (!scr) return -1;
+  uint16_t *Kcat = (uint16_t *)scr, *Qcat = (uint16_t *)(scr + kb), *P = (uint16_t *)(scr + kb + qb + sb);
+  float *S = (float *)(scr + kb + qb);
+  const int64_t base = seq * max_seq; /* first cache row of the sequence */
+  cudaStream_t st = ctx->stream;
+  cublasHandle_t hb = (cublasHandle_t)ctx->cublas;
+  const float one = 1.f, zero = 0.f, sl2 = scale * 1.4426950408889634f;
+
+  mla_pack_k_kernel<<<(unsigned)L, 256, 0, st>>>(Kcat, kv_cache, pe_cache, base, (int)C, (int)R);
+  CU_LAUNCHED("mla prefill (pack cache rows)");
+  for (int64_t t0 = 0; t0 < nq; t0 += tq) {
+    const int64_t t1 = t0 + tq < nq ? t0 + tq : nq, rows = (t1 - t0) * H, N = pos0 + t1, ld = cdiv(N, 8) * 8;
+    mla_pack_q_kernel<<<(unsigned)rows, 256, 0, st>>>(Qcat, ql, q_pe, pe_tok_stride, pe_head_stride, t0 * H, (int)H,
+                                                       (int)C, (int)R);
+    CU_LAUNCHED("mla prefill (pack queries)");
+    /* column-major view: S^T [N, rows] (ld) = Kcat^T^T [N, D] . Qcat^T [D, rows] */
+    cublasStatus_t s = cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)rows, (int)D, &one, Kcat, CUDA_R_16BF,
+                                    (int)D, Qcat, CUDA_R_16BF, (int)D, &zero, S, CUDA_R_32F, (int)ld, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    CU_ARG("mla prefill", s == CUBLAS_STATUS_SUCCESS, "scores: cublasGemmEx %lld x %lld x %lld failed (status %d)",
+           (long long)N, (long long)rows, (long long)D, (int)s);
+    mla_prefill_softmax_kernel<<<(unsigned)rows, 256, 0, st>>>(P, S, ld, (int)N, (int)H, pos0 + t0 + 1, sl2);
+    CU_LAUNCHED("mla prefill (softmax)");
+    /* O^T [C, rows] = kv^T [C, N] (row-major [N, C] = col-major [C, N]) . P^T [N, rows] (ld) */
+    s = cublasGemmEx(hb, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, (int)rows, (int)N, &one, kv_cache + base * C, CUDA_R_16BF,
+                     (int)C, P, CUDA_R_16BF, (int)ld, &zero, ol + t0 * H * C, CUDA_R_32F, (int)C, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+    CU_ARG("mla prefill", s == CUBLAS_STATUS_SUCCESS, "values: cublasGemmEx %lld x %lld x %lld failed (status %d)",
+           (long long)C, (long long)rows, (long long)N, (int)s);
   }
   return 0;
 }

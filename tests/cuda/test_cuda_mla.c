@@ -1,6 +1,6 @@
-/* test_cuda_mla - MLA cache write (kv_norm + RoPE into the bf16 latent cache), q/o absorption
- * and the split attention (decode batches with ragged lengths, causal prefill) against the CPU
- * ops and a float64 reference. */
+/* test_cuda_mla - MLA cache write (kv_norm + RoPE into the bf16 latent cache), q/o absorption,
+ * the split attention (decode batches with ragged lengths, causal prefill) and the tensor-core
+ * prefill (dsv3_cuda_mla_prefill) against the CPU ops and a float64 reference. */
 #include "cuda_test.h"
 
 static void test_cache_write(int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t T) {
@@ -89,19 +89,16 @@ static void test_absorb(int64_t T, int64_t H, int64_t nope, int64_t R, int64_t V
   free(q), free(ol), free(W), free(rq), free(ro), free(gq), free(go);
 }
 
-/* nq queries; query i in sequence seq[i] sees len[i] rows */
-static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int64_t C, int64_t R, int64_t nseq,
-                           int64_t max_seq, int64_t nq, const int32_t *seq, const int32_t *len, int64_t max_len) {
-  const int64_t nope = 16, qk = nope + R; /* q_pe lives inside a [nq, H, nope + R] buffer */
-  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R);
-  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2);
-  t_bf16(kv, kvn, 1.0f);
-  t_bf16(pe, pen, 1.0f);
-  float *ql = t_xmalloc((size_t)(nq * H * C) * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
-  t_fill(ql, (size_t)(nq * H * C), 1.0f);
-  t_fill(q, (size_t)(nq * H * qk), 1.0f);
-  float scale = (float)(1.5 / sqrt((double)(C + R)));
-  double *ref = t_xmalloc((size_t)(nq * H * C) * 8), *p = t_xmalloc((size_t)max_len * 8);
+/* float64 reference: ref [nq, H, C] = softmax(scale * (ql.kv + q_pe.pe)) . kv, query i in
+ * sequence seq[i] over rows [0, len[i]); q_pe of (i, h) at q + (i * H + h) * (nope + R) + nope. */
+static void ref_attention(double *ref, const float *ql, const float *q, int64_t nope, const uint16_t *kv,
+                          const uint16_t *pe, const int32_t *seq, const int32_t *len, int64_t nq, int64_t H, int64_t C,
+                          int64_t R, int64_t max_seq, float scale) {
+  const int64_t qk = nope + R;
+  int64_t max_len = 1;
+  for (int64_t i = 0; i < nq; i++)
+    if (len[i] > max_len) max_len = len[i];
+  double *p = t_xmalloc((size_t)max_len * 8);
   for (int64_t i = 0; i < nq; i++)
     for (int64_t h = 0; h < H; h++) {
       const float *a = ql + (i * H + h) * C, *b = q + (i * H + h) * qk + nope;
@@ -122,6 +119,23 @@ static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int6
         for (int64_t c = 0; c < C; c++) o[c] += p[s] / sum * dsv3_bf16_to_f32(k[c]);
       }
     }
+  free(p);
+}
+
+/* nq queries; query i in sequence seq[i] sees len[i] rows */
+static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int64_t C, int64_t R, int64_t nseq,
+                           int64_t max_seq, int64_t nq, const int32_t *seq, const int32_t *len, int64_t max_len) {
+  const int64_t nope = 16, qk = nope + R; /* q_pe lives inside a [nq, H, nope + R] buffer */
+  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R);
+  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2);
+  t_bf16(kv, kvn, 1.0f);
+  t_bf16(pe, pen, 1.0f);
+  float *ql = t_xmalloc((size_t)(nq * H * C) * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
+  t_fill(ql, (size_t)(nq * H * C), 1.0f);
+  t_fill(q, (size_t)(nq * H * qk), 1.0f);
+  float scale = (float)(1.5 / sqrt((double)(C + R)));
+  double *ref = t_xmalloc((size_t)(nq * H * C) * 8);
+  ref_attention(ref, ql, q, nope, kv, pe, seq, len, nq, H, C, R, max_seq, scale);
   uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2);
   float *dql = t_dev(ql, (size_t)(nq * H * C) * 4), *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
   int32_t *dseq = t_dev(seq, (size_t)nq * 4), *dlen = t_dev(len, (size_t)nq * 4);
@@ -136,7 +150,72 @@ static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int6
           (long long)C, (long long)R, (long long)nq, (long long)(rep ? max_seq : max_len), e);
   }
   cudaFree(dkv), cudaFree(dpe), cudaFree(dql), cudaFree(dq), cudaFree(dseq), cudaFree(dlen), cudaFree(dol);
-  free(kv), free(pe), free(ql), free(q), free(ref), free(p), free(got);
+  free(kv), free(pe), free(ql), free(q), free(ref), free(got);
+}
+
+/* dsv3_cuda_mla_prefill: nq queries of sequence sq at positions pos0 .. pos0 + nq - 1 over a
+ * cache of nseq sequences in which every row is random, those of the other sequences and the
+ * rows at and beyond pos0 + nq included, so a row the causal mask hides would show.  Run with
+ * a score budget of `budget` bytes (small: many query chunks) and with the default one.
+ *
+ * Tolerance: the kernel rounds the queries and the probabilities to bf16 (unit roundoff
+ * 2^-9 = 2e-3; the cache is bf16 already) and accumulates in fp32, as the official model's
+ * bf16 einsums with a float32 softmax.  A numpy emulation of exactly these roundings on these
+ * inputs (N(0,1) values, scale 1.5/sqrt(C+R): logits of std ~1.5) gives a relative L2 error vs
+ * float64 of ~2.5e-3 over the whole output of a call; over 100 seeds of all the cases below, at
+ * most 4.3e-3 for a call (a single 120-value token) and 7.6e-3 for its worst token.  Limits:
+ * 1e-2 over all, 2e-2 for the worst token (> 2x margin); a wrong row, head or mask boundary
+ * gives errors of order 0.1-1. */
+static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t sq,
+                         int64_t pos0, int64_t nq, size_t budget) {
+  const int64_t nope = 16, qk = nope + R; /* q_pe lives inside a [nq, H, nope + R] buffer */
+  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R), on = (size_t)(nq * H * C);
+  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2);
+  t_bf16(kv, kvn, 1.0f);
+  t_bf16(pe, pen, 1.0f);
+  float *ql = t_xmalloc(on * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
+  t_fill(ql, on, 1.0f);
+  t_fill(q, (size_t)(nq * H * qk), 1.0f);
+  int32_t *seq = t_xmalloc((size_t)nq * 4), *len = t_xmalloc((size_t)nq * 4);
+  for (int64_t i = 0; i < nq; i++) seq[i] = (int32_t)sq, len[i] = (int32_t)(pos0 + i + 1);
+  float scale = (float)(1.5 / sqrt((double)(C + R)));
+  double *ref = t_xmalloc(on * 8);
+  ref_attention(ref, ql, q, nope, kv, pe, seq, len, nq, H, C, R, max_seq, scale);
+  uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2);
+  float *dql = t_dev(ql, on * 4), *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
+  float *dol = t_poison(on * 4), *got = t_xmalloc(on * 4);
+  const size_t def = dsv3_cuda_mla_prefill_score_bytes;
+  for (int rep = 0; rep < 2; rep++) {
+    dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
+    CU(cudaMemset(dol, 0xff, on * 4));
+    OK(dsv3_cuda_mla_prefill(ctx, dol, dql, dq + nope, H * qk, qk, dkv, dpe, sq, pos0, nq, H, C, R, max_seq, scale));
+    t_host(got, dol, on * 4);
+    double e = t_rel_d(got, ref, on), wt = 0;
+    int64_t wi = 0;
+    for (int64_t i = 0; i < nq; i++) {
+      double ei = t_rel_d(got + i * H * C, ref + i * H * C, (size_t)(H * C));
+      if (!(ei <= wt)) wt = ei, wi = i; /* NaN / inf count as worst */
+    }
+    CHECK(e < 1e-2 && wt < 2e-2,
+          "mla prefill H=%lld C=%lld R=%lld seq %lld pos0=%lld nq=%lld (score budget %zu): rel err %.3g (< 1e-2), "
+          "worst token %lld: %.3g (< 2e-2)",
+          (long long)H, (long long)C, (long long)R, (long long)sq, (long long)pos0, (long long)nq,
+          dsv3_cuda_mla_prefill_score_bytes, e, (long long)wi, wt);
+  }
+  dsv3_cuda_mla_prefill_score_bytes = def;
+  cudaFree(dkv), cudaFree(dpe), cudaFree(dql), cudaFree(dq), cudaFree(dol);
+  free(kv), free(pe), free(ql), free(q), free(seq), free(len), free(ref), free(got);
+}
+
+static void test_prefill_args(dsv3_cuda_ctx *ctx) {
+  /* positions beyond the cache are refused before anything is touched */
+  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 10, 7, 3, 40, 8, 16, 0.1f);
+  CHECK(rc == -1 && strstr(dsv3_error(), "outside the cache"), "mla prefill past max_seq: rc %d, error '%s'", rc,
+        dsv3_error());
+  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, -1, 0, 7, 3, 40, 8, 16, 0.1f);
+  CHECK(rc == -1 && strstr(dsv3_error(), "bad sequence"), "mla prefill seq -1: rc %d, error '%s'", rc, dsv3_error());
+  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 3, 0, 3, 40, 8, 16, 0.1f) == 0,
+        "mla prefill of 0 queries: %s", dsv3_error());
 }
 
 int main(void) {
@@ -170,6 +249,16 @@ int main(void) {
     int32_t seq[4] = {0, 0, 0, 0}, len[4] = {1, 2, 3, 4};
     test_attention(ctx, "narrow", 2, 32, 16, 1, 16, 4, seq, len, 4);
   }
+  /* tensor-core prefill: H, C, R, nseq, max_seq, seq, pos0, nq, score budget (bytes) */
+  test_prefill_args(ctx);
+  for (int64_t nq = 1; nq <= 70; nq += (nq < 8 ? 1 : 13)) { /* 1..8, 21, 34, 47, 60 */
+    test_prefill(ctx, 3, 40, 8, 1, 128, 0, 0, nq, 4000);   /* fresh sequence; nq >= 21: 3-20 query chunks */
+    test_prefill(ctx, 3, 40, 8, 3, 128, 2, 37, nq, 10000); /* after 37 cached rows, third sequence; likewise */
+  }
+  test_prefill(ctx, 3, 40, 8, 2, 128, 1, 58, 70, 1 << 16); /* pos0 + nq == max_seq */
+  test_prefill(ctx, 2, 16, 0, 1, 16, 0, 3, 9, 1);          /* no rope part, one token per chunk */
+  test_prefill(ctx, 16, 512, 64, 2, 512, 1, 0, 300, 1 << 20);
+  test_prefill(ctx, 16, 512, 64, 1, 1024, 0, 211, 300, 3 << 20);
   dsv3_cuda_ctx_free(ctx);
   return check_done("test_cuda_mla");
 }
