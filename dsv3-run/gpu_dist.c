@@ -353,7 +353,10 @@ void dsv3_dist_free(dsv3_dist *d) {
     pthread_join(d->dog, NULL);
   }
 #ifdef DSV3_HAVE_NCCL
-  if (d->comm) ncclCommDestroy((ncclComm_t)d->comm);
+  /* every stream was synchronised: nothing is in flight.  ncclCommDestroy would wait for the
+   * other ranks to destroy theirs too (a deadlock when rank 0's thread joins the others
+   * first); abort frees this rank's resources alone. */
+  if (d->comm) ncclCommAbort((ncclComm_t)d->comm);
 #endif
   for (int i = 0; i < d->nfd; i++)
     if (d->fd[i] >= 0) close(d->fd[i]);

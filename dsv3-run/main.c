@@ -790,12 +790,12 @@ int main(int argc, char **argv) {
   free(texts);
 #ifdef DSV3_HAVE_CUDA
   dsv3_gpu_finish(gpu);
+  dsv3_gpu_free(gpu);
+  dsv3_dist_free(dist);
   if (fth)
     for (int r = 1; r < world; r++) pthread_join(fth[r], NULL);
   free(fth);
   free(fargs);
-  dsv3_gpu_free(gpu);
-  dsv3_dist_free(dist);
 #endif
   dsv3_model_free(m);
   dsv3_tok_free(tok);

@@ -10,6 +10,8 @@
 #          A rank killed mid-run ends rank 0 with an error naming it.
 #  4 GPUs: the same with mp4 (issue 9).
 . "$SRC/tests/lib.sh"
+step() { echo "## $*"; }
+TO=(timeout -k 5 240) # no run may hang the suite
 "$RUN" --version | grep -q cuda || { echo "dsv3-run built without CUDA"; exit 77; }
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 [ "$NGPU" -ge 1 ] || { echo "no GPU"; exit 77; }
@@ -21,13 +23,13 @@ G=(--temperature 0 --ignore-eos -q)
 
 # 1 GPU: batched --input-file
 printf 'def add(a, b):\nclass Stack:\nimport os\nfor i in range(10):\n' > "$T/prompts"
-expect "batched input file" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}" --batch 8
+step batched; expect "batched input file" "${TO[@]}" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}" --batch 8
 grep -o '"ids":\[[0-9,]*\]' "$T/out" > "$T/batched"
-expect "one at a time" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}" --batch 1
+expect "one at a time" "${TO[@]}" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}" --batch 1
 grep -o '"ids":\[[0-9,]*\]' "$T/out" > "$T/single"
 [ "$(wc -l < "$T/batched")" = 4 ] && cmp -s "$T/batched" "$T/single" && ok ||
   fail "batched ids differ from one-at-a-time: $(diff "$T/batched" "$T/single" | head -c 600)"
-expect "batched text output" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 8 "${G[@]}"
+expect "batched text output" "${TO[@]}" "$RUN" --ckpt "$M" --raw --input-file "$T/prompts" --max-new-tokens 8 "${G[@]}"
 [ "$(grep -c '^Completion: ' "$T/out")" = 4 ] && ok || fail "batched text: $(head -c 400 "$T/out")"
 
 # multi-GPU
@@ -36,39 +38,44 @@ ids="0 $(printf 'def fibonacci(n):\n    ' | "$RUN" --ckpt "$M" --tokenize)"
 np=$(echo $ids | wc -w)
 one() { # one NAME CKPT [launcher...] : greedy 32 tokens with a logits dump
   local name=$1 ck=$2; shift 2
-  expect "$name" "$@" "$RUN" --ckpt "$ck" --ids "$ids" --max-new-tokens 32 "${G[@]}" --dump-logits "$T/$name.st" --timeout 120
+  step "$name"
+  expect "$name" "${TO[@]}" "$@" "$RUN" --ckpt "$ck" --ids "$ids" --max-new-tokens 32 "${G[@]}" --dump-logits "$T/$name.st" --timeout 120
 }
 "$CONVERT" "$M" "$T/mp1" --mp 1 -q || fail "convert mp1"
 one mp1 "$T/mp1"
 for mp in 2 4; do
   [ "$NGPU" -ge $mp ] || { echo "$NGPU GPUs: mp$mp skipped"; continue; }
   "$CONVERT" "$M" "$T/mp$mp" --mp $mp -q || fail "convert mp$mp"
-  expect "mp$mp --gpus" "$RUN" --ckpt "$T/mp$mp" --gpus $mp --ids "$ids" --max-new-tokens 32 "${G[@]}" \
+  step "mp$mp --gpus"
+  expect "mp$mp --gpus" "${TO[@]}" "$RUN" --ckpt "$T/mp$mp" --gpus $mp --ids "$ids" --max-new-tokens 32 "${G[@]}" \
     --dump-logits "$T/mp$mp-gpus.st" --timeout 120
   "$CMP" "$T/mp1.st" "$T/mp$mp-gpus.st" "$np" 16 1e-4 && ok || fail "mp$mp --gpus against mp1"
   if command -v torchrun > /dev/null; then
-    expect "mp$mp torchrun" torchrun --standalone --nproc-per-node $mp --no-python "$RUN" --ckpt "$T/mp$mp" \
+    step "mp$mp torchrun"
+    expect "mp$mp torchrun" "${TO[@]}" torchrun --standalone --nproc-per-node $mp --no-python "$RUN" --ckpt "$T/mp$mp" \
       --ids "$ids" --max-new-tokens 32 "${G[@]}" --dump-logits "$T/mp$mp-torchrun.st" --timeout 120
     "$CMP" "$T/mp1.st" "$T/mp$mp-torchrun.st" "$np" 16 1e-4 && ok || fail "mp$mp torchrun against mp1"
   else
     echo "no torchrun: the process-per-GPU launch of mp$mp was not tried"
   fi
-  expect "mp$mp batched" "$RUN" --ckpt "$T/mp$mp" --gpus $mp --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}"
+  step "mp$mp batched"
+  expect "mp$mp batched" "${TO[@]}" "$RUN" --ckpt "$T/mp$mp" --gpus $mp --raw --input-file "$T/prompts" --max-new-tokens 24 --json "${G[@]}"
   grep -o '"ids":\[[0-9,]*\]' "$T/out" > "$T/mp$mp-batched"
   cmp -s "$T/batched" "$T/mp$mp-batched" && ok || fail "mp$mp batched ids differ from mp1: $(diff "$T/batched" "$T/mp$mp-batched" | head -c 400)"
 done
 
 # a rank killed mid-run: rank 0 (chatting over a fifo) ends with an error naming rank 1
 if [ "$NGPU" -ge 2 ]; then
+  step "rank killed"
   P=$((20000 + RANDOM % 30000))
   mkfifo "$T/in"
-  env RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 DSV3_MASTER_PORT=$P "$RUN" --ckpt "$T/mp2" --max-new-tokens 4 --timeout 60 -q \
+  env RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 DSV3_MASTER_PORT=$P "${TO[@]}" "$RUN" --ckpt "$T/mp2" --max-new-tokens 4 --timeout 60 -q \
     < "$T/in" > "$T/c0" 2> "$T/e0" & r0=$!
-  env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 DSV3_MASTER_PORT=$P "$RUN" --ckpt "$T/mp2" --timeout 60 -q > /dev/null 2>&1 & r1=$!
+  env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 DSV3_MASTER_PORT=$P "${TO[@]}" "$RUN" --ckpt "$T/mp2" --timeout 60 -q > /dev/null 2>&1 & r1=$!
   exec 5> "$T/in"
   echo "hello" >&5
   for i in $(seq 120); do [ -s "$T/c0" ] && break; sleep 0.5; done
-  kill -9 $r1
+  pkill -9 -P $r1; kill -9 $r1 2>/dev/null
   sleep 0.5
   echo "again" >&5
   t0=$(date +%s)
