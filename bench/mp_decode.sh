@@ -41,14 +41,14 @@ floor1=$(timeout 300 "$build/bench/cuda_decode" "$dir" --batches 1 --steps 64 --
 echo "mp1 HBM floor (cuda_decode): ${floor1:-?} ms"
 m1=$(decode mp1 "$dir")
 printf "| degree | GPUs | decode ms/token | floor ms | ratio | collectives share |\n|---|---|---|---|---|---|\n" | tee "$out/mp_decode.md"
-awk -v m="$m1" -v f="${floor1:-0}" 'BEGIN{printf "| mp1 | 1 | %.3f | %.3f | %.2fx | - |\n", m, f, f>0?m/f:0}' | tee -a "$out/mp_decode.md"
+awk -v m="$m1" -v f="${floor1:-0}" 'BEGIN{printf "| mp1 | 1 | %.3f | %.3f | %.2fx | - |\n", m, f, (f>0?m/f:0)}' | tee -a "$out/mp_decode.md"
 for mp in 2 4 8; do
   [ "$ngpu" -ge $mp ] || continue
   d="$dir-mp$mp"
   [ -f "$d/model0-mp$mp.safetensors" ] || "$build/dsv3-convert/dsv3-convert" "$dir" "$d" --mp $mp -q || { echo "convert mp$mp failed"; continue; }
   mthr=$(decode "mp$mp" "$d" --gpus $mp)
   mn=$(DSV3_BENCH_NO_COMM=1 decode "mp${mp}nc" "$d" --gpus $mp)
-  awk -v m="$mthr" -v n="$mn" -v f="${floor1:-0}" -v k=$mp 'BEGIN{printf "| mp%d | %d | %.3f | %.3f | %.2fx | %.0f%% (%.3f ms without) |\n", k, k, m, f/k, f>0?m/(f/k):0, m>0?100*(m-n)/m:0, n}' | tee -a "$out/mp_decode.md"
+  awk -v m="$mthr" -v n="$mn" -v f="${floor1:-0}" -v k=$mp 'BEGIN{printf "| mp%d | %d | %.3f | %.3f | %.2fx | %.0f%% (%.3f ms without) |\n", k, k, m, f/k, (f>0?m/(f/k):0), (m>0?100*(m-n)/m:0), n}' | tee -a "$out/mp_decode.md"
   [ "${KEEP_SLICES:-0}" = 1 ] || rm -rf "$d"
 done
 echo "total $(( $(date +%s) - t0 )) s"

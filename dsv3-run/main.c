@@ -215,7 +215,7 @@ out:
 
 static void report(const opts *o, const gen_result *r) {
   if (o->quiet) return;
-  fprintf(stderr, "\n[%s] prompt %lld tokens: prefill %.1f tok/s (%.3f s); decode %lld tokens: %.2f tok/s (%.1f ms/token)\n",
+  fprintf(stderr, "\n[%s] prompt %lld tokens: prefill %.1f tok/s (%.3f s); decode %lld tokens: %.2f tok/s (%.3f ms/token)\n",
           PROG, (long long)r->prompt_n, r->prefill_s > 0 ? r->prompt_n / r->prefill_s : 0, r->prefill_s, (long long)r->n,
           r->decode_s > 0 && r->n > 1 ? (r->n - 1) / r->decode_s : 0, r->n > 1 ? r->decode_s * 1000 / (r->n - 1) : 0);
 }
