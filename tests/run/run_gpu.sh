@@ -10,8 +10,8 @@
 #          A rank killed mid-run ends rank 0 with an error naming it.
 #  4 GPUs: the same with mp4 (issue 9).
 . "$SRC/tests/lib.sh"
-step() { echo "## $*"; }
-TO=(timeout -k 5 240) # no run may hang the suite
+step() { echo "## $(date +%T) $*"; }
+TO=(timeout -k 5 "${DSV3_STEP_TIMEOUT:-240}") # no run may hang the suite
 "$RUN" --version | grep -q cuda || { echo "dsv3-run built without CUDA"; exit 77; }
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 [ "$NGPU" -ge 1 ] || { echo "no GPU"; exit 77; }
