@@ -369,10 +369,14 @@ int dsv3_dist_rank(const dsv3_dist *d) { return d->p.rank; }
 int dsv3_dist_world(const dsv3_dist *d) { return d->p.world; }
 
 /* ------------------------------------------------------------------ messages */
+static volatile int lost; /* a peer rank is gone: nothing more can run */
+int dsv3_dist_lost(void) { return lost; }
+
 int dsv3_dist_send(dsv3_dist *d, uint32_t type, const void *buf, size_t n) {
   for (int r = 1; r < d->p.world; r++)
     if (send_msg(d->fd[r], type, buf, n)) {
       dsv3_error_set("rank 0: rank %d is gone (its connection closed)", r);
+      lost = 1;
       return -1;
     }
   return 0;
@@ -381,6 +385,7 @@ int dsv3_dist_send(dsv3_dist *d, uint32_t type, const void *buf, size_t n) {
 int dsv3_dist_recv(dsv3_dist *d, uint32_t *type, void **buf, size_t *n) {
   int rc = recv_msg(d->fd[0], type, buf, n, 0);
   if (rc) {
+    lost = 1;
     dsv3_error_set("rank %d: rank 0 is gone (%s)", d->p.rank, io_err(rc));
     return -1;
   }

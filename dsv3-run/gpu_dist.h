@@ -52,6 +52,8 @@ int dsv3_dist_world(const dsv3_dist *d);
  * as rank 0 needs, and fails when rank 0's connection closes). */
 enum { DSV3_MSG_SETUP = 1, DSV3_MSG_WORK = 2, DSV3_MSG_EXIT = 3 };
 int dsv3_dist_send(dsv3_dist *d, uint32_t type, const void *buf, size_t n);
+/* 1 once a send or receive found a peer rank gone: the run cannot go on (chat stops) */
+int dsv3_dist_lost(void);
 int dsv3_dist_recv(dsv3_dist *d, uint32_t *type, void **buf, size_t *n); /* *buf: malloc'd */
 
 /* Every rank reports ok or its error (dsv3_error()) to rank 0, which tells all of them whether

@@ -459,8 +459,15 @@ static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_
     gen_result r;
     rc = generate(m, tok, o, ids, np, 1, NULL, rng, &r);
     free(ids);
+#ifdef DSV3_HAVE_CUDA
+    if (rc && dsv3_dist_lost()) { /* a rank is gone: the caller reports it and exits */
+      free(r.out);
+      break;
+    }
+#endif
     if (rc) {
       dsv3_error_print(PROG);
+      rc = 0;
       free(r.out);
       n--;
       free((char *)msgs[n].content);
@@ -475,7 +482,7 @@ static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_
   for (size_t i = 0; i < n; i++) free((char *)msgs[i].content);
   free(msgs);
   free(line);
-  return 0;
+  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -636,6 +643,7 @@ int main(int argc, char **argv) {
   }
   int batched = !strcmp(o.device, "cuda") && ntexts > 1 && o.batch > 1 && !o.dump_logits;
   int64_t max_batch = batched ? (ntexts < o.batch ? ntexts : o.batch) : 1;
+  (void)max_batch; /* the GPU backend's only */
 
   /* ranks: --gpus N (threads) or a launcher's environment (processes) */
   int world = 1;
