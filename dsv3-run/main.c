@@ -372,7 +372,8 @@ static int rank_device(const dsv3_dist_params *p) {
     dsv3_error_set("no CUDA device is available");
     return -1;
   }
-  if (ndev == 1) return 0; /* the launcher shows each process its own GPU (srun --gpus-per-task 1) */
+  /* a launcher that shows each process only its own GPU (srun --gpus-per-task 1) */
+  if (ndev == 1 && p->source && strcmp(p->source, "--gpus") != 0) return 0;
   if (p->local_rank >= ndev) {
     dsv3_error_set("local rank %d but this node has %d GPUs", p->local_rank, ndev);
     return -1;
