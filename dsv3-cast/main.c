@@ -293,30 +293,9 @@ static int copy_other_files(const dsv3_ckpt *ck, const char *out_dir) {
 /* The input index must tell the truth about where each tensor is (loaders trust it, and a
  * lie means the checkpoint is not what it claims); a wrong total_size only warns, as the
  * output's is recomputed. */
-typedef struct {
-  char first[1100];
-  int errors;
-  const opts *o;
-} index_problems;
-
-static void on_index_problem(void *ctx, const char *line) {
-  index_problems *ip = ctx;
-  if (strstr(line, "metadata.total_size")) {
-    if (!ip->o->quiet && !ip->o->json) fprintf(stderr, "%s: warning: %s (the output's is recomputed)\n", PROG, line);
-    return;
-  }
-  if (!ip->errors++) snprintf(ip->first, sizeof ip->first, "%s", line);
-}
-
-static int check_index(dsv3_ckpt *ck, const opts *o) {
-  index_problems ip = {.o = o};
-  dsv3_ckpt_check_index(ck, on_index_problem, &ip);
-  if (!ip.errors) return 0;
-  if (ip.errors > 1)
-    dsv3_error_set("%s/%s (and %d more index problems; dsv3-inspect --check lists them)", o->in, ip.first, ip.errors - 1);
-  else
-    dsv3_error_set("%s/%s", o->in, ip.first);
-  return -1;
+static void on_index_warning(void *ctx, const char *line) {
+  const opts *o = ctx;
+  if (!o->quiet && !o->json) fprintf(stderr, "%s: warning: %s (the output's is recomputed)\n", PROG, line);
 }
 
 /* The input index's "metadata" object (a copy; empty when there is none). */
@@ -420,7 +399,7 @@ int main(int argc, char **argv) {
     dsv3_ckpt_close(ck);
     return 1;
   }
-  if (check_index(ck, &o) != 0) {
+  if (dsv3_ckpt_require_index(ck, o.in, on_index_warning, &o) != 0) {
     dsv3_error_print(PROG);
     dsv3_ckpt_close(ck);
     dsv3_ckpt_close(o.ref);

@@ -477,6 +477,13 @@ static int rank_file(const char *name, void *ctx) {
 
 static void after_window(void *ck) { drop_input_pages((dsv3_ckpt *)ck); }
 
+/* An index that lies about where a tensor is refuses the input (dsv3_ckpt_require_index); a
+ * wrong total_size only warns: the outputs have no index. */
+static void on_index_warning(void *ctx, const char *line) {
+  const opts *o = ctx;
+  if (!o->quiet && !o->json) fprintf(stderr, "%s: warning: %s (ignored)\n", PROG, line);
+}
+
 int main(int argc, char **argv) {
   enum { O_MP = 256, O_E, O_IN, O_OUT, O_DTYPE, O_MTP, O_RESUME, O_NOMANIFEST, O_PACK, O_PACKRANK, O_THREADS, O_MEMORY, O_JSON, O_VERSION };
   static const struct option lo[] = {
@@ -553,6 +560,11 @@ int main(int argc, char **argv) {
   dsv3_ckpt *ck;
   if (dsv3_ckpt_open(o.in, &ck) != 0) {
     dsv3_error_print(PROG);
+    return 1;
+  }
+  if (dsv3_ckpt_require_index(ck, o.in, on_index_warning, &o) != 0) { /* as dsv3-cast */
+    dsv3_error_print(PROG);
+    dsv3_ckpt_close(ck);
     return 1;
   }
   const dsv3_config *cfg = dsv3_ckpt_config(ck);

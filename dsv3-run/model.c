@@ -122,6 +122,7 @@ int dsv3_model_load_rank(const char *ckpt, const char *config_path, int64_t max_
   *out = NULL;
   dsv3_model *m = dsv3_xcalloc(1, sizeof *m);
   if (dsv3_ckpt_open(ckpt, &m->ck) != 0) goto fail;
+  if (dsv3_ckpt_require_index(m->ck, ckpt, NULL, NULL) != 0) goto fail; /* as cast and convert */
   if (config_path) {
     if (dsv3_config_load(config_path, &m->cfg) != 0) goto fail;
   } else if (dsv3_ckpt_config(m->ck)) {

@@ -547,6 +547,33 @@ uint64_t dsv3_ckpt_total_bytes(const dsv3_ckpt *ck) {
 
 int64_t dsv3_ckpt_index_total_size(const dsv3_ckpt *ck) { return ck->has_index ? ck->total_size : -1; }
 
+typedef struct {
+  char first[1100];
+  int errors;
+  dsv3_problem_fn warn;
+  void *ctx;
+} index_verdict;
+
+static void on_index_problem(void *ctx, const char *line) {
+  index_verdict *v = ctx;
+  if (strstr(line, "metadata.total_size")) {
+    if (v->warn) v->warn(v->ctx, line);
+    return;
+  }
+  if (!v->errors++) snprintf(v->first, sizeof v->first, "%s", line);
+}
+
+int dsv3_ckpt_require_index(const dsv3_ckpt *ck, const char *dir, dsv3_problem_fn warn, void *ctx) {
+  index_verdict v = {.warn = warn, .ctx = ctx};
+  dsv3_ckpt_check_index(ck, on_index_problem, &v);
+  if (!v.errors) return 0;
+  if (v.errors > 1)
+    dsv3_error_set("%s/%s (and %d more index problems; dsv3-inspect --check lists them)", dir, v.first, v.errors - 1);
+  else
+    dsv3_error_set("%s/%s", dir, v.first);
+  return -1;
+}
+
 int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx) {
   if (!ck->has_index) return 0;
   int problems = 0;

@@ -57,6 +57,11 @@ uint64_t dsv3_ckpt_total_bytes(const dsv3_ckpt *ck); /* sum of tensor bytes */
  * the sum of tensor bytes.  A missing shard already fails dsv3_ckpt_open. */
 typedef void (*dsv3_problem_fn)(void *ctx, const char *line);
 int dsv3_ckpt_check_index(const dsv3_ckpt *ck, dsv3_problem_fn cb, void *ctx);
+/* The tools' verdict on the index: 0 when every weight_map entry and every shard tensor agree,
+ * else -1 with the first problem in dsv3_error() ("DIR/model.safetensors.index.json: tensor
+ * T: ...", and how many more).  A wrong metadata.total_size alone is no error: each such line
+ * goes to `warn` (may be NULL). */
+int dsv3_ckpt_require_index(const dsv3_ckpt *ck, const char *dir, dsv3_problem_fn warn, void *ctx);
 /* The index's metadata.total_size, or -1 if absent. */
 int64_t dsv3_ckpt_index_total_size(const dsv3_ckpt *ck);
 

@@ -323,8 +323,8 @@ static int validate(const char *L, const dsv3_config *c) {
       {"max_position_embeddings", c->max_position_embeddings},
   };
   for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
-    NEED(pos[i].v > 0 && pos[i].v < (INT64_C(1) << 40), "%s: field \"%s\" must be positive (got %lld)", L,
-         F(c, pos[i].name), (long long)pos[i].v);
+    NEED(pos[i].v > 0 && pos[i].v < (INT64_C(1) << 40), "%s: field \"%s\" must be positive%s (got %lld)", L,
+         F(c, pos[i].name), pos[i].v > 0 ? " and below 2^40" : "", (long long)pos[i].v);
   NEED(c->num_nextn_predict_layers >= 0 && c->num_nextn_predict_layers < 1000,
        "%s: field \"num_nextn_predict_layers\" must be in [0, 1000) (got %lld)", L,
        (long long)c->num_nextn_predict_layers);

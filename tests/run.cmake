@@ -1,9 +1,10 @@
 # dsv3-run CPU path: tokenizer vs Hugging Face tokenizers, forward pass vs the official model.py,
-# CLI end to end.
+# CLI end to end, hostile checkpoints.
 if(TARGET dsv3_run)
   dsv3_test(test_ref_logits SOURCES run/test_ref_logits.c LIBS dsv3_run)
   set_tests_properties(test_ref_logits PROPERTIES TIMEOUT 600)
   dsv3_shell_test(run_cli run/run_cli.sh)
+  dsv3_shell_test(run_hostile run/run_hostile.sh) # broken checkpoints: one-line errors, input untouched
 endif()
 # across ranks: the rendezvous and agreement errors (CPU: no GPU needed), and on GPUs the
 # batched --input-file and mp 2/4 against mp 1 in both launch modes (run_gpu: label cuda)

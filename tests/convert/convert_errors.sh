@@ -55,13 +55,23 @@ expect_error "no config.json" "nocfg: no config.json" "$CONVERT" -q "$T/nocfg" "
 cp -r "$DSV3_TINY" "$T/bad"
 f=$(grep -l '"model.norm.weight"' "$T"/bad/*.safetensors | head -1)
 rename_tensor "$f" model.norm.weight model.nrmx.weight
+sed -i 's/"model.norm.weight"/"model.nrmx.weight"/' "$T/bad/model.safetensors.index.json" # the index agrees
 expect_error "unmapped name" "$(basename "$f"): tensor model.nrmx.weight: key \"nrmx\" is not in convert.py's mapping" \
   "$CONVERT" -q "$T/bad" "$T/x" --mp 2
 rm -rf "$T/bad"; cp -r "$DSV3_TINY" "$T/bad"
 f=$(grep -l '"model.layers.1.self_attn.o_proj.weight_scale_inv"' "$T"/bad/*.safetensors | head -1)
 rename_tensor "$f" model.layers.1.self_attn.o_proj.weight_scale_inv model.layers.1.self_attn.o_proj.weight_scale_inx
+sed -i 's/"model.layers.1.self_attn.o_proj.weight_scale_inv"/"model.layers.1.self_attn.o_proj.weight_scale_inx"/' \
+  "$T/bad/model.safetensors.index.json"
 expect_error "bf16 without a scale" "tensor layers.1.attn.wo.weight: FP8 weight has no scale" \
   "$CONVERT" -q "$T/bad" "$T/x" --mp 2 --dtype bf16
+rm -rf "$T/bad"; cp -r "$DSV3_TINY" "$T/bad" # an index that lies about a tensor's shard: refused, as dsv3-cast does
+sed -i 's/"model.norm.weight": "model-0000[0-9]-of-00003.safetensors"/"model.norm.weight": "model-00001-of-00003.safetensors"/' \
+  "$T/bad/model.safetensors.index.json"
+grep -q '"model.norm.weight": "model-00001' "$T/bad/model.safetensors.index.json" && [ "$(basename "$(grep -l '"model.norm.weight"' "$T"/bad/*.safetensors | head -1)")" != model-00001-of-00003.safetensors ] ||
+  fail "index edit did not make a lie"
+expect_error "lying index" "model.safetensors.index.json: tensor model.norm.weight: weight_map says model-00001-of-00003.safetensors" \
+  "$CONVERT" -q "$T/bad" "$T/x" --mp 2
 echo '{"n_routed_experts": 8,' > "$T/bad/config.json"
 expect_error "broken config.json" "config.json" "$CONVERT" -q "$T/bad" "$T/x" --mp 2
 [ ! -e "$T/x" ] && ok || fail "output created for a bad input"
