@@ -1,6 +1,7 @@
 # dsv3-run CPU path: tokenizer vs Hugging Face tokenizers, forward pass vs the official model.py,
 # CLI end to end, hostile checkpoints.
 if(TARGET dsv3_run)
+  dsv3_test(test_cpu_ops SOURCES run/test_cpu_ops.c LIBS dsv3_ops) # AVX2 FP8 rows = table rows, bit for bit
   dsv3_test(test_ref_logits SOURCES run/test_ref_logits.c LIBS dsv3_run)
   set_tests_properties(test_ref_logits PROPERTIES TIMEOUT 600)
   dsv3_shell_test(run_cli run/run_cli.sh)

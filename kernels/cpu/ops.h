@@ -28,6 +28,9 @@ typedef struct {
 float dsv3_wmat_get(const dsv3_wmat *w, int64_t r, int64_t c);
 /* Row r of W into out[cols] (same rounding as dsv3_wmat_get). */
 void dsv3_wmat_row(const dsv3_wmat *w, int64_t r, float *out);
+/* FP8 rows by AVX2 + F16C (same values, bit for bit) where the CPU has them: -1 decides at
+ * the first use, 0 forces the table path (tests compare the two), 1 forces SIMD. */
+extern int dsv3_ops_simd;
 
 /* y[t, n] = sum_k x[t, k] * W[n, k]   for t < ntok (x: [ntok, cols], y: [ntok, rows]).
  * Accumulates in float32 (double where it is cheap is allowed: the tolerance for GPU
