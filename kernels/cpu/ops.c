@@ -66,11 +66,22 @@ static void fp8_row_lut(const uint8_t *src, int64_t cols, const float *srow, flo
  * of the exact product e4m3 * s, as in the reference; then bf16 round-to-nearest-even by
  * integer arithmetic.  NaN codes (S.1111.111) and scales whose * 2^8 could overflow go to the
  * table path. */
+/* 8 e4m3 codes (widened to u16, no NaN code among them) times scale: bf16-rounded floats */
+__attribute__((target("avx2,f16c"))) static inline __m256 fp8x8_avx2(__m128i b, __m256 s8) {
+  const __m128i m80 = _mm_set1_epi16(0x80), m7f = _mm_set1_epi16(0x7f);
+  __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, m80), 8), _mm_slli_epi16(_mm_and_si128(b, m7f), 7));
+  __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtph_ps(h), s8));
+  u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
+  return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0xffff0000u)));
+}
+/* 8 codes at src: 1 when one of them is a NaN code (S.1111.111) */
+__attribute__((target("avx2,f16c"))) static inline int fp8x8_nan(__m128i b) {
+  const __m128i m7f = _mm_set1_epi16(0x7f);
+  return _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(b, m7f), m7f)) != 0;
+}
+
 __attribute__((target("avx2,f16c"))) static void fp8_row_avx2(const uint8_t *src, int64_t cols, const float *srow,
                                                               float *out) {
-  const __m128i m7f = _mm_set1_epi16(0x7f), m80 = _mm_set1_epi16(0x80);
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
-                hi = _mm256_set1_epi32((int)0xffff0000u);
   for (int64_t bc = 0; bc * B < cols; bc++) {
     const int64_t c0 = bc * B, c1 = c0 + B < cols ? c0 + B : cols;
     const float sc = srow[bc];
@@ -82,15 +93,11 @@ __attribute__((target("avx2,f16c"))) static void fp8_row_avx2(const uint8_t *src
     int64_t c = c0;
     for (; c + 8 <= c1; c += 8) {
       __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + c)));
-      __m128i mag = _mm_and_si128(b, m7f);
-      if (_mm_movemask_epi8(_mm_cmpeq_epi16(mag, m7f))) { /* a NaN code among the 8 */
+      if (fp8x8_nan(b)) { /* a NaN code among the 8 */
         fp8_row_lut(src + c, 8, &sc, out + c);
         continue;
       }
-      __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, m80), 8), _mm_slli_epi16(mag, 7));
-      __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtph_ps(h), s8));
-      u = _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
-      _mm256_storeu_ps(out + c, _mm256_castsi256_ps(_mm256_and_si256(u, hi)));
+      _mm256_storeu_ps(out + c, fp8x8_avx2(b, s8));
     }
     if (c < c1) fp8_row_lut(src + c, c1 - c, &sc, out + c);
   }
@@ -147,9 +154,6 @@ __attribute__((target("avx2"))) static float dot_avx2(const float *a, const floa
  * result equals fp8_row then dot, bit for bit, without writing the row out. */
 __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, const uint8_t *src, const float *srow,
                                                                int64_t n) {
-  const __m128i m7f = _mm_set1_epi16(0x7f), m80 = _mm_set1_epi16(0x80);
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
-                hi = _mm256_set1_epi32((int)0xffff0000u);
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
   for (int64_t bc = 0; bc * B < n; bc++) {
@@ -159,17 +163,13 @@ __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, c
     const __m256 s8 = _mm256_set1_ps(sc * 256.0f);
     for (i = bc * B; i + 8 <= c1; i += 8) {
       __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + i)));
-      __m128i mag = _mm_and_si128(b, m7f);
       __m256 wv;
-      if (!plain || _mm_movemask_epi8(_mm_cmpeq_epi16(mag, m7f))) { /* as fp8_row_avx2: the table */
+      if (!plain || fp8x8_nan(b)) { /* as fp8_row_avx2: the table */
         float tmp[8];
         fp8_row_lut(src + i, 8, &sc, tmp);
         wv = _mm256_loadu_ps(tmp);
       } else {
-        __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, m80), 8), _mm_slli_epi16(mag, 7));
-        __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtph_ps(h), s8));
-        u = _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
-        wv = _mm256_castsi256_ps(_mm256_and_si256(u, hi));
+        wv = fp8x8_avx2(b, s8);
       }
       acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), wv));
     }
