@@ -65,8 +65,7 @@ static void fp8_row_lut(const uint8_t *src, int64_t cols, const float *srow, flo
  * subnormal codes alike; vcvtph2ps makes that an exact float; times (s * 2^8) is one rounding
  * of the exact product e4m3 * s, as in the reference; then bf16 round-to-nearest-even by
  * integer arithmetic.  NaN codes (S.1111.111) and scales whose * 2^8 could overflow go to the
- * table path. */
-/* 8 e4m3 codes (widened to u16, no NaN code among them) times scale: bf16-rounded floats */
+ * table path.  Here: 8 codes (widened to u16, no NaN code among them) times the scale. */
 __attribute__((target("avx2,f16c"))) static inline __m256 fp8x8_avx2(__m128i b, __m256 s8) {
   const __m128i m80 = _mm_set1_epi16(0x80), m7f = _mm_set1_epi16(0x7f);
   __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, m80), 8), _mm_slli_epi16(_mm_and_si128(b, m7f), 7));
@@ -124,13 +123,16 @@ static void fp8_row(const uint8_t *src, int64_t cols, const float *srow, float *
   fp8_row_lut(src, cols, srow, out);
 }
 
+/* the 8 partial sums of every dot below, always added in this order */
+static inline float sum8(const float *s) { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); }
+
 /* 8-way unrolled dot product (vectorises without -ffast-math). */
 static float dot(const float *a, const float *b, int64_t n) {
   float s[8] = {0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
     for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
-  float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  float t = sum8(s);
   for (; i < n; i++) t += a[i] * b[i];
   return t;
 }
@@ -144,7 +146,7 @@ __attribute__((target("avx2"))) static float dot_avx2(const float *a, const floa
   for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
   float s[8];
   _mm256_storeu_ps(s, acc);
-  float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  float t = sum8(s);
   for (; i < n; i++) t += a[i] * b[i];
   return t;
 }
@@ -154,6 +156,7 @@ __attribute__((target("avx2"))) static float dot_avx2(const float *a, const floa
  * result equals fp8_row then dot, bit for bit, without writing the row out. */
 __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, const uint8_t *src, const float *srow,
                                                                int64_t n) {
+  const float *e4 = dsv3_e4m3_table();
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
   for (int64_t bc = 0; bc * B < n; bc++) {
@@ -164,9 +167,9 @@ __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, c
     for (i = bc * B; i + 8 <= c1; i += 8) {
       __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + i)));
       __m256 wv;
-      if (!plain || fp8x8_nan(b)) { /* as fp8_row_avx2: the table */
+      if (!plain || fp8x8_nan(b)) { /* the reference's values, one by one */
         float tmp[8];
-        fp8_row_lut(src + i, 8, &sc, tmp);
+        for (int k = 0; k < 8; k++) tmp[k] = bf16_round(e4[src[i + k]] * sc);
         wv = _mm256_loadu_ps(tmp);
       } else {
         wv = fp8x8_avx2(b, s8);
@@ -176,12 +179,8 @@ __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, c
   }
   float s[8];
   _mm256_storeu_ps(s, acc);
-  float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-  for (; i < n; i++) {
-    float v;
-    fp8_row_lut(src + i, 1, &srow[i / B], &v);
-    t += a[i] * v;
-  }
+  float t = sum8(s);
+  for (; i < n; i++) t += a[i] * bf16_round(e4[src[i]] * srow[i / B]);
   return t;
 }
 
@@ -196,7 +195,7 @@ __attribute__((target("avx2"))) static float dot_bf16_avx2(const float *a, const
   }
   float s[8];
   _mm256_storeu_ps(s, acc);
-  float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  float t = sum8(s);
   for (; i < n; i++) t += a[i] * dsv3_bf16_to_f32(w[i]);
   return t;
 }

@@ -21,23 +21,28 @@ bad() {
 }
 sum0=$(cat "$M"/* | cksum)
 
+# bad_config NAME SED DESC PATTERN: the config edited by SED must be refused with PATTERN
+bad_config() {
+  local d
+  d=$(mk "$1"); swap "$d" config.json; sed -i "$2" "$d/config.json"
+  bad "$3" "$4" "$d"
+}
+
 # config.json
 d=$(mk cfg_json); swap "$d" config.json; head -c 300 "$M/config.json" > "$d/config.json"
 bad "truncated config" "cfg_json/config.json: not valid JSON" "$d"
-d=$(mk cfg_topk); swap "$d" config.json; sed -i 's/"num_experts_per_tok": 2/"num_experts_per_tok": 9/' "$d/config.json"
-bad "top-k above the experts" 'config.json: field "num_experts_per_tok" 9 must be in' "$d"
-d=$(mk cfg_group); swap "$d" config.json; sed -i 's/"n_group": 4/"n_group": 3/' "$d/config.json"
-bad "groups not dividing the experts" 'not divisible by "n_group" 3' "$d"
-d=$(mk cfg_huge); swap "$d" config.json; sed -i 's/"kv_lora_rank": 128/"kv_lora_rank": 1099511627776/' "$d/config.json"
-bad "huge dimension" 'field "kv_lora_rank" must be positive and below 2^40' "$d"
-d=$(mk cfg_heads); swap "$d" config.json; sed -i 's/"num_attention_heads": 16/"num_attention_heads": 0/' "$d/config.json"
-bad "zero heads" 'field "num_attention_heads" must be positive' "$d"
-d=$(mk cfg_hidden); swap "$d" config.json; sed -i 's/"hidden_size": 512/"hidden_size": 1024/' "$d/config.json"
-bad "config lies about the width" "tensor model.embed_tokens.weight: expected" "$d"
-d=$(mk cfg_layers); swap "$d" config.json; sed -i 's/"num_hidden_layers": 4/"num_hidden_layers": 40/' "$d/config.json"
-bad "config asks for layers that are not there" "tensor model.layers.5.input_layernorm.weight: missing" "$d"
-d=$(mk cfg_score); swap "$d" config.json; sed -i 's/"scoring_func": "sigmoid"/"scoring_func": "relu"/' "$d/config.json"
-bad "unknown scoring" '"scoring_func" is "relu"' "$d"
+bad_config cfg_topk 's/"num_experts_per_tok": 2/"num_experts_per_tok": 9/' \
+  "top-k above the experts" 'config.json: field "num_experts_per_tok" 9 must be in'
+bad_config cfg_group 's/"n_group": 4/"n_group": 3/' "groups not dividing the experts" 'not divisible by "n_group" 3'
+bad_config cfg_huge 's/"kv_lora_rank": 128/"kv_lora_rank": 1099511627776/' \
+  "huge dimension" 'field "kv_lora_rank" must be positive and below 2^40'
+bad_config cfg_heads 's/"num_attention_heads": 16/"num_attention_heads": 0/' \
+  "zero heads" 'field "num_attention_heads" must be positive'
+bad_config cfg_hidden 's/"hidden_size": 512/"hidden_size": 1024/' \
+  "config lies about the width" "tensor model.embed_tokens.weight: expected"
+bad_config cfg_layers 's/"num_hidden_layers": 4/"num_hidden_layers": 40/' \
+  "config asks for layers that are not there" "tensor model.layers.5.input_layernorm.weight: missing"
+bad_config cfg_score 's/"scoring_func": "sigmoid"/"scoring_func": "relu"/' "unknown scoring" '"scoring_func" is "relu"'
 
 # tokenizer.json
 d=$(mk tok_trunc); swap "$d" tokenizer.json; head -c 5000 "$M/tokenizer.json" > "$d/tokenizer.json"
