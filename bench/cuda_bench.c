@@ -253,27 +253,29 @@ static void bench_gemm(const char *name, int64_t N, int64_t K, int64_t T) {
 
 /* ---------------------------------------------------------------- MLA */
 typedef struct {
-  float *ol, *ql, *q;
-  uint16_t *kv, *pe;
+  float *ol, *ql, *q, *qf, *o;
+  uint16_t *kv, *pe, *wkvb;
   int32_t *seq, *len;
   int64_t nq, H, C, R, max_seq, max_len;
-  int tc; /* dsv3_cuda_mla_prefill (tensor cores) instead of dsv3_cuda_mla_attention */
+  int tc; /* dsv3_cuda_mla_prefill (tensor cores, non-absorbed) instead of dsv3_cuda_mla_attention */
 } mla_arg;
 static void f_mla(void *v, int it) {
   (void)it;
   mla_arg *a = v;
   if (a->tc)
-    OK(dsv3_cuda_mla_prefill(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, 0, 0, a->nq, a->H, a->C, a->R,
-                             a->max_seq, 0.07f));
+    OK(dsv3_cuda_mla_prefill(ctx, a->o, a->qf, a->wkvb, a->kv, a->pe, 0, 0, a->nq, a->H, 128, a->R, 128, a->C, a->max_seq,
+                             0.07f));
   else
     OK(dsv3_cuda_mla_attention(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, a->seq, a->len, a->nq, a->H,
                                a->C, a->R, a->max_seq, a->max_len, 0.07f));
 }
 /* nseq sequences of length L each; prefill: nq = L causal queries of one sequence (prefill 2:
  * through dsv3_cuda_mla_prefill).  The prefill floor is the causal work, sum over queries of
- * 2 H len (C + R + C) FLOPs: half the full nq x L score and value products.  mla_prefill
- * computes more than that (whole query chunks against every row the chunk's last query sees,
- * ~57% of the full products at len 2048: 7 chunks of 293 queries) plus its memory-bound softmax. */
+ * 2 H len (C + R + C) FLOPs in the absorbed form (the CUDA-core kernel), 2 H len (qk + V) with
+ * qk = 192, V = 128 in the non-absorbed form of dsv3_cuda_mla_prefill: half the full nq x L
+ * score and value products.  mla_prefill computes more than that (whole query chunks against
+ * every row the chunk's last query sees, ~57% of the full products at len 2048: 7 chunks of 293
+ * queries, plus kv_b over the cache rows) and its softmax is memory-bound. */
 static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   if (!want(name)) return;
   mla_arg a = {0};
@@ -285,12 +287,17 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   a.ql = dev_random((size_t)(a.nq * a.H * a.C) * 4, 1);
   a.q = dev_random((size_t)(a.nq * a.H * a.R) * 4, 1);
   CU(cudaMalloc((void **)&a.ol, (size_t)(a.nq * a.H * a.C) * 4));
+  if (a.tc) {
+    a.qf = dev_random((size_t)(a.nq * a.H * (128 + a.R)) * 4, 1);
+    a.wkvb = dev_random((size_t)(a.H * 256 * a.C) * 2, 2);
+    CU(cudaMalloc((void **)&a.o, (size_t)(a.nq * a.H * 128) * 4));
+  }
   int32_t *seq = malloc((size_t)a.nq * 4), *len = malloc((size_t)a.nq * 4);
   double flops = 0;
   for (int64_t i = 0; i < a.nq; i++) {
     seq[i] = prefill ? 0 : (int32_t)i;
     len[i] = prefill ? (int32_t)(i + 1) : (int32_t)L;
-    flops += 2.0 * a.H * len[i] * (a.C + a.R + a.C);
+    flops += 2.0 * a.H * len[i] * (a.tc ? 128 + a.R + 128 : a.C + a.R + a.C);
   }
   CU(cudaMalloc((void **)&a.seq, (size_t)a.nq * 4));
   CU(cudaMalloc((void **)&a.len, (size_t)a.nq * 4));
@@ -308,21 +315,98 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
     row_fl(n2, shape, s, flops);
   }
   cudaFree(a.kv), cudaFree(a.pe), cudaFree(a.ql), cudaFree(a.q), cudaFree(a.ol), cudaFree(a.seq), cudaFree(a.len);
+  cudaFree(a.qf), cudaFree(a.wkvb), cudaFree(a.o);
   free(seq), free(len);
 }
 
 /* ---------------------------------------------------------------- MoE */
 typedef struct {
-  dsv3_cuda_expert *tab;
+  dsv3_cuda_expert *tab, *host;
   float *x, *y, *w, *logits, *bias;
   int32_t *idx;
-  int64_t T, K, D, I;
+  int64_t T, K, D, I, E;
   dsv3_route_params rp;
 } moe_arg;
 static void f_moe(void *v, int it) {
   (void)it;
   moe_arg *a = v;
   OK(dsv3_cuda_moe_decode(ctx, a->y, a->x, a->T, a->idx, a->w, a->K, a->tab, DSV3_F8_E4M3, a->D, a->I, 0));
+}
+static void f_moe_grouped(void *v, int it) {
+  (void)it;
+  moe_arg *a = v;
+  OK(dsv3_cuda_moe_grouped(ctx, a->y, a->x, a->T, a->idx, a->w, a->K, a->tab, a->E, DSV3_F8_E4M3, a->D, a->I, 0));
+}
+static void f_moe_loop(void *v, int it) {
+  (void)it;
+  moe_arg *a = v;
+  OK(dsv3_cuda_moe_prefill(ctx, a->y, a->x, a->T, a->idx, a->w, a->K, a->host, a->E, DSV3_F8_E4M3, a->D, a->I, 0));
+}
+/* K distinct random experts of E per token */
+static int32_t *rand_routing(int64_t T, int64_t K, int64_t E, int64_t *distinct) {
+  int32_t *idx = malloc((size_t)(T * K) * 4);
+  char *used = calloc((size_t)E, 1);
+  *distinct = 0;
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t k = 0; k < K; k++) {
+      int32_t e;
+      int dup;
+      do {
+        e = (int32_t)(next64() % (uint64_t)E);
+        dup = 0;
+        for (int64_t j = 0; j < k; j++) dup |= idx[t * K + j] == e;
+      } while (dup);
+      idx[t * K + k] = e;
+      if (!used[e]) used[e] = 1, (*distinct)++;
+    }
+  free(used);
+  return idx;
+}
+static dsv3_cuda_expert *dev_experts(int64_t E, int64_t D, int64_t I) {
+  dsv3_cuda_expert *h = malloc((size_t)E * sizeof *h);
+  const size_t ns = (size_t)(((I + 127) / 128) * ((D + 127) / 128)) * 4;
+  for (int64_t e = 0; e < E; e++) {
+    h[e].w1 = dev_random((size_t)(I * D), 0), h[e].w3 = dev_random((size_t)(I * D), 0), h[e].w2 = dev_random((size_t)(I * D), 0);
+    h[e].s1 = dev_random(ns, 3), h[e].s3 = dev_random(ns, 3), h[e].s2 = dev_random(ns, 3);
+  }
+  return h;
+}
+static void free_experts(dsv3_cuda_expert *h, int64_t E) {
+  for (int64_t e = 0; e < E; e++) {
+    cudaFree((void *)h[e].w1), cudaFree((void *)h[e].w2), cudaFree((void *)h[e].w3);
+    cudaFree((void *)h[e].s1), cudaFree((void *)h[e].s2), cudaFree((void *)h[e].s3);
+  }
+  free(h);
+}
+/* MoE prefill at 671B widths: 2048 tokens, top-8 of 256 experts (about 64 tokens per expert):
+ * the grouped tensor-core kernel against the per-expert loop; floors: every touched expert read
+ * once at the copy bandwidth, and its FLOPs at the cuBLAS peak */
+static void bench_moe_prefill(void) {
+  if (!want("moe")) return;
+  const int64_t E = quick ? 64 : 256, T = quick ? 512 : 2048, D = 7168, I = 2048, K = 8;
+  moe_arg a = {0};
+  a.host = dev_experts(E, D, I);
+  CU(cudaMalloc((void **)&a.tab, (size_t)E * sizeof *a.host));
+  CU(cudaMemcpy(a.tab, a.host, (size_t)E * sizeof *a.host, cudaMemcpyHostToDevice));
+  a.K = K, a.D = D, a.I = I, a.E = E, a.T = T;
+  int64_t distinct;
+  int32_t *idx = rand_routing(T, K, E, &distinct);
+  CU(cudaMalloc((void **)&a.idx, (size_t)(T * K) * 4));
+  CU(cudaMemcpy(a.idx, idx, (size_t)(T * K) * 4, cudaMemcpyHostToDevice));
+  a.w = dev_random((size_t)(T * K) * 4, 1);
+  a.x = dev_random((size_t)(T * D) * 4, 1);
+  CU(cudaMalloc((void **)&a.y, (size_t)(T * D) * 4));
+  char shape[80];
+  snprintf(shape, sizeof shape, "top8 of %lld, %lldx%lld, T=%lld", (long long)E, (long long)I, (long long)D, (long long)T);
+  const double bytes = (double)distinct * 3 * (I * D + 16 * 56 * 4), flops = 2.0 * T * K * 3 * I * D;
+  double s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
+  row_bw("moe prefill grouped", shape, s, bytes);
+  row_fl("moe prefill grouped", shape, s, flops);
+  s = timeit(f_moe_loop, &a, quick ? 2 : 3);
+  row_bw("moe prefill loop", shape, s, bytes);
+  cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y), cudaFree(a.tab);
+  free(idx);
+  free_experts(a.host, E);
 }
 static void f_route(void *v, int it) {
   (void)it;
@@ -332,12 +416,7 @@ static void f_route(void *v, int it) {
 static void bench_moe(void) {
   if (!want("moe")) return;
   const int64_t E = quick ? 32 : 64, D = 7168, I = 2048, K = 8;
-  dsv3_cuda_expert *h = malloc((size_t)E * sizeof *h);
-  for (int64_t e = 0; e < E; e++) {
-    h[e].w1 = dev_random((size_t)(I * D), 0), h[e].w3 = dev_random((size_t)(I * D), 0), h[e].w2 = dev_random((size_t)(I * D), 0);
-    h[e].s1 = dev_random((size_t)(16 * 56) * 4, 3), h[e].s3 = dev_random((size_t)(16 * 56) * 4, 3),
-    h[e].s2 = dev_random((size_t)(56 * 16) * 4, 3);
-  }
+  dsv3_cuda_expert *h = dev_experts(E, D, I);
   moe_arg a = {0};
   CU(cudaMalloc((void **)&a.tab, (size_t)E * sizeof *h));
   CU(cudaMemcpy(a.tab, h, (size_t)E * sizeof *h, cudaMemcpyHostToDevice));
@@ -345,21 +424,8 @@ static void bench_moe(void) {
   const int64_t toks[] = {1, 8, 32};
   for (int i = 0; i < 3; i++) {
     a.T = toks[i];
-    int32_t *idx = malloc((size_t)(a.T * K) * 4);
-    char *used = calloc((size_t)E, 1);
-    int64_t distinct = 0;
-    for (int64_t t = 0; t < a.T; t++)
-      for (int64_t k = 0; k < K; k++) { /* distinct experts within a token */
-        int32_t e;
-        int dup;
-        do {
-          e = (int32_t)(next64() % (uint64_t)E);
-          dup = 0;
-          for (int64_t j = 0; j < k; j++) dup |= idx[t * K + j] == e;
-        } while (dup);
-        idx[t * K + k] = e;
-        if (!used[e]) used[e] = 1, distinct++;
-      }
+    int64_t distinct;
+    int32_t *idx = rand_routing(a.T, K, E, &distinct);
     CU(cudaMalloc((void **)&a.idx, (size_t)(a.T * K) * 4));
     CU(cudaMemcpy(a.idx, idx, (size_t)(a.T * K) * 4, cudaMemcpyHostToDevice));
     a.w = dev_random((size_t)(a.T * K) * 4, 1);
@@ -372,7 +438,7 @@ static void bench_moe(void) {
     /* floor: every distinct expert read once (the kernel re-reads shared ones per pair) */
     row_bw("moe_decode", shape, s, (double)distinct * 3 * (I * D + 16 * 56 * 4));
     cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y);
-    free(idx), free(used);
+    free(idx);
   }
   /* routing: DeepSeek-V3 parameters */
   a.rp = (dsv3_route_params){256, 8, 8, 4, 1, 2.5f, 0};
@@ -388,12 +454,8 @@ static void bench_moe(void) {
     row_bw("route", shape, timeit(f_route, &a, 20), (double)a.T * 256 * 4);
     cudaFree(a.logits), cudaFree(a.bias), cudaFree(a.idx), cudaFree(a.w);
   }
-  for (int64_t e = 0; e < E; e++) {
-    cudaFree((void *)h[e].w1), cudaFree((void *)h[e].w2), cudaFree((void *)h[e].w3);
-    cudaFree((void *)h[e].s1), cudaFree((void *)h[e].s2), cudaFree((void *)h[e].s3);
-  }
   cudaFree(a.tab);
-  free(h);
+  free_experts(h, E);
 }
 
 /* ---------------------------------------------------------------- small ops */
@@ -499,6 +561,7 @@ int main(int argc, char **argv) {
   bench_mla("mla prefill", 1, 2048, 1);
   bench_mla("mla prefill(tc)", 1, 2048, 2);
   bench_moe();
+  bench_moe_prefill();
   bench_small();
   dsv3_cuda_ctx_free(ctx);
   CU(cudaStreamDestroy(st));

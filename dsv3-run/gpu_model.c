@@ -16,7 +16,7 @@
 #include "gpu_dist.h"
 #include "util.h"
 
-#define PREFILL_CHUNK 512 /* tokens per forward pass of a long prompt (bounds activations) */
+#define PREFILL_CHUNK 2048 /* tokens per forward pass of a long prompt (bounds activations; the experts are read once per chunk) */
 
 typedef struct {
   const void *data;
@@ -67,6 +67,7 @@ struct dsv3_gpu {
   int graphs_on;
   cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
   char warm[DSV3_GPU_GRAPH_MAX + 1];
+  uint64_t graph_moves; /* dsv3_cuda_ctx_scratch_moves when the graphs were captured */
 };
 
 #define TRY(x)                                                                                                         \
@@ -155,6 +156,15 @@ static uint64_t model_bytes(const dsv3_model *m) {
   return b;
 }
 
+/* captured graphs hold buffer addresses: drop them when the buffers move (warm stays: the
+ * buffers only grow, so a later capture needs no allocation) */
+static void drop_graphs(dsv3_gpu *g) {
+  for (int i = 0; i <= DSV3_GPU_GRAPH_MAX; i++) {
+    if (g->graph[i]) cudaGraphExecDestroy(g->graph[i]);
+    g->graph[i] = NULL;
+  }
+}
+
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
                 g->idx, g->tok, g->seqb, g->pos, g->len, g->lgall};
@@ -164,11 +174,8 @@ static void free_acts(dsv3_gpu *g) {
   g->lgall = NULL;
   free(g->lghost);
   g->lghost = NULL;
-  for (int i = 0; i <= DSV3_GPU_GRAPH_MAX; i++) { /* graphs point at the old buffers */
-    if (g->graph[i]) cudaGraphExecDestroy(g->graph[i]);
-    g->graph[i] = NULL;
-    g->warm[i] = 0;
-  }
+  drop_graphs(g); /* they point at the old buffers */
+  memset(g->warm, 0, sizeof g->warm);
   g->cap = 0;
 }
 
@@ -411,14 +418,15 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_linear(ctx, g->kva, g->h, n, &L->wkv_a, 0));
     TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
                                   g->seqb, g->pos, C, R, g->max_seq, st));
-    TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
-    if (g->prefill_seq >= 0)
-      TRY(dsv3_cuda_mla_prefill(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->prefill_seq, g->prefill_pos0,
-                                n, H, C, R, g->max_seq, m->softmax_scale));
-    else
+    if (g->prefill_seq >= 0) { /* a prompt chunk: the non-absorbed form on the tensor cores, o directly */
+      TRY(dsv3_cuda_mla_prefill(ctx, g->o, g->q, L->wkvb, L->kv, L->pe, g->prefill_seq, g->prefill_pos0, n, H, nope, R, Vh,
+                                C, g->max_seq, m->softmax_scale));
+    } else {
+      TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
       TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
                                   g->max_seq, max_len, m->softmax_scale));
-    TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
+      TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
+    }
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
     TRY(allreduce(g, g->y, n * D));
     TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
@@ -433,6 +441,8 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
       int64_t I = c->moe_intermediate_size;
       if (n <= DSV3_GPU_GRAPH_MAX && n * K < 65536 && D % 16 == 0 && I % 16 == 0)
         TRY(dsv3_cuda_moe_decode(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, L->edt, D, I, 0));
+      else if (dsv3_cuda_moe_grouped_ok(L->edt, D, I))
+        TRY(dsv3_cuda_moe_grouped(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, c->n_routed_experts, L->edt, D, I, 0));
       else
         TRY(dsv3_cuda_moe_prefill(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_host, c->n_routed_experts, L->edt, D, I, 0));
       if (L->sw1.rows) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
@@ -501,7 +511,12 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
     goto out;
   }
   if (g->graphs_on && n <= DSV3_GPU_GRAPH_MAX) {
-    /* one eager run sizes every scratch buffer; the next captures; later ones replay */
+    /* one eager run sizes every scratch buffer; the next captures; later ones replay.  A run
+     * of another size may have moved a scratch buffer a graph uses: re-capture then. */
+    if (g->graph_moves != dsv3_cuda_ctx_scratch_moves(g->ctx)) {
+      drop_graphs(g);
+      g->graph_moves = dsv3_cuda_ctx_scratch_moves(g->ctx);
+    }
     if (g->graph[n]) {
       if (cudaGraphLaunch(g->graph[n], st) != cudaSuccess) {
         dsv3_error_set("cuda: graph launch: %s", cudaGetErrorString(cudaGetLastError()));

@@ -57,6 +57,7 @@ struct dsv3_cuda_ctx {
   size_t workspace_bytes;
   void *scr[DSV3_SCR_N];
   size_t scr_bytes[DSV3_SCR_N];
+  uint64_t scr_moves; /* scratch reallocations so far (dsv3_cuda_ctx_scratch_moves) */
   int sms;
 };
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
@@ -73,6 +74,11 @@ __device__ __forceinline__ uint16_t f2bf16(float f) {
   return *reinterpret_cast<uint16_t *>(&b);
 }
 __device__ __forceinline__ float round_bf16(float f) { return bf16f(f2bf16(f)); }
+/* two floats as a bf16 pair, lo in the low half (round to nearest) */
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&b);
+}
 
 /* A vector (norm weight) element of dtype dt as float. */
 __device__ __forceinline__ float load_vec(const void *p, dsv3_dtype dt, int64_t i) {

@@ -35,6 +35,9 @@ void dsv3_cuda_ctx_free(dsv3_cuda_ctx *ctx);
 cudaStream_t dsv3_cuda_ctx_stream(const dsv3_cuda_ctx *ctx);
 int dsv3_cuda_ctx_sms(const dsv3_cuda_ctx *ctx); /* multiprocessors of the device */
 size_t dsv3_cuda_ctx_scratch_bytes(const dsv3_cuda_ctx *ctx); /* all scratch held now */
+/* How many times a scratch buffer was reallocated (freed and allocated larger): a graph
+ * captured before a change of this count may point at freed scratch and must be re-captured. */
+uint64_t dsv3_cuda_ctx_scratch_moves(const dsv3_cuda_ctx *ctx);
 
 /* Number of CUDA devices, 0 when there is none or the driver cannot be used (never fails). */
 int dsv3_cuda_device_count(void);
@@ -112,18 +115,19 @@ int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, cons
                             int64_t pe_head_stride, const uint16_t *kv_cache, const uint16_t *pe_cache,
                             const int32_t *seq, const int32_t *len, int64_t nq, int64_t H, int64_t C, int64_t R,
                             int64_t max_seq, int64_t max_len, float scale);
-/* Causal prefill of one sequence on tensor cores (cuBLAS): nq queries of sequence `seq` at
- * positions pos0 .. pos0 + nq - 1 (host values; cache rows [0, pos0 + nq) already written),
- * query i sees rows [0, pos0 + i + 1).  Same ql, q_pe (strides), caches and ol as
- * dsv3_cuda_mla_attention.  Queries and the cache rows are taken as bf16 with fp32 accumulation,
- * the softmax is float32 and the probabilities are rounded to bf16 for P . kv (the official
- * model computes these einsums in bf16): relative error ~3e-3, not the 1e-5 of the CUDA-core
- * kernel.  Scores are computed for chunks of query tokens whose fp32 scores + bf16
- * probabilities fit in dsv3_cuda_mla_prefill_score_bytes (default 512 MB) of ctx scratch
- * (allocated on first use: not capturable), plus bf16 copies of the queries and cache rows. */
-int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *ol, const float *ql, const float *q_pe, int64_t pe_tok_stride,
-                          int64_t pe_head_stride, const uint16_t *kv_cache, const uint16_t *pe_cache, int64_t seq,
-                          int64_t pos0, int64_t nq, int64_t H, int64_t C, int64_t R, int64_t max_seq, float scale);
+/* Causal prefill of one sequence on tensor cores (cuBLAS), in the non-absorbed form: nq queries
+ * of sequence `seq` at positions pos0 .. pos0 + nq - 1 (host values; cache rows [0, pos0 + nq)
+ * already written), query i sees rows [0, pos0 + i + 1).  q: [nq, H, nope + R] (the wq_b
+ * output, RoPE applied); Wkvb: the bf16 kv_b_proj [H * (nope + V), C]; writes o [nq, H, V]
+ * (the o_proj input: no absorb step).  The keys and values are materialised in bf16
+ * (kv_b of the cache rows, as the official attn_impl="naive"), queries and probabilities
+ * rounded to bf16, accumulation and softmax in fp32: relative error ~3e-3 against float64.
+ * Scores are computed for chunks of query tokens whose fp32 scores + bf16 probabilities fit in
+ * dsv3_cuda_mla_prefill_score_bytes (default 512 MB) of ctx scratch, plus the bf16 keys and
+ * values (L x H x (nope + V) x 2 bytes) and queries (allocated on first use: not capturable). */
+int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
+                          const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope, int64_t R,
+                          int64_t V, int64_t C, int64_t max_seq, float scale);
 extern size_t dsv3_cuda_mla_prefill_score_bytes;
 /* Absorb o: o[t, h, v] = sum_c ol[t, h, c] * Wkvb[h * (nope + V) + nope + v, c]; o: [ntok, H, V]. */
 int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
@@ -154,6 +158,15 @@ int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t n
  * table.  Allocates scratch as needed (not capturable). */
 int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts_host, int64_t n_experts,
+                          dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
+/* Prefill on the tensor cores: all experts in one launch per projection, grouped on the device
+ * (nothing copied to the host; capturable once its scratch is sized).  `experts` is the device
+ * table (NULL weights: another rank's expert, which contributes zero); x is rounded to bf16 and
+ * the gate/up products to bf16 before the down projection, as dsv3_cuda_gemm.  Needs FP8 or
+ * BF16 experts with dim and inter multiples of 16 (dsv3_cuda_moe_grouped_ok). */
+int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
+int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
+                          const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
 /* A dense MLP (also the shared experts): y (+)= W2 (silu(W1 x) * W3 x).  Decode sizes use a
  * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear. */

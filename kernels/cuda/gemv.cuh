@@ -53,6 +53,20 @@ __device__ __forceinline__ void deq16(const uint4 v, float s, float *w) {
     }
   }
 }
+/* 16 e4m3 values -> 8 bf16x2 pairs of bf16(v * s) (the same values as deq16, packed) */
+__device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((u[i] >> (16 * h)) & 0xffffu), __NV_E4M3);
+      float2 f = __half22float2(*reinterpret_cast<__half2 *>(&hr));
+      __nv_bfloat162 b = __floats2bfloat162_rn(f.x * s, f.y * s);
+      p[2 * i + h] = *reinterpret_cast<uint32_t *>(&b);
+    }
+  }
+}
 /* 8 bf16 values -> float */
 __device__ __forceinline__ void deq8(const uint4 v, float *w) {
   const uint32_t u[4] = {v.x, v.y, v.z, v.w};
@@ -61,6 +75,14 @@ __device__ __forceinline__ void deq8(const uint4 v, float *w) {
     w[2 * i] = bf16_lo(u[i]);
     w[2 * i + 1] = bf16_hi(u[i]);
   }
+}
+
+/* c += a (16x16, row) * b (16x8, col), bf16 in, f32 accumulate */
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + __expf(-g)); }

@@ -69,6 +69,7 @@ extern "C" void dsv3_cuda_ctx_free(dsv3_cuda_ctx *c) {
 
 extern "C" cudaStream_t dsv3_cuda_ctx_stream(const dsv3_cuda_ctx *c) { return c->stream; }
 extern "C" int dsv3_cuda_ctx_sms(const dsv3_cuda_ctx *c) { return c->sms; }
+extern "C" uint64_t dsv3_cuda_ctx_scratch_moves(const dsv3_cuda_ctx *c) { return c->scr_moves; }
 extern "C" size_t dsv3_cuda_ctx_scratch_bytes(const dsv3_cuda_ctx *c) {
   size_t b = 0;
   for (int i = 0; i < DSV3_SCR_N; i++) b += c->scr_bytes[i];
@@ -100,6 +101,7 @@ void *dsv3_cuda_scratch(dsv3_cuda_ctx *c, int slot, size_t bytes) {
     return NULL;
   }
   c->scr_bytes[slot] = nb;
+  c->scr_moves++;
   return c->scr[slot];
 }
 

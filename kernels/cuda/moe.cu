@@ -1,6 +1,8 @@
 /* moe.cu - Mixture-of-Experts on the device: routing (bit-compatible with dsv3_route), a fused
  * decode path that reads only the chosen experts (gate/up GEMV with silu*mul, then down GEMV,
- * then the weighted sum), and a prefill path that groups tokens by expert for GEMMs. */
+ * then the weighted sum), and two prefill paths that group tokens by expert: a grouped
+ * tensor-core GEMM over all experts in one launch per projection, and a loop of
+ * per-expert GEMMs for shapes it does not cover. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,7 +154,7 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
     float acc = 0.f;
     for (int k = 0; k < topk; k++) {
       int64_t pr = t * topk + k, row = inv ? inv[pr] : pr;
-      acc = fmaf(w[pr], part[row * D + d], acc);
+      if (row >= 0) acc = fmaf(w[pr], part[row * D + d], acc); /* row < 0: expert index out of range */
     }
     y[i] = accumulate ? y[i] + acc : acc;
   }
@@ -306,4 +308,241 @@ out:
   free(hidx);
   free(cnt);
   return rc;
+}
+
+/* ---------------------------------------------------------------- grouped prefill
+ * All experts in one launch per projection, nothing copied to the host (capturable):
+ *   count pairs per expert -> offsets and a table of tiles (expert, first row, tokens <= GB_N)
+ *   -> each pair's row in expert order (atomics: the order inside an expert is arbitrary, the
+ *   values are not, since every output row depends on its own input row only) -> x gathered
+ *   as bf16 -> W1 and W3 (one launch, grid.z) -> bf16(silu(g) * u) -> W2 -> weighted sum.
+ * A block computes 256 weight rows x 64 tokens of one tile: 8 warps of 32 rows x 64 tokens
+ * (each weight dequantised once), a 4-stage cp.async pipeline of 64-wide K slices (weights as
+ * stored, x as bf16), weights dequantised from shared memory straight to bf16x2 pairs of
+ * bf16(e4m3 * scale) (one scale per warp and slice: 32 rows x 64 columns sit in one scale
+ * block) and fed to mma.sync.m16n8k16 with the k order permuted alike for both operands, as
+ * skinny.cu.  Shared memory rows of 128 bytes (x, BF16 weights) swap their 16-byte halves on
+ * odd rows so a quarter-warp's two rows never share banks.  256 rows of x per block halve the
+ * x re-reads of 128 (x is bf16, twice the bytes of an FP8 weight). */
+enum { GB_M = 256, GB_N = 64, GB_K = 64, GB_ST = 4, GB_THREADS = 256 };
+
+struct GroupedArgs {
+  float *y, *y3;          /* [np, N] in expert order (y3: the W3 product of the gate/up launch) */
+  const uint16_t *x;      /* bf16 [np, K] in expert order */
+  const dsv3_cuda_expert *experts;
+  const int4 *tiles;      /* (expert, first row, rows, 0) */
+  const int *ntiles;
+  int mat;                /* 1: W1 (grid.z = 2 adds W3), 2: W2 */
+  int N, K;
+};
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src),
+               "r"(bytes));
+}
+
+template <bool FP8>
+__global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
+  constexpr int WROW = FP8 ? GB_K : 2 * GB_K; /* bytes of a weight row per stage */
+  extern __shared__ __align__(16) uint8_t gsm[];
+  if ((int)blockIdx.y >= *a.ntiles) return;
+  const int4 tl = a.tiles[blockIdx.y];
+  const dsv3_cuda_expert ex = a.experts[tl.x];
+  const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
+  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
+  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
+  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
+  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  if (!W) { /* another rank's expert: its rows count as zero in the sum across ranks */
+    if (m == 2)
+      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
+        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
+    return;
+  }
+  uint8_t *sw = gsm;                                          /* [GB_ST][GB_M][WROW] */
+  uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * WROW);     /* [GB_ST][GB_N][GB_K] */
+  const uint16_t *X = a.x + (int64_t)tl.y * K;
+  const int nk = (K + GB_K - 1) / GB_K, nbk = (K + 127) >> 7;
+  auto load = [&](int st, int kt) {
+    const int k0 = kt * GB_K;
+    constexpr int WC = WROW / 16; /* 16-byte chunks per weight row */
+    for (int i = threadIdx.x; i < GB_M * WC; i += GB_THREADS) {
+      const int r = i / WC, c = i % WC, kk = k0 + c * (FP8 ? 16 : 8);
+      const bool ok = row0 + r < N && kk < K;
+      const uint8_t *src = ok ? W + ((int64_t)(row0 + r) * K + kk) * (FP8 ? 1 : 2) : W;
+      cp_async16(sw + (st * GB_M + r) * WROW + (FP8 ? c : c ^ (r & 1)) * 16, src, ok ? 16 : 0);
+    }
+    for (int i = threadIdx.x; i < GB_N * 8; i += GB_THREADS) {
+      const int t = i >> 3, c = i & 7, kk = k0 + c * 8;
+      const bool ok = t < cnt && kk < K;
+      cp_async16(sx + (st * GB_N + t) * GB_K + (c ^ (t & 1)) * 8, ok ? X + (int64_t)t * K + kk : X, ok ? 16 : 0);
+    }
+  };
+  float acc[2][8][4];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+  const int ntt = min(8, (cnt + 7) >> 3); /* 8-token tiles with tokens */
+  /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
+  const float *Sw = FP8 ? S + (int64_t)(min(row0 + warp * 32, N - 1) >> 7) * nbk : S;
+#pragma unroll
+  for (int s = 0; s < GB_ST - 1; s++) {
+    if (s < nk) load(s, s);
+    asm volatile("cp.async.commit_group;");
+  }
+  for (int kt = 0; kt < nk; kt++) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(GB_ST - 2));
+    __syncthreads();
+    if (kt + GB_ST - 1 < nk) load((kt + GB_ST - 1) % GB_ST, kt + GB_ST - 1);
+    asm volatile("cp.async.commit_group;");
+    const int st = kt % GB_ST;
+    const float sc = FP8 ? __ldg(Sw + ((kt * GB_K) >> 7)) : 1.f;
+    uint32_t pa[2][2][8]; /* [m tile][row g, g + 8][bf16 pairs of k = 16q .. 16q + 15] */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = warp * 32 + mt * 16 + h * 8 + g;
+        const uint8_t *rp = sw + (st * GB_M + r) * WROW;
+        if (FP8) {
+          deq16_bf16x2(*reinterpret_cast<const uint4 *>(rp + q * 16), sc, pa[mt][h]);
+        } else {
+          const uint4 u = *reinterpret_cast<const uint4 *>(rp + ((2 * q) ^ (r & 1)) * 16);
+          const uint4 v = *reinterpret_cast<const uint4 *>(rp + ((2 * q + 1) ^ (r & 1)) * 16);
+          pa[mt][h][0] = u.x, pa[mt][h][1] = u.y, pa[mt][h][2] = u.z, pa[mt][h][3] = u.w;
+          pa[mt][h][4] = v.x, pa[mt][h][5] = v.y, pa[mt][h][6] = v.z, pa[mt][h][7] = v.w;
+        }
+      }
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+      if (nt >= ntt) break;
+      const int t = nt * 8 + g;
+      const uint16_t *xr = sx + (st * GB_N + t) * GB_K;
+      const uint4 u = *reinterpret_cast<const uint4 *>(xr + ((2 * q) ^ (t & 1)) * 8);
+      const uint4 v = *reinterpret_cast<const uint4 *>(xr + ((2 * q + 1) ^ (t & 1)) * 8);
+      const uint32_t px[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+          const uint32_t af[4] = {pa[mt][0][2 * s], pa[mt][1][2 * s], pa[mt][0][2 * s + 1], pa[mt][1][2 * s + 1]};
+          mma16816(acc[mt][nt], af, px[2 * s], px[2 * s + 1]);
+        }
+    }
+  }
+  asm volatile("cp.async.wait_group 0;");
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const int row = row0 + warp * 32 + mt * 16 + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * q + (c & 1);
+        if (row < N && t < cnt) Y[(int64_t)t * N + row] = acc[mt][nt][c];
+      }
+}
+
+__global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, int E) {
+  for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < np; p += (int64_t)gridDim.x * blockDim.x)
+    if (idx[p] >= 0 && idx[p] < E) atomicAdd(&cnt[idx[p]], 1);
+}
+/* one thread: offsets (into fill, which the scatter then advances) and the tile table */
+__global__ void grouped_plan_kernel(int *fill, int4 *tiles, int *ntiles, const int *cnt, int E) {
+  int off = 0, nt = 0;
+  for (int e = 0; e < E; e++) {
+    fill[e] = off;
+    for (int r = 0; r < cnt[e]; r += GB_N) tiles[nt++] = make_int4(e, off + r, min(GB_N, cnt[e] - r), 0);
+    off += cnt[e];
+  }
+  *ntiles = nt;
+}
+__global__ void grouped_scatter_kernel(int32_t *inv, int32_t *src, int *fill, const int32_t *idx, int64_t np, int E,
+                                       int topk) {
+  for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < np; p += (int64_t)gridDim.x * blockDim.x) {
+    const int e = idx[p];
+    if (e < 0 || e >= E) {
+      inv[p] = -1;
+      continue;
+    }
+    const int j = atomicAdd(&fill[e], 1);
+    inv[p] = j;
+    src[j] = (int32_t)(p / topk);
+  }
+}
+/* xs[j] = bf16(x[src[j]]), 8 values per thread (D % 8 == 0) */
+__global__ void grouped_gather_kernel(uint16_t *xs, const float *x, const int32_t *src, int64_t rows, int64_t D) {
+  const int64_t n = rows * (D / 8);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t j = i / (D / 8), d = (i % (D / 8)) * 8;
+    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)src[j] * D + d);
+    const float4 a = xp[0], b = xp[1];
+    *reinterpret_cast<uint4 *>(xs + j * D + d) =
+        make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+  }
+}
+/* out = bf16(silu(g) * u): dsv3_cuda_silu_mul followed by the GEMM's bf16 rounding */
+__global__ void grouped_silu_kernel(uint16_t *out, const float *g, const float *u, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float a = g[i];
+    out[i] = f2bf16(a / (1.0f + __expf(-a)) * u[i]);
+  }
+}
+
+extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter) {
+  return (wdt == DSV3_F8_E4M3 || wdt == DSV3_BF16) && dim > 0 && inter > 0 && dim % 16 == 0 && inter % 16 == 0 &&
+         dim < (1 << 30) && inter < (1 << 30);
+}
+
+static unsigned grid_n(int64_t n) { return (unsigned)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
+
+template <bool FP8>
+static int grouped_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
+  constexpr int smem = GB_ST * (GB_M * (FP8 ? GB_K : 2 * GB_K) + GB_N * GB_K * 2);
+  CU_TRY("moe grouped", cudaFuncSetAttribute(grouped_kernel<FP8>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  dim3 grid((unsigned)cdiv(a.N, GB_M), (unsigned)maxt, (unsigned)z);
+  grouped_kernel<FP8><<<grid, GB_THREADS, smem, st>>>(a);
+  CU_LAUNCHED("moe grouped");
+  return 0;
+}
+
+extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
+                                     const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
+                                     dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate) {
+  CU_ARG("moe grouped", dsv3_cuda_moe_grouped_ok(wdt, dim, inter) && n_experts > 0 && n_experts < (1 << 20) && topk > 0,
+         "experts must be FP8 or BF16 with dim and inter multiples of 16 (dim %lld, inter %lld)", (long long)dim,
+         (long long)inter);
+  CU_ARG("moe grouped", ((uintptr_t)x & 15) == 0, "x must be 16-byte aligned");
+  if (ntok <= 0) return 0;
+  const int64_t np = ntok * topk, E = n_experts, maxt = np / GB_N + E; /* sum over experts of ceil(c / GB_N) */
+  CU_ARG("moe grouped", np < (1ll << 31) && maxt < 65536, "too many (token, expert) pairs (%lld)", (long long)np);
+  /* scratch: ints | xs (bf16 [np, dim]), later ys (f32 [np, dim]) | g, u (f32 [np, inter]) | hb (bf16 [np, inter]) */
+  const size_t toff = ((size_t)(2 * E + 1) * 4 + 15) & ~(size_t)15;
+  const size_t ib = (toff + (size_t)maxt * 16 + (size_t)np * 8 + 255) & ~(size_t)255;
+  const size_t xb = (size_t)(np * dim) * 4, gb = (size_t)(np * inter) * 8, hb = (size_t)(np * inter) * 2;
+  uint8_t *base = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MOE, ib + xb + gb + hb);
+  if (!base) return -1;
+  int *cnt = (int *)base, *fill = cnt + E, *ntiles = fill + E;
+  int4 *tiles = (int4 *)(base + toff);
+  int32_t *inv = (int32_t *)(tiles + maxt), *src = inv + np;
+  uint16_t *xs = (uint16_t *)(base + ib);
+  float *ys = (float *)(base + ib), *gg = (float *)(base + ib + xb), *uu = gg + np * inter;
+  uint16_t *hs = (uint16_t *)(base + ib + xb + gb);
+  cudaStream_t st = ctx->stream;
+  CU_TRY("moe grouped", cudaMemsetAsync(cnt, 0, (size_t)E * 4, st));
+  grouped_count_kernel<<<grid_n(np), 256, 0, st>>>(cnt, idx, np, (int)E);
+  grouped_plan_kernel<<<1, 1, 0, st>>>(fill, tiles, ntiles, cnt, (int)E);
+  grouped_scatter_kernel<<<grid_n(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
+  grouped_gather_kernel<<<grid_n(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
+  CU_LAUNCHED("moe grouped: planning");
+  /* rows of out-of-range pairs were never placed: np counts them, the tiles do not */
+  GroupedArgs a = {gg, uu, xs, experts, tiles, ntiles, 1, (int)inter, (int)dim};
+  const bool fp8 = wdt == DSV3_F8_E4M3;
+  if (fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st)) return -1;
+  grouped_silu_kernel<<<grid_n(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
+  CU_LAUNCHED("moe grouped: silu");
+  GroupedArgs b = {ys, NULL, hs, experts, tiles, ntiles, 2, (int)dim, (int)inter};
+  if (fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st)) return -1;
+  return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);
 }

@@ -9,17 +9,6 @@
  * or shared memory are needed before the mma.  x is rounded to bf16 (as the prefill GEMM). */
 #include "gemv.cuh"
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t *>(&b);
-}
-__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* 16 weights of one row at k0 as 8 bf16 pairs */
 template <bool FP8>
 __device__ __forceinline__ void load_row16(uint32_t *p, const uint8_t *W, const float *S, int row, int N, int K, int nbk,
@@ -30,10 +19,7 @@ __device__ __forceinline__ void load_row16(uint32_t *p, const uint8_t *W, const 
     return;
   }
   if (FP8) {
-    float f[16];
-    deq16(ld_stream(W + (int64_t)row * K + k0), __ldg(S + (int64_t)(row >> 7) * nbk + (k0 >> 7)), f);
-#pragma unroll
-    for (int i = 0; i < 8; i++) p[i] = (__float_as_uint(f[2 * i]) >> 16) | (__float_as_uint(f[2 * i + 1]) & 0xffff0000u);
+    deq16_bf16x2(ld_stream(W + (int64_t)row * K + k0), __ldg(S + (int64_t)(row >> 7) * nbk + (k0 >> 7)), p);
   } else {
     const uint8_t *src = W + ((int64_t)row * K + k0) * 2;
     uint4 u = ld_stream(src), v = ld_stream(src + 16);

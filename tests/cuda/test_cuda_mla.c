@@ -156,44 +156,61 @@ static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int6
 /* dsv3_cuda_mla_prefill: nq queries of sequence sq at positions pos0 .. pos0 + nq - 1 over a
  * cache of nseq sequences in which every row is random, those of the other sequences and the
  * rows at and beyond pos0 + nq included, so a row the causal mask hides would show.  Run with
- * a score budget of `budget` bytes (small: many query chunks) and with the default one.
+ * a score budget of `budget` bytes (small: many query chunks) and with the default one.  The
+ * reference is the absorbed form in float64 (the same attention): ql = q_nope . W_nope, the
+ * attention over the latent rows, o = ol . W_v^T.  nope = 16 and V = 24 differ so a stride
+ * mix-up shows; W ~ N(0, 1/C) gives keys and values of unit scale, and scale 1.5/sqrt(nope + R)
+ * logits of std ~1.5.
  *
- * Tolerance: the kernel rounds the queries and the probabilities to bf16 (unit roundoff
- * 2^-9 = 2e-3; the cache is bf16 already) and accumulates in fp32, as the official model's
- * bf16 einsums with a float32 softmax.  A numpy emulation of exactly these roundings on these
- * inputs (N(0,1) values, scale 1.5/sqrt(C+R): logits of std ~1.5) gives a relative L2 error vs
- * float64 of ~2.5e-3 over the whole output of a call; over 100 seeds of all the cases below, at
- * most 4.3e-3 for a call (a single 120-value token) and 7.6e-3 for its worst token.  Limits:
- * 1e-2 over all, 2e-2 for the worst token (> 2x margin); a wrong row, head or mask boundary
- * gives errors of order 0.1-1. */
+ * Tolerance: the kernel rounds the queries, the keys and values (kv_b of the cache rows) and
+ * the probabilities to bf16 (unit roundoff 2^-9 = 2e-3) and accumulates in fp32, as the
+ * official model's bf16 einsums with a float32 softmax.  The absorbed form, which rounded
+ * only the queries and probabilities, measured ~2.5e-3 over a call and at most 7.6e-3 for its
+ * worst token (a numpy emulation over 100 seeds); the extra key and value roundings add errors
+ * of the same size, independent.  Limits: 1e-2 over all, 2e-2 for the worst token; a wrong
+ * row, head or mask boundary gives errors of order 0.1-1. */
 static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t sq,
                          int64_t pos0, int64_t nq, size_t budget) {
-  const int64_t nope = 16, qk = nope + R; /* q_pe lives inside a [nq, H, nope + R] buffer */
-  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R), on = (size_t)(nq * H * C);
-  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2);
+  const int64_t nope = 16, V = 24, qk = nope + R, HW = H * (nope + V); /* q: [nq, H, nope + R] */
+  size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R), on = (size_t)(nq * H * V);
+  uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2), *W = t_xmalloc((size_t)(HW * C) * 2);
   t_bf16(kv, kvn, 1.0f);
   t_bf16(pe, pen, 1.0f);
-  float *ql = t_xmalloc(on * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
-  t_fill(ql, on, 1.0f);
+  t_bf16(W, (size_t)(HW * C), (float)(1.0 / sqrt((double)C)));
+  float *ql = t_xmalloc((size_t)(nq * H * C) * 4), *q = t_xmalloc((size_t)(nq * H * qk) * 4);
   t_fill(q, (size_t)(nq * H * qk), 1.0f);
+  for (int64_t t = 0; t < nq; t++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t c = 0; c < C; c++) {
+        double a = 0;
+        for (int64_t d = 0; d < nope; d++) a += (double)q[(t * H + h) * qk + d] * dsv3_bf16_to_f32(W[(h * (nope + V) + d) * C + c]);
+        ql[(t * H + h) * C + c] = (float)a;
+      }
   int32_t *seq = t_xmalloc((size_t)nq * 4), *len = t_xmalloc((size_t)nq * 4);
   for (int64_t i = 0; i < nq; i++) seq[i] = (int32_t)sq, len[i] = (int32_t)(pos0 + i + 1);
-  float scale = (float)(1.5 / sqrt((double)(C + R)));
-  double *ref = t_xmalloc(on * 8);
-  ref_attention(ref, ql, q, nope, kv, pe, seq, len, nq, H, C, R, max_seq, scale);
-  uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2);
-  float *dql = t_dev(ql, on * 4), *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
-  float *dol = t_poison(on * 4), *got = t_xmalloc(on * 4);
+  float scale = (float)(1.5 / sqrt((double)(nope + R)));
+  double *rol = t_xmalloc((size_t)(nq * H * C) * 8), *ref = t_xmalloc(on * 8);
+  ref_attention(rol, ql, q, nope, kv, pe, seq, len, nq, H, C, R, max_seq, scale);
+  for (int64_t t = 0; t < nq; t++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t v = 0; v < V; v++) {
+        double a = 0;
+        for (int64_t c = 0; c < C; c++) a += rol[(t * H + h) * C + c] * dsv3_bf16_to_f32(W[(h * (nope + V) + nope + v) * C + c]);
+        ref[(t * H + h) * V + v] = a;
+      }
+  uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2), *dW = t_dev(W, (size_t)(HW * C) * 2);
+  float *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
+  float *dout = t_poison(on * 4), *got = t_xmalloc(on * 4);
   const size_t def = dsv3_cuda_mla_prefill_score_bytes;
   for (int rep = 0; rep < 2; rep++) {
     dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
-    CU(cudaMemset(dol, 0xff, on * 4));
-    OK(dsv3_cuda_mla_prefill(ctx, dol, dql, dq + nope, H * qk, qk, dkv, dpe, sq, pos0, nq, H, C, R, max_seq, scale));
-    t_host(got, dol, on * 4);
+    CU(cudaMemset(dout, 0xff, on * 4));
+    OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale));
+    t_host(got, dout, on * 4);
     double e = t_rel_d(got, ref, on), wt = 0;
     int64_t wi = 0;
     for (int64_t i = 0; i < nq; i++) {
-      double ei = t_rel_d(got + i * H * C, ref + i * H * C, (size_t)(H * C));
+      double ei = t_rel_d(got + i * H * V, ref + i * H * V, (size_t)(H * V));
       if (!(ei <= wt)) wt = ei, wi = i; /* NaN / inf count as worst */
     }
     CHECK(e < 1e-2 && wt < 2e-2,
@@ -201,20 +218,22 @@ static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, in
           "worst token %lld: %.3g (< 2e-2)",
           (long long)H, (long long)C, (long long)R, (long long)sq, (long long)pos0, (long long)nq,
           dsv3_cuda_mla_prefill_score_bytes, e, (long long)wi, wt);
+    if (rep) printf("mla prefill H=%lld C=%lld R=%lld pos0=%lld nq=%lld: rel err %.3g, worst token %.3g\n", (long long)H,
+                    (long long)C, (long long)R, (long long)pos0, (long long)nq, e, wt);
   }
   dsv3_cuda_mla_prefill_score_bytes = def;
-  cudaFree(dkv), cudaFree(dpe), cudaFree(dql), cudaFree(dq), cudaFree(dol);
-  free(kv), free(pe), free(ql), free(q), free(seq), free(len), free(ref), free(got);
+  cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout);
+  free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got);
 }
 
 static void test_prefill_args(dsv3_cuda_ctx *ctx) {
   /* positions beyond the cache are refused before anything is touched */
-  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 10, 7, 3, 40, 8, 16, 0.1f);
+  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 10, 7, 3, 16, 8, 16, 40, 16, 0.1f);
   CHECK(rc == -1 && strstr(dsv3_error(), "outside the cache"), "mla prefill past max_seq: rc %d, error '%s'", rc,
         dsv3_error());
-  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, -1, 0, 7, 3, 40, 8, 16, 0.1f);
+  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, -1, 0, 7, 3, 16, 8, 16, 40, 16, 0.1f);
   CHECK(rc == -1 && strstr(dsv3_error(), "bad sequence"), "mla prefill seq -1: rc %d, error '%s'", rc, dsv3_error());
-  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, 0, 0, NULL, NULL, 0, 3, 0, 3, 40, 8, 16, 0.1f) == 0,
+  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 3, 0, 3, 16, 8, 16, 40, 16, 0.1f) == 0,
         "mla prefill of 0 queries: %s", dsv3_error());
 }
 

@@ -75,8 +75,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
   }
   dsv3_cuda_expert *dtab = t_dev(tab, (size_t)E * sizeof *tab);
   const char *dn = dt == DSV3_F8_E4M3 ? "fp8" : "bf16";
-  const int64_t toks[] = {1, 3, 5, 40};
-  for (size_t ti = 0; ti < 4; ti++) {
+  const int64_t toks[] = {1, 3, 5, 40, 300};
+  for (size_t ti = 0; ti < 5; ti++) {
     int64_t T = toks[ti];
     float *x = t_xmalloc((size_t)(T * D) * 4), *y0 = t_xmalloc((size_t)(T * D) * 4), *ref = t_xmalloc((size_t)(T * D) * 4);
     float *ys = t_xmalloc((size_t)D * 4), *got = t_xmalloc((size_t)(T * D) * 4), *w = t_xmalloc((size_t)(T * K) * 4);
@@ -95,12 +95,18 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
         idx[t * K + k] = e;
         w[t * K + k] = (float)t_unit();
       }
+    /* ref: y0 + every pair's expert; ref_even: y0 + the pairs of even experts (the odd ones
+     * belong to another rank) */
+    float *ref_even = t_xmalloc((size_t)(T * D) * 4);
     memcpy(ref, y0, (size_t)(T * D) * 4);
+    memcpy(ref_even, y0, (size_t)(T * D) * 4);
     for (int64_t t = 0; t < T; t++)
       for (int64_t k = 0; k < K; k++) {
         const expert *e = &ex[idx[t * K + k]];
         ref_mlp(&e->h1, &e->h2, &e->h3, x + t * D, 1, ys);
         for (int64_t d = 0; d < D; d++) ref[t * D + d] += w[t * K + k] * ys[d];
+        if (idx[t * K + k] % 2 == 0)
+          for (int64_t d = 0; d < D; d++) ref_even[t * D + d] += w[t * K + k] * ys[d];
       }
     float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_dev(NULL, (size_t)(T * D) * 4), *dw = t_dev(w, (size_t)(T * K) * 4);
     int32_t *di = t_dev(idx, (size_t)(T * K) * 4);
@@ -112,6 +118,12 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
             (long long)D, (long long)I, (long long)T, e);
     }
+    int64_t most = 0; /* tokens of the busiest expert */
+    for (int64_t e = 0; e < E; e++) {
+      int64_t c = 0;
+      for (int64_t p = 0; p < T * K; p++) c += idx[p] == e;
+      if (c > most) most = c;
+    }
     /* prefill: GEMV per expert group, then with a low GEMV limit the bf16 GEMM path */
     const int lims[2] = {16, 1};
     int keep = dsv3_cuda_gemv_max_tokens, keep_mma = dsv3_cuda_mma_max_tokens;
@@ -122,7 +134,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       OK(dsv3_cuda_moe_prefill(ctx, dy, dx, T, di, dw, K, tab, E, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       double e = t_rel(got, ref, (size_t)(T * D));
-      CHECK(e < (li ? 1e-2 : 3e-5), "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
+      /* an expert with more than 64 tokens goes to the bf16 GEMM path even with the GEMV limit 16 */
+      CHECK(e < (li || most > 64 ? 1e-2 : 3e-5), "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
             (long long)E, (long long)K, (long long)T, e);
       /* overwrite mode leaves nothing of the poison */
       CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
@@ -134,8 +147,38 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     }
     dsv3_cuda_gemv_max_tokens = keep;
     dsv3_cuda_mma_max_tokens = keep_mma;
+    /* the grouped tensor-core path (bf16 activations as the GEMM path): accumulate, overwrite
+     * (nothing of the poison left), and with the odd experts on another rank */
+    if (dsv3_cuda_moe_grouped_ok(dt, D, I)) {
+      CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      double eg = t_rel(got, ref, (size_t)(T * D));
+      CHECK(eg < 1e-2, "moe grouped %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
+            (long long)D, (long long)I, (long long)T, eg);
+      CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
+      OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 0));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      int64_t nan = 0;
+      for (int64_t i = 0; i < T * D; i++) nan += isnan(got[i]);
+      CHECK(nan == 0, "moe grouped %s overwrite T=%lld: %lld unwritten values", dn, (long long)T, (long long)nan);
+      dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
+      for (int64_t e = 0; e < E; e++) half[e] = e % 2 ? (dsv3_cuda_expert){0} : tab[e];
+      dsv3_cuda_expert *dhalf = t_dev(half, (size_t)E * sizeof *half);
+      CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dhalf, E, dt, D, I, 1));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      eg = t_rel(got, ref_even, (size_t)(T * D));
+      CHECK(eg < 1e-2, "moe grouped %s, odd experts elsewhere, T=%lld: rel err %.3g", dn, (long long)T, eg);
+      cudaFree(dhalf);
+      free(half);
+    } else {
+      CHECK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1) != 0 &&
+                strstr(dsv3_error(), "multiples of 16"),
+            "moe grouped %s D=%lld I=%lld: refused with one line (got: %s)", dn, (long long)D, (long long)I, dsv3_error());
+    }
     cudaFree(dx), cudaFree(dy), cudaFree(dw), cudaFree(di);
-    free(x), free(y0), free(ref), free(ys), free(got), free(w), free(idx);
+    free(x), free(y0), free(ref), free(ref_even), free(ys), free(got), free(w), free(idx);
   }
   for (int64_t e = 0; e < E; e++) {
     free((void *)ex[e].h1.data), free((void *)ex[e].h2.data), free((void *)ex[e].h3.data);
@@ -166,6 +209,8 @@ int main(void) {
   test_experts(ctx, DSV3_F8_E4M3, 8, 2, 512, 256);
   test_experts(ctx, DSV3_F8_E4M3, 16, 4, 272, 144);
   test_experts(ctx, DSV3_BF16, 8, 3, 256, 200);
+  test_experts(ctx, DSV3_BF16, 6, 2, 384, 144);
+  test_experts(ctx, DSV3_F8_E4M3, 4, 1, 1024, 320); /* T = 300: every expert gets several 64-token tiles */
   dsv3_cuda_ctx_free(ctx);
   return check_done("test_cuda_moe");
 }
