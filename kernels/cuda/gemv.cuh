@@ -53,19 +53,19 @@ __device__ __forceinline__ void deq16(const uint4 v, float s, float *w) {
     }
   }
 }
-/* 16 e4m3 values -> 8 bf16x2 pairs of bf16(v * s) (the same values as deq16, packed) */
-__device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p) {
-  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+/* 4 e4m3 values -> 2 bf16x2 pairs of bf16(v * s) (the same values as deq16, packed) */
+__device__ __forceinline__ void deq4_bf16x2(uint32_t u, float s, uint32_t *p) {
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((u[i] >> (16 * h)) & 0xffffu), __NV_E4M3);
-      float2 f = __half22float2(*reinterpret_cast<__half2 *>(&hr));
-      __nv_bfloat162 b = __floats2bfloat162_rn(f.x * s, f.y * s);
-      p[2 * i + h] = *reinterpret_cast<uint32_t *>(&b);
-    }
+  for (int h = 0; h < 2; h++) {
+    __half2_raw hr = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((u >> (16 * h)) & 0xffffu), __NV_E4M3);
+    float2 f = __half22float2(*reinterpret_cast<__half2 *>(&hr));
+    __nv_bfloat162 b = __floats2bfloat162_rn(f.x * s, f.y * s);
+    p[h] = *reinterpret_cast<uint32_t *>(&b);
   }
+}
+/* 16 e4m3 values -> 8 bf16x2 pairs */
+__device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p) {
+  deq4_bf16x2(v.x, s, p), deq4_bf16x2(v.y, s, p + 2), deq4_bf16x2(v.z, s, p + 4), deq4_bf16x2(v.w, s, p + 6);
 }
 /* 8 bf16 values -> float */
 __device__ __forceinline__ void deq8(const uint4 v, float *w) {

@@ -341,29 +341,15 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes
                "r"(bytes));
 }
 
-template <bool FP8>
-__global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
+/* The pipeline of one block for tiles of up to 8 * NT tokens: NT is a template parameter so
+ * the mma loops have no data-dependent exits, and the k16 step is the outer loop so the 2 * NT
+ * accumulators of a warp are independent between two dependent mma. */
+template <bool FP8, int NT>
+__device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw, const uint16_t *X,
+                                             float *Y, int N, int K, int row0, int cnt) {
   constexpr int WROW = FP8 ? GB_K : 2 * GB_K; /* bytes of a weight row per stage */
-  extern __shared__ __align__(16) uint8_t gsm[];
-  if ((int)blockIdx.y >= *a.ntiles) return;
-  const int4 tl = a.tiles[blockIdx.y];
-  const dsv3_cuda_expert ex = a.experts[tl.x];
-  const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
-  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
-  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
-  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
-  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  if (!W) { /* another rank's expert: its rows count as zero in the sum across ranks */
-    if (m == 2)
-      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
-        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
-    return;
-  }
-  uint8_t *sw = gsm;                                          /* [GB_ST][GB_M][WROW] */
-  uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * WROW);     /* [GB_ST][GB_N][GB_K] */
-  const uint16_t *X = a.x + (int64_t)tl.y * K;
-  const int nk = (K + GB_K - 1) / GB_K, nbk = (K + 127) >> 7;
+  const int nk = (K + GB_K - 1) / GB_K;
   auto load = [&](int st, int kt) {
     const int k0 = kt * GB_K;
     constexpr int WC = WROW / 16; /* 16-byte chunks per weight row */
@@ -373,20 +359,17 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
       const uint8_t *src = ok ? W + ((int64_t)(row0 + r) * K + kk) * (FP8 ? 1 : 2) : W;
       cp_async16(sw + (st * GB_M + r) * WROW + (FP8 ? c : c ^ (r & 1)) * 16, src, ok ? 16 : 0);
     }
-    for (int i = threadIdx.x; i < GB_N * 8; i += GB_THREADS) {
+    for (int i = threadIdx.x; i < NT * 8 * 8; i += GB_THREADS) { /* the rows the mma read */
       const int t = i >> 3, c = i & 7, kk = k0 + c * 8;
       const bool ok = t < cnt && kk < K;
       cp_async16(sx + (st * GB_N + t) * GB_K + (c ^ (t & 1)) * 8, ok ? X + (int64_t)t * K + kk : X, ok ? 16 : 0);
     }
   };
-  float acc[2][8][4];
+  float acc[2][NT][4];
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
-    for (int j = 0; j < 8; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-  const int ntt = min(8, (cnt + 7) >> 3); /* 8-token tiles with tokens */
-  /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
-  const float *Sw = FP8 ? S + (int64_t)(min(row0 + warp * 32, N - 1) >> 7) * nbk : S;
+    for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 #pragma unroll
   for (int s = 0; s < GB_ST - 1; s++) {
     if (s < nk) load(s, s);
@@ -399,7 +382,9 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
     asm volatile("cp.async.commit_group;");
     const int st = kt % GB_ST;
     const float sc = FP8 ? __ldg(Sw + ((kt * GB_K) >> 7)) : 1.f;
-    uint32_t pa[2][2][8]; /* [m tile][row g, g + 8][bf16 pairs of k = 16q .. 16q + 15] */
+    /* A operands of rows g and g + 8 of each m tile, k = 16q .. 16q + 15: FP8 kept as loaded
+     * (4 registers a row) and dequantised 4 values per k16 step, BF16 as 8 bf16 pairs */
+    uint32_t pa[2][2][FP8 ? 4 : 8];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -407,41 +392,79 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
         const int r = warp * 32 + mt * 16 + h * 8 + g;
         const uint8_t *rp = sw + (st * GB_M + r) * WROW;
         if (FP8) {
-          deq16_bf16x2(*reinterpret_cast<const uint4 *>(rp + q * 16), sc, pa[mt][h]);
+          const uint4 u = *reinterpret_cast<const uint4 *>(rp + q * 16);
+          pa[mt][h][0] = u.x, pa[mt][h][1] = u.y, pa[mt][h][2] = u.z, pa[mt][h][3] = u.w;
         } else {
           const uint4 u = *reinterpret_cast<const uint4 *>(rp + ((2 * q) ^ (r & 1)) * 16);
           const uint4 v = *reinterpret_cast<const uint4 *>(rp + ((2 * q + 1) ^ (r & 1)) * 16);
           pa[mt][h][0] = u.x, pa[mt][h][1] = u.y, pa[mt][h][2] = u.z, pa[mt][h][3] = u.w;
-          pa[mt][h][4] = v.x, pa[mt][h][5] = v.y, pa[mt][h][6] = v.z, pa[mt][h][7] = v.w;
+          pa[mt][h][FP8 ? 0 : 4] = v.x, pa[mt][h][FP8 ? 1 : 5] = v.y, pa[mt][h][FP8 ? 2 : 6] = v.z,
+                                  pa[mt][h][FP8 ? 3 : 7] = v.w;
         }
       }
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++) {
-      if (nt >= ntt) break;
-      const int t = nt * 8 + g;
-      const uint16_t *xr = sx + (st * GB_N + t) * GB_K;
-      const uint4 u = *reinterpret_cast<const uint4 *>(xr + ((2 * q) ^ (t & 1)) * 8);
-      const uint4 v = *reinterpret_cast<const uint4 *>(xr + ((2 * q + 1) ^ (t & 1)) * 8);
-      const uint32_t px[8] = {u.x, u.y, u.z, u.w, v.x, v.y, v.z, v.w};
+    for (int s = 0; s < 4; s++) {
+      uint32_t af[2][4]; /* bf16 pairs 2s, 2s + 1 of rows g, g + 8 in mma order */
 #pragma unroll
-      for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int s = 0; s < 4; s++) {
-          const uint32_t af[4] = {pa[mt][0][2 * s], pa[mt][1][2 * s], pa[mt][0][2 * s + 1], pa[mt][1][2 * s + 1]};
-          mma16816(acc[mt][nt], af, px[2 * s], px[2 * s + 1]);
+      for (int mt = 0; mt < 2; mt++) {
+        uint32_t p0[2], p1[2];
+        if (FP8) {
+          deq4_bf16x2(pa[mt][0][s], sc, p0);
+          deq4_bf16x2(pa[mt][1][s], sc, p1);
+        } else {
+          p0[0] = pa[mt][0][2 * s], p0[1] = pa[mt][0][2 * s + 1], p1[0] = pa[mt][1][2 * s], p1[1] = pa[mt][1][2 * s + 1];
         }
+        af[mt][0] = p0[0], af[mt][1] = p1[0], af[mt][2] = p0[1], af[mt][3] = p1[1];
+      }
+      /* token nt * 8 + g: bf16 pairs 2s, 2s + 1 of its k = 16q .. 16q + 15 (8 bytes); the row
+       * parity (the swizzle) is g's, so one address serves every n tile */
+      const uint16_t *xs = sx + (st * GB_N + g) * GB_K + ((2 * q + (s >> 1)) ^ (g & 1)) * 8 + (s & 1) * 4;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        const uint2 b = *reinterpret_cast<const uint2 *>(xs + nt * 8 * GB_K);
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++) mma16816(acc[mt][nt], af[mt], b.x, b.y);
+      }
     }
   }
   asm volatile("cp.async.wait_group 0;");
 #pragma unroll
   for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++)
+    for (int nt = 0; nt < NT; nt++)
 #pragma unroll
       for (int c = 0; c < 4; c++) {
         const int row = row0 + warp * 32 + mt * 16 + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * q + (c & 1);
         if (row < N && t < cnt) Y[(int64_t)t * N + row] = acc[mt][nt][c];
       }
+}
+
+template <bool FP8>
+__global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
+  extern __shared__ __align__(16) uint8_t gsm[];
+  if ((int)blockIdx.y >= *a.ntiles) return;
+  const int4 tl = a.tiles[blockIdx.y];
+  const dsv3_cuda_expert ex = a.experts[tl.x];
+  const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
+  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
+  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
+  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
+  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
+  if (!W) { /* another rank's expert: its rows count as zero in the sum across ranks */
+    if (m == 2)
+      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
+        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
+    return;
+  }
+  uint8_t *sw = gsm;                                                              /* [GB_ST][GB_M][WROW] */
+  uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * (FP8 ? GB_K : 2 * GB_K)); /* [GB_ST][GB_N][GB_K] */
+  const uint16_t *X = a.x + (int64_t)tl.y * K;
+  /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
+  const float *Sw = FP8 ? S + (int64_t)(min(row0 + (int)(threadIdx.x >> 5) * 32, N - 1) >> 7) * ((K + 127) >> 7) : S;
+  if (cnt <= 8) grouped_main<FP8, 1>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
+  else if (cnt <= 16) grouped_main<FP8, 2>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
+  else if (cnt <= 32) grouped_main<FP8, 4>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
+  else grouped_main<FP8, 8>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
 }
 
 __global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, int E) {
@@ -497,6 +520,8 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
 
 static unsigned grid_n(int64_t n) { return (unsigned)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
 
+/* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
+ * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
 template <bool FP8>
 static int grouped_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
   constexpr int smem = GB_ST * (GB_M * (FP8 ? GB_K : 2 * GB_K) + GB_N * GB_K * 2);
