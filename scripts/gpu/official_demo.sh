@@ -2,7 +2,8 @@
 # Issue 7's comparison: the official demo (inference/model.py, fetched into .ref/, never
 # committed) and dsv3-run on the same 671B-width slice (1 dense + 3 MoE layers, dsv3-gen),
 # converted to mp1 by dsv3-convert (file-identical to the official convert.py), same GPU,
-# decode at batch 1.  Needs ~80 GB of disk.   bash scripts/gpu/official_demo.sh [OUTDIR]
+# decode at batch 1 (and, with DSV3_OD_PREFILL=N, the official prefill of N tokens; dsv3-run's
+# is bench/cuda_decode's).  Needs ~80 GB of disk.   bash scripts/gpu/official_demo.sh [OUTDIR]
 set -uo pipefail
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -27,5 +28,5 @@ echo "slice ready: $(( $(date +%s) - t0 )) s"
 "$build/dsv3-run/dsv3-run" --ckpt "$dir-mp1" --ids "0 $(seq -s ' ' 1 15)" --max-new-tokens 256 --ignore-eos \
   --temperature 0 --max-seq-len 1024 > /dev/null 2> "$out/od_ours.err"
 grep -o 'decode .*' "$out/od_ours.err" | sed 's/^/dsv3-run: /'
-timeout 400 python3 scripts/ref/time_official.py .ref/DeepSeek-V3/inference "$dir-mp1" 64 2>&1 | tail -3 | tee "$out/od_official.txt"
+timeout 400 python3 scripts/ref/time_official.py .ref/DeepSeek-V3/inference "$dir-mp1" 64 ${DSV3_OD_PREFILL:-0} 2>&1 | tail -4 | tee "$out/od_official.txt"
 echo "total $(( $(date +%s) - t0 )) s"

@@ -3,15 +3,18 @@
 gemm_impl="bf16", attn_impl="absorb", bf16 activations, max_batch_size 8, max_seq_len 16384)
 on an mp1 checkpoint from convert.py (or dsv3-convert, file-identical), batch 1, the loop of
 inference/generate.py: forward(last token, pos) then argmax.  8 warm-up steps, then STEPS timed.
+With PREFILL > 0, also the prefill of a PREFILL-token prompt of random ids (model.forward of the
+whole prompt at position 0, as generate.py's first step): one warm-up, then the median of 3.
 
 Usage (GPU machine, official code fetched into .ref/, never committed):
-  time_official.py INFERENCE_DIR MP1_DIR [STEPS]"""
+  time_official.py INFERENCE_DIR MP1_DIR [STEPS [PREFILL]]"""
 import json, os, sys, time
 
 import torch
 
 inf_dir, ckpt = sys.argv[1:3]
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 64
+prefill = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 sys.path.insert(0, inf_dir)
 import model as mod  # the official inference/model.py
 from safetensors.torch import load_model
@@ -56,3 +59,16 @@ with torch.inference_mode():
 times = sorted(times[8:])
 print(f"official demo decode, batch 1: median {1e3 * times[len(times) // 2]:.3f} ms/token, "
       f"mean {1e3 * sum(times) / len(times):.3f} ms/token over {steps} steps ({torch.cuda.get_device_name(0)})")
+
+if prefill > 0:
+    with torch.inference_mode():
+        ids = torch.randint(2, cfg["vocab_size"], (1, prefill), device="cuda")
+        pt = []
+        for i in range(4):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model.forward(ids, 0)
+            torch.cuda.synchronize()
+            pt.append(time.perf_counter() - t)
+    pt = sorted(pt[1:])
+    print(f"official demo prefill, {prefill} tokens: median {pt[1]:.3f} s ({prefill / pt[1]:.0f} tokens/s)")
