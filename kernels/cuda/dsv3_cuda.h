@@ -160,10 +160,11 @@ int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t 
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts_host, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
 /* Prefill on the tensor cores: all experts in one launch per projection, grouped on the device
- * (nothing copied to the host; capturable once its scratch is sized).  `experts` is the device
- * table (NULL weights: another rank's expert, which contributes zero); x is rounded to bf16 and
- * the gate/up products to bf16 before the down projection, as dsv3_cuda_gemm.  Needs FP8 or
- * BF16 experts with dim and inter multiples of 16 (dsv3_cuda_moe_grouped_ok). */
+ * (nothing copied to the host, no synchronisation; scratch from ctx).  `experts` is the device
+ * table (NULL weights: another rank's expert, which contributes zero; a pair whose index is
+ * outside [0, n_experts) contributes zero too); x is rounded to bf16 and the gate/up products
+ * to bf16 before the down projection, as dsv3_cuda_gemm.  Needs FP8 or BF16 experts with dim
+ * and inter multiples of 16 (dsv3_cuda_moe_grouped_ok). */
 int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
 int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,

@@ -311,7 +311,7 @@ out:
 }
 
 /* ---------------------------------------------------------------- grouped prefill
- * All experts in one launch per projection, nothing copied to the host (capturable):
+ * All experts in one launch per projection, nothing copied to the host:
  *   count pairs per expert -> offsets and a table of tiles (expert, first row, tokens <= GB_N)
  *   -> each pair's row in expert order (atomics: the order inside an expert is arbitrary, the
  *   values are not, since every output row depends on its own input row only) -> x gathered
