@@ -59,6 +59,10 @@ struct dsv3_gpu {
   void *comm; /* ncclComm_t */
   int comm_on;
   float *lgall;  /* all-gathered logits [world, logit_rows, local vocab] */
+  float *lgrow;  /* the same reordered to [logit_rows, vocab] on the device (several ranks) */
+  int32_t *ids;  /* tokens sampled on the device [logit_rows] */
+  float temp, top_p; /* dsv3_gpu_set_sampling */
+  uint64_t seed;
   float *lghost; /* host staging for reordering them */
   /* a prefill chunk (> DSV3_GPU_GRAPH_MAX tokens of one sequence at consecutive positions):
    * its sequence and first position, for dsv3_cuda_mla_prefill; -1 otherwise */
@@ -167,11 +171,12 @@ static void drop_graphs(dsv3_gpu *g) {
 
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
-                g->idx, g->tok, g->seqb, g->pos, g->len, g->lgall};
+                g->idx, g->tok, g->seqb, g->pos, g->len, g->lgall, g->lgrow, g->ids};
   for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
   g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
   g->idx = g->tok = g->seqb = g->pos = g->len = NULL;
-  g->lgall = NULL;
+  g->lgall = g->lgrow = NULL;
+  g->ids = NULL;
   free(g->lghost);
   g->lghost = NULL;
   drop_graphs(g); /* they point at the old buffers */
@@ -205,6 +210,8 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
            {(void **)&g->wts, cap * K * 4},
            {(void **)&g->logits, g->logit_rows * g->m->local_vocab * 4},
            {(void **)&g->lgall, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
+           {(void **)&g->lgrow, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
+           {(void **)&g->ids, g->logit_rows * 4},
            {(void **)&g->idx, cap * K * 4},
            {(void **)&g->tok, cap * 4},
            {(void **)&g->seqb, cap * 4},
@@ -269,6 +276,7 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
   }
   dsv3_gpu *g = dsv3_xcalloc(1, sizeof *g);
   g->m = m, g->device = device, g->max_batch = max_batch, g->max_seq = m->max_seq_len, g->graphs_on = 1;
+  g->temp = 0.f, g->top_p = 1.f, g->seed = 0; /* greedy until dsv3_gpu_set_sampling */
   g->rank = m->mp_world > 1 ? m->mp_rank : 0, g->world = m->mp_world > 1 ? m->mp_world : 1, g->comm_on = 1;
   if (cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking) != cudaSuccess) {
     dsv3_error_set("cuda: cannot create a stream");
@@ -454,27 +462,43 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   return 0;
 }
 
-/* logits of tokens [t0, t0 + cnt) of the chunk into host memory (out NULL: a follower, which
- * takes part in the all-gather only) */
-static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out) {
+/* the logits of tokens [t0, t0 + cnt) of the chunk: into host memory (out), or sampled on the
+ * device with dsv3_gpu_set_sampling's parameters and only the token ids copied back (ids);
+ * both NULL: a follower, which takes part in the all-gather only */
+static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out, int32_t *ids) {
   const int64_t D = g->m->cfg.hidden_size, V = g->m->cfg.vocab_size, Vl = g->m->local_vocab;
   for (int64_t i = 0; i < cnt; i += g->logit_rows) {
     int64_t k = cnt - i < g->logit_rows ? cnt - i : g->logit_rows;
     TRY(dsv3_cuda_linear(g->ctx, g->logits, g->h + (t0 + i) * D, k, &g->head, 0));
-    if (g->world == 1) {
-      CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, g->logits, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
-      continue;
-    }
+    const float *lg = g->logits; /* [k, V] on the device once gathered */
+    if (g->world > 1) {
 #ifdef DSV3_HAVE_NCCL
-    if (g->comm_on) {
-      ncclResult_t r = ncclAllGather(g->logits, g->lgall, (size_t)(k * Vl), ncclFloat, (ncclComm_t)g->comm, g->st);
-      if (r != ncclSuccess) {
-        dsv3_error_set("rank %d: NCCL all-gather of the logits: %s", g->rank, ncclGetErrorString(r));
-        return -1;
+      if (g->comm_on) {
+        ncclResult_t r = ncclAllGather(g->logits, g->lgall, (size_t)(k * Vl), ncclFloat, (ncclComm_t)g->comm, g->st);
+        if (r != ncclSuccess) {
+          dsv3_error_set("rank %d: NCCL all-gather of the logits: %s", g->rank, ncclGetErrorString(r));
+          return -1;
+        }
+      }
+#endif
+      lg = g->lgall;
+      if (ids && k > 1) { /* [rank][token][Vl] -> [token][rank * Vl] */
+        for (int64_t r = 0; r < g->world; r++)
+          CUDA_TRY("logits", cudaMemcpy2DAsync(g->lgrow + r * Vl, (size_t)V * 4, g->lgall + r * k * Vl, (size_t)Vl * 4,
+                                               (size_t)Vl * 4, (size_t)k, cudaMemcpyDeviceToDevice, g->st));
+        lg = g->lgrow;
       }
     }
-#endif
+    if (ids) {
+      TRY(dsv3_cuda_sample(g->ids, lg, k, V, g->temp, g->top_p, g->seed, g->pos + t0 + i, g->st));
+      CUDA_TRY("sampled ids", cudaMemcpyAsync(ids + i, g->ids, (size_t)k * 4, cudaMemcpyDeviceToHost, g->st));
+      continue;
+    }
     if (!out) continue;
+    if (g->world == 1) {
+      CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, lg, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
+      continue;
+    }
     /* [rank][token][Vl] -> [token][rank * Vl] */
     float *dst = k == 1 ? out + i * V : g->lghost;
     CUDA_TRY("logits", cudaMemcpyAsync(dst, g->lgall, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
@@ -489,7 +513,7 @@ static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out) {
 }
 
 static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq, const int32_t *pos, float *logits,
-                 int all_logits, int want_head) {
+                 int32_t *ids, int all_logits, int want_head) {
   TRY(ensure_acts(g, n));
   int32_t *hb = dsv3_xmalloc((size_t)n * 4);
   int64_t max_len = 1;
@@ -552,7 +576,7 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   } else if (layers(g, n, max_len)) {
     goto out;
   }
-  if (want_head && (all_logits ? head(g, 0, n, logits) : head(g, n - 1, 1, logits))) goto out;
+  if (want_head && (all_logits ? head(g, 0, n, logits, ids) : head(g, n - 1, 1, logits, ids))) goto out;
   if (cudaStreamSynchronize(st) != cudaSuccess) {
     dsv3_error_set("cuda: forward: %s", cudaGetErrorString(cudaGetLastError()));
     goto out;
@@ -564,7 +588,7 @@ out:
 }
 
 static int forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, float *logits,
-                   int all_logits, int want_head) {
+                   int32_t *ids, int all_logits, int want_head) {
   if (cudaSetDevice(g->device) != cudaSuccess) {
     dsv3_error_set("cuda: cannot select device %d", g->device);
     return -1;
@@ -576,16 +600,17 @@ static int forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t 
     int64_t k = n - i < PREFILL_CHUNK ? n - i : PREFILL_CHUNK;
     int last = i + k == n;
     float *lg = !logits ? NULL : all_logits ? logits + i * V : last ? logits : NULL;
-    rc = chunk(g, k, tokens + i, seq + i, pos + i, lg, all_logits, want_head && (all_logits || last));
+    int32_t *id = !ids ? NULL : all_logits ? ids + i : last ? ids : NULL;
+    rc = chunk(g, k, tokens + i, seq + i, pos + i, lg, id, all_logits, want_head && (all_logits || last));
   }
   dsv3_dist_unguard(g->dist);
   return rc;
 }
 
-int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, float *logits,
-                     int all_logits) {
+/* checks a call, and sends it to the other ranks */
+static int submit(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, int all_logits,
+                  int want_head) {
   const dsv3_config *c = &g->m->cfg;
-  if (n <= 0) return 0;
   for (int64_t i = 0; i < n; i++) {
     if (tokens[i] < 0 || tokens[i] >= c->vocab_size) {
       dsv3_error_set("token id %d out of the vocabulary (%lld)", tokens[i], (long long)c->vocab_size);
@@ -603,7 +628,7 @@ int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_
   if (g->dist) { /* the other ranks run the same call */
     size_t nb = 16 + (size_t)n * 12;
     int64_t *msg = dsv3_xmalloc(nb);
-    msg[0] = n, msg[1] = (int64_t)(all_logits ? 1 : 0) | (logits ? 2 : 0);
+    msg[0] = n, msg[1] = (int64_t)(all_logits ? 1 : 0) | (want_head ? 2 : 0);
     int32_t *body = (int32_t *)(msg + 2);
     memcpy(body, tokens, (size_t)n * 4);
     memcpy(body + n, seq, (size_t)n * 4);
@@ -612,7 +637,25 @@ int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_
     free(msg);
     if (rc) return -1;
   }
-  return forward(g, n, tokens, seq, pos, logits, all_logits, logits != NULL);
+  return 0;
+}
+
+int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos, float *logits,
+                     int all_logits) {
+  if (n <= 0) return 0;
+  if (submit(g, n, tokens, seq, pos, all_logits, logits != NULL)) return -1;
+  return forward(g, n, tokens, seq, pos, logits, NULL, all_logits, logits != NULL);
+}
+
+int dsv3_gpu_forward_ids(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos,
+                         int32_t *ids, int all_rows) {
+  if (n <= 0) return 0;
+  if (submit(g, n, tokens, seq, pos, all_rows, 1)) return -1;
+  return forward(g, n, tokens, seq, pos, NULL, ids, all_rows, 1);
+}
+
+void dsv3_gpu_set_sampling(dsv3_gpu *g, double temperature, double top_p, uint64_t seed) {
+  g->temp = (float)temperature, g->top_p = (float)top_p, g->seed = seed;
 }
 
 int dsv3_gpu_attach(dsv3_gpu *g, struct dsv3_dist *d) {
@@ -660,7 +703,7 @@ int dsv3_gpu_follow(dsv3_gpu *g) {
     int64_t n = msg[0];
     int32_t *body = (int32_t *)(msg + 2);
     dsv3_dist_guard(d, "forward pass");
-    int rc = forward(g, n, body, body + n, body + 2 * n, NULL, (int)(msg[1] & 1), (int)(msg[1] & 2) != 0);
+    int rc = forward(g, n, body, body + n, body + 2 * n, NULL, NULL, (int)(msg[1] & 1), (int)(msg[1] & 2) != 0);
     dsv3_dist_unguard(d);
     free(buf);
     if (rc) return -1;

@@ -37,6 +37,14 @@ void dsv3_gpu_set_graphs(dsv3_gpu *g, int on); /* default on */
  * the last token's [vocab]; NULL for none. */
 int dsv3_gpu_forward(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos,
                      float *logits, int all_logits);
+/* The same, with the next tokens sampled on the device (dsv3_cuda_sample with the parameters
+ * of dsv3_gpu_set_sampling: temperature 0 is argmax, the first index on ties) so only the ids
+ * cross to the host: ids [n] (all_rows) or [1] (the last token). */
+int dsv3_gpu_forward_ids(dsv3_gpu *g, int64_t n, const int32_t *tokens, const int32_t *seq, const int32_t *pos,
+                         int32_t *ids, int all_rows);
+/* Sampling for dsv3_gpu_forward_ids (default: greedy).  The noise of row r is drawn from (seed,
+ * r, its position), so a seed repeats a run on the GPU (not the host sampler's draws). */
+void dsv3_gpu_set_sampling(dsv3_gpu *g, double temperature, double top_p, uint64_t seed);
 
 /* Model parallelism (the model was loaded with dsv3_model_load_rank): after dsv3_dist_agree,
  * attach the ranks' NCCL communicator.  Then rank 0 calls dsv3_gpu_forward as above (it sends

@@ -141,6 +141,27 @@ static int fwd(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int6
   return dsv3_forward(m, c, ids, n, start, logits, all);
 }
 
+/* One forward call and the token that follows its last one.  On the GPU without logits to
+ * keep (dump NULL) the logits stay on the device and the token is sampled there (the same
+ * sampler, dsv3_cuda_sample); otherwise they come back to `lg` and the host samples. */
+static int fwd_next(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int64_t start, float *lg, int keep,
+                    const opts *o, uint64_t *rng, int32_t *next) {
+#ifdef DSV3_HAVE_CUDA
+  if (gpu && !keep) {
+    int32_t *sq = dsv3_xmalloc((size_t)n * sizeof(int32_t)), *ps = dsv3_xmalloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) sq[i] = 0, ps[i] = (int32_t)(start + i);
+    int rc = dsv3_gpu_forward_ids(gpu, n, ids, sq, ps, next, 0);
+    free(sq);
+    free(ps);
+    return rc;
+  }
+#endif
+  const int64_t V = m->cfg.vocab_size;
+  int rc = fwd(m, c, ids, n, start, lg, keep, 0);
+  if (!rc) *next = sample(lg + (keep ? (n - 1) * V : 0), V, o->temperature, o->top_p, rng);
+  return rc;
+}
+
 typedef struct {
   float *logits; /* [n, V] */
   int32_t *ids;
@@ -185,12 +206,11 @@ static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, con
   float *lg = dsv3_xmalloc((size_t)((dump ? np : 1) * V) * sizeof(float));
   res->out = dsv3_xmalloc((size_t)(total - np + 1) * sizeof(int32_t));
   double t0 = dsv3_now();
-  int rc = fwd(m, c, prompt, np, 0, lg, dump != NULL, 0);
+  int32_t next = 0;
+  int rc = fwd_next(m, c, prompt, np, 0, lg, dump != NULL, o, rng, &next);
   res->prefill_s = dsv3_now() - t0;
   if (rc) goto out;
   if (dump) dump_add(dump, lg, np, prompt, V);
-  const float *last = lg + (dump ? (np - 1) * V : 0);
-  int32_t next = sample(last, V, o->temperature, o->top_p, rng);
   double t1 = dsv3_now();
   char buf[4096];
   for (int64_t pos = np; pos < total; pos++) {
@@ -202,9 +222,9 @@ static int generate(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, con
       fflush(stdout);
     }
     if (pos + 1 >= total) break;
-    if ((rc = fwd(m, c, &next, 1, pos, lg, 0, 0))) break;
-    if (dump) dump_add(dump, lg, 1, &next, V);
-    next = sample(lg, V, o->temperature, o->top_p, rng);
+    int32_t cur = next;
+    if ((rc = fwd_next(m, c, &cur, 1, pos, lg, dump != NULL, o, rng, &next))) break;
+    if (dump) dump_add(dump, lg, 1, &cur, V);
   }
   res->decode_s = dsv3_now() - t1;
 out:
@@ -284,15 +304,14 @@ static int run_one(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, cons
 #ifdef DSV3_HAVE_CUDA
 /* --input-file on the GPU: prompts [0, k) decoded together, sequence i in cache slot i: each
  * prompt is prefilled alone, then every decode step runs one token of each unfinished prompt. */
-static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, char **texts, int64_t k, uint64_t *rng) {
-  const int64_t V = m->cfg.vocab_size;
+static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, char **texts, int64_t k) {
   int32_t **ids = dsv3_xcalloc((size_t)k, sizeof *ids);
   int64_t *np = dsv3_xcalloc((size_t)k, sizeof *np), *total = dsv3_xcalloc((size_t)k, sizeof *total);
   int32_t *next = dsv3_xcalloc((size_t)k, sizeof *next), *tk = dsv3_xcalloc((size_t)k, 4), *sq = dsv3_xcalloc((size_t)k, 4),
           *ps = dsv3_xcalloc((size_t)k, 4);
   char *done = dsv3_xcalloc((size_t)k, 1);
   gen_result *res = dsv3_xcalloc((size_t)k, sizeof *res);
-  float *lg = dsv3_xmalloc((size_t)(k * V) * sizeof(float));
+  int32_t *nx = dsv3_xcalloc((size_t)k, sizeof *nx); /* the step's tokens, sampled on the device */
   int rc = 0;
   int64_t steps = 0, ntok = 0, nprompt = 0;
   double t0 = dsv3_now(), prefill_s = 0, decode_s = 0;
@@ -310,10 +329,9 @@ static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *
     res[i].prompt_n = np[i];
     int32_t *s1 = dsv3_xmalloc((size_t)np[i] * 4), *p1 = dsv3_xmalloc((size_t)np[i] * 4);
     for (int64_t j = 0; j < np[i]; j++) s1[j] = (int32_t)i, p1[j] = (int32_t)j;
-    rc = dsv3_gpu_forward(gpu, np[i], ids[i], s1, p1, lg, 0);
+    rc = dsv3_gpu_forward_ids(gpu, np[i], ids[i], s1, p1, &next[i], 0); /* sampled on the device */
     free(s1);
     free(p1);
-    if (!rc) next[i] = sample(lg, V, o->temperature, o->top_p, rng);
   }
   prefill_s = dsv3_now() - t0;
   double t1 = dsv3_now();
@@ -335,9 +353,9 @@ static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *
       n++;
     }
     if (!n) break;
-    if ((rc = dsv3_gpu_forward(gpu, n, tk, sq, ps, lg, 1))) break;
+    if ((rc = dsv3_gpu_forward_ids(gpu, n, tk, sq, ps, nx, 1))) break;
     steps++, ntok += n;
-    for (int64_t j = 0; j < n; j++) next[sq[j]] = sample(lg + j * V, V, o->temperature, o->top_p, rng);
+    for (int64_t j = 0; j < n; j++) next[sq[j]] = nx[j];
   }
   decode_s = dsv3_now() - t1;
   for (int64_t i = 0; i < k && !rc; i++) {
@@ -360,7 +378,7 @@ static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *
     free(ids[i]);
     free(res[i].out);
   }
-  free(ids), free(np), free(total), free(next), free(tk), free(sq), free(ps), free(done), free(res), free(lg);
+  free(ids), free(np), free(total), free(next), free(tk), free(sq), free(ps), free(done), free(res), free(nx);
   return rc;
 }
 
@@ -723,6 +741,7 @@ int main(int argc, char **argv) {
     int dev = launched ? rank_device(&dp) : 0;
     if (!launched && dsv3_cuda_device_count() == 0) dsv3_die(PROG, 1, "--device cuda: no CUDA device is available");
     ok = dev >= 0 && dsv3_gpu_load(m, max_batch, dev, &gpu) == 0;
+    if (ok) dsv3_gpu_set_sampling(gpu, o.temperature, o.top_p, o.seed);
   }
   if (dist) {
     ok = dsv3_dist_agree(dist, ok) == 0 && dsv3_gpu_attach(gpu, dist) == 0;
@@ -780,7 +799,7 @@ int main(int argc, char **argv) {
 #ifdef DSV3_HAVE_CUDA
     if (batched)
       for (int64_t i = 0; i < ntexts && !rc; i += max_batch)
-        rc = generate_batch(m, tok, &o, texts + i, ntexts - i < max_batch ? ntexts - i : max_batch, &rng);
+        rc = generate_batch(m, tok, &o, texts + i, ntexts - i < max_batch ? ntexts - i : max_batch);
 #endif
     for (int64_t i = 0; !batched && i < ntexts && !rc; i++) {
       if (!o.json) printf("Prompt: %s\nCompletion: ", texts[i]);

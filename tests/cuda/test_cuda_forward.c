@@ -208,6 +208,24 @@ int main(void) {
     dsv3_cache_free(m, c2);
     free(pt), free(sq), free(ps), free(rc), free(gc);
   }
+  /* the next tokens sampled on the device (dsv3_gpu_forward_ids): greedy = the argmax of the
+   * logits the same call returns (sequence 0 and 1 in one step, replayed at the same
+   * positions, which rewrites the same cache rows), and a seeded draw repeats */
+  {
+    int32_t toks[2] = {5, 9}, sq[2] = {0, 1}, ps[2] = {40, 20}, ids[2] = {-1, -1}, again[2] = {-1, -1};
+    float *lb = t_xmalloc((size_t)(2 * V) * 4);
+    OK(dsv3_gpu_forward(g, 2, toks, sq, ps, lb, 1));
+    OK(dsv3_gpu_forward_ids(g, 2, toks, sq, ps, ids, 1));
+    CHECK(ids[0] == argmax(lb, V) && ids[1] == argmax(lb + V, V), "device greedy ids %d %d, host argmax %d %d", ids[0],
+          ids[1], argmax(lb, V), argmax(lb + V, V));
+    dsv3_gpu_set_sampling(g, 0.8, 0.9, 7);
+    OK(dsv3_gpu_forward_ids(g, 2, toks, sq, ps, ids, 1));
+    OK(dsv3_gpu_forward_ids(g, 2, toks, sq, ps, again, 1));
+    CHECK(ids[0] >= 0 && ids[0] < V && ids[1] >= 0 && ids[1] < V && ids[0] == again[0] && ids[1] == again[1],
+          "seeded device sampling: %d %d then %d %d", ids[0], ids[1], again[0], again[1]);
+    dsv3_gpu_set_sampling(g, 0, 1, 0);
+    free(lb);
+  }
   /* errors: a position beyond the cache, a token outside the vocabulary */
   {
     int32_t tk = 5, sq = 0, ps = MAX_SEQ;
