@@ -80,6 +80,16 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t *>(&b);
 }
 
+/* 8 bf16 values -> float */
+__device__ __forceinline__ void deq8(const uint4 v, float *w) {
+  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    w[2 * i] = bf16_lo(u[i]);
+    w[2 * i + 1] = bf16_hi(u[i]);
+  }
+}
+
 /* A vector (norm weight) element of dtype dt as float. */
 __device__ __forceinline__ float load_vec(const void *p, dsv3_dtype dt, int64_t i) {
   if (dt == DSV3_BF16) return bf16f(((const uint16_t *)p)[i]);

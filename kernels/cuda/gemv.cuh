@@ -67,16 +67,6 @@ __device__ __forceinline__ void deq4_bf16x2(uint32_t u, float s, uint32_t *p) {
 __device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p) {
   deq4_bf16x2(v.x, s, p), deq4_bf16x2(v.y, s, p + 2), deq4_bf16x2(v.z, s, p + 4), deq4_bf16x2(v.w, s, p + 6);
 }
-/* 8 bf16 values -> float */
-__device__ __forceinline__ void deq8(const uint4 v, float *w) {
-  const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    w[2 * i] = bf16_lo(u[i]);
-    w[2 * i + 1] = bf16_hi(u[i]);
-  }
-}
-
 /* c += a (16x16, row) * b (16x8, col), bf16 in, f32 accumulate */
 __device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "

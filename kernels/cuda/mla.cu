@@ -49,71 +49,119 @@ extern "C" int dsv3_cuda_mla_cache_write(uint16_t *kv_cache, uint16_t *pe_cache,
 }
 
 /* ---------------------------------------------------------------- absorb q / o */
-/* ql[t, h, c] = sum_d q[t, h, d] W[h*(nope+V) + d, c]: a thread owns one c for 8 tokens. */
+/* ql[t, h, c] = sum_d q[t, h, d] W[h*(nope+V) + d, c] for 4 tokens (T is 1 in decode): a block
+ * per (512-column slice, head, 4 tokens); 4 groups of 64 threads take every 4th row d of the
+ * head, a thread 8 columns (16-byte loads, 4 rows in flight), partial sums added through
+ * shared memory.  C % 8 == 0. */
+enum { AQ_T = 4 };
 __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q, const uint16_t *W, int ntok, int H, int nope,
                                                        int R, int V, int C) {
-  __shared__ float qs[8][128];
-  const int c = blockIdx.x * 256 + threadIdx.x, h = blockIdx.y, t0 = blockIdx.z * 8;
-  const int nt = min(8, ntok - t0), qk = nope + R;
-  float acc[8];
+  __shared__ float qs[AQ_T][128];
+  __shared__ float red[3][AQ_T][512];
+  const int grp = threadIdx.x >> 6, c = blockIdx.x * 512 + (threadIdx.x & 63) * 8, h = blockIdx.y, t0 = blockIdx.z * AQ_T;
+  const int nt = min(AQ_T, ntok - t0), qk = nope + R;
+  float acc[AQ_T][8];
 #pragma unroll
-  for (int t = 0; t < 8; t++) acc[t] = 0.f;
+  for (int t = 0; t < AQ_T; t++)
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[t][i] = 0.f;
   for (int d0 = 0; d0 < nope; d0 += 128) {
-    int nd = min(128, nope - d0);
+    const int nd = min(128, nope - d0);
     __syncthreads();
-    for (int i = threadIdx.x; i < 8 * 128; i += 256) {
-      int t = i / 128, d = i % 128;
+    for (int i = threadIdx.x; i < AQ_T * 128; i += 256) {
+      const int t = i / 128, d = i % 128;
       qs[t][d] = (t < nt && d < nd) ? q[((int64_t)(t0 + t) * H + h) * qk + d0 + d] : 0.f;
     }
     __syncthreads();
-    if (c < C)
-      for (int d = 0; d < nd; d++) {
-        float w = bf16f(W[((int64_t)h * (nope + V) + d0 + d) * C + c]);
+    if (c < C) {
+      const uint16_t *wr = W + ((int64_t)h * (nope + V) + d0) * C + c;
+#pragma unroll 4
+      for (int d = grp; d < nd; d += 4) {
+        float wf[8];
+        deq8(*reinterpret_cast<const uint4 *>(wr + (int64_t)d * C), wf);
 #pragma unroll
-        for (int t = 0; t < 8; t++) acc[t] = fmaf(qs[t][d], w, acc[t]);
+        for (int t = 0; t < AQ_T; t++)
+#pragma unroll
+          for (int i = 0; i < 8; i++) acc[t][i] = fmaf(qs[t][d], wf[i], acc[t][i]);
       }
+    }
   }
-  if (c < C)
-    for (int t = 0; t < nt; t++) ql[((int64_t)(t0 + t) * H + h) * C + c] = acc[t];
+  const int col = (threadIdx.x & 63) * 8;
+  if (grp)
+#pragma unroll
+    for (int t = 0; t < AQ_T; t++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) red[grp - 1][t][col + i] = acc[t][i];
+  __syncthreads();
+  if (grp || c >= C) return;
+  for (int t = 0; t < nt; t++) {
+    float *out = ql + ((int64_t)(t0 + t) * H + h) * C + c;
+#pragma unroll
+    for (int i = 0; i < 8; i++) out[i] = acc[t][i] + red[0][t][col + i] + red[1][t][col + i] + red[2][t][col + i];
+  }
 }
 
-/* o[t, h, v] = sum_c ol[t, h, c] W[h*(nope+V) + nope + v, c]: a warp per (h, v), 8 tokens. */
+/* o[t, h, v] = sum_c ol[t, h, c] W[h*(nope+V) + nope + v, c] for 8 tokens: a warp owns 4 rows
+ * (h, v) .. (h, v + 3) (each with its own head's ol), a lane 8 columns of each per step (the
+ * 4 rows' 16-byte loads in flight together).  C % 8 == 0. */
 __global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol, const uint16_t *W, int ntok, int H, int nope,
                                                        int V, int C) {
-  const int lane = threadIdx.x & 31, hv = blockIdx.x * 8 + (threadIdx.x >> 5), t0 = blockIdx.y * 8;
-  if (hv >= H * V) return;
-  const int h = hv / V, v = hv % V, nt = min(8, ntok - t0);
-  const uint16_t *w = W + ((int64_t)h * (nope + V) + nope + v) * C;
-  float acc[8];
+  const int lane = threadIdx.x & 31, hv0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * 4, t0 = blockIdx.y * 8;
+  if (hv0 >= H * V) return;
+  const int nt = min(8, ntok - t0);
+  const uint16_t *w[4];
+  int hh[4];
 #pragma unroll
-  for (int t = 0; t < 8; t++) acc[t] = 0.f;
+  for (int r = 0; r < 4; r++) {
+    const int hv = min(hv0 + r, H * V - 1); /* past the end: row H*V - 1 again, never stored */
+    hh[r] = hv / V;
+    w[r] = W + ((int64_t)hh[r] * (nope + V) + nope + hv % V) * C;
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int t = 0; t < 8; t++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) acc[t][r] = 0.f;
   for (int c = lane * 8; c < C; c += 256) {
-    uint4 u = *reinterpret_cast<const uint4 *>(w + c);
-    float wf[8] = {bf16_lo(u.x), bf16_hi(u.x), bf16_lo(u.y), bf16_hi(u.y),
-                   bf16_lo(u.z), bf16_hi(u.z), bf16_lo(u.w), bf16_hi(u.w)};
+    float wf[4][8];
+#pragma unroll
+    for (int r = 0; r < 4; r++) deq8(*reinterpret_cast<const uint4 *>(w[r] + c), wf[r]);
 #pragma unroll
     for (int t = 0; t < 8; t++) {
       if (t < nt) {
-        const float4 *xp = reinterpret_cast<const float4 *>(ol + ((int64_t)(t0 + t) * H + h) * C + c);
-        float4 a = xp[0], b = xp[1];
-        acc[t] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z +
-                  wf[7] * b.w;
+        const float *xt = ol + (int64_t)(t0 + t) * H * C + c;
+        float4 a = *reinterpret_cast<const float4 *>(xt + (int64_t)hh[0] * C), b = *reinterpret_cast<const float4 *>(xt + (int64_t)hh[0] * C + 4);
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+          if (r && hh[r] != hh[r - 1]) { /* warp-uniform: a new head within the warp's rows */
+            a = *reinterpret_cast<const float4 *>(xt + (int64_t)hh[r] * C);
+            b = *reinterpret_cast<const float4 *>(xt + (int64_t)hh[r] * C + 4);
+          }
+          acc[t][r] += wf[r][0] * a.x + wf[r][1] * a.y + wf[r][2] * a.z + wf[r][3] * a.w + wf[r][4] * b.x + wf[r][5] * b.y +
+                       wf[r][6] * b.z + wf[r][7] * b.w;
+        }
       }
     }
   }
 #pragma unroll
   for (int t = 0; t < 8; t++) {
-    float s = warp_sum(acc[t]);
-    if (lane == 0 && t < nt) o[((int64_t)(t0 + t) * H + h) * V + v] = s;
+    if (t >= nt) break;
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const float sum = warp_sum(acc[t][r]);
+      const int hv = hv0 + r;
+      if (lane == 0 && hv < H * V) o[((int64_t)(t0 + t) * H + hv / V) * V + hv % V] = sum;
+    }
   }
 }
 
 extern "C" int dsv3_cuda_mla_absorb_q(float *ql, const float *q, const uint16_t *wkvb, int64_t ntok, int64_t H,
                                       int64_t nope, int64_t R, int64_t V, int64_t C, cudaStream_t st) {
-  CU_ARG("mla absorb q", H > 0 && H < 65536 && nope > 0 && C > 0, "bad shape");
+  CU_ARG("mla absorb q", C % 8 == 0 && H > 0 && H < 65536 && nope > 0 && V > 0 && ((uintptr_t)wkvb & 15) == 0,
+         "kv_lora_rank %lld must be a multiple of 8 and kv_b 16-byte aligned", (long long)C);
   if (ntok <= 0) return 0;
-  CU_ARG("mla absorb q", ntok < 65536 * 8, "too many tokens");
-  absorb_q_kernel<<<dim3((unsigned)cdiv(C, 256), (unsigned)H, (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(
+  CU_ARG("mla absorb q", ntok < 65536 * AQ_T, "too many tokens");
+  absorb_q_kernel<<<dim3((unsigned)cdiv(C, 512), (unsigned)H, (unsigned)cdiv(ntok, AQ_T)), 256, 0, st>>>(
       ql, q, wkvb, (int)ntok, (int)H, (int)nope, (int)R, (int)V, (int)C);
   CU_LAUNCHED("mla absorb q");
   return 0;
@@ -124,9 +172,9 @@ extern "C" int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t 
   CU_ARG("mla absorb o", C % 8 == 0 && H > 0 && V > 0 && ((uintptr_t)wkvb & 15) == 0 && ((uintptr_t)ol & 15) == 0,
          "kv_lora_rank %lld must be a multiple of 8 and pointers 16-byte aligned", (long long)C);
   if (ntok <= 0) return 0;
-  CU_ARG("mla absorb o", ntok < 65536 * 8, "too many tokens");
-  absorb_o_kernel<<<dim3((unsigned)cdiv(H * V, 8), (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(o, ol, wkvb, (int)ntok, (int)H,
-                                                                                          (int)nope, (int)V, (int)C);
+  CU_ARG("mla absorb o", ntok < 65536 * 8 && H * V < (1ll << 30), "too many tokens or rows");
+  absorb_o_kernel<<<dim3((unsigned)cdiv(H * V, 32), (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(o, ol, wkvb, (int)ntok, (int)H,
+                                                                                           (int)nope, (int)V, (int)C);
   CU_LAUNCHED("mla absorb o");
   return 0;
 }

@@ -247,6 +247,7 @@ int main(void) {
   test_absorb(1, 16, 32, 32, 32, 128);
   test_absorb(9, 128, 128, 64, 128, 512);
   test_absorb(3, 2, 16, 16, 16, 32);
+  test_absorb(5, 3, 24, 8, 6, 64); /* 18 output rows of heads of 6 (a warp's 4 rows span heads), 2 token tiles */
   {
     int32_t seq[2] = {0, 1}, len[2] = {1, 257};
     test_attention(ctx, "decode tiny", 16, 128, 32, 2, 300, 2, seq, len, 300);
