@@ -44,7 +44,7 @@ static void usage(FILE *f) {
           "  --max-new-tokens N      default 100\n"
           "  --temperature T         0 = greedy (default 0.2, as the official demo)\n"
           "  --top-p P               nucleus sampling (default 1: off)\n"
-          "  --seed S                sampling seed (default 965)\n"
+          "  --seed S                sampling seed (default 965; on the GPU the draw is made on the device)\n"
           "  --ignore-eos            keep generating after <｜end▁of▁sentence｜>\n"
           "  --max-seq-len N         KV-cache length (default 4096)\n"
           "  --device cpu|cuda       default: cuda when built with CUDA and a GPU is present, else cpu\n"
