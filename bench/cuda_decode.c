@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
   }
   int64_t maxb = 1;
   for (int64_t i = 0; i < nb; i++) maxb = batches[i] > maxb ? batches[i] : maxb;
-  int64_t max_seq = prompt > context + steps + 8 ? prompt : context + steps + 8;
+  int64_t max_seq = prompt > context + 2 * steps + 8 ? prompt : context + 2 * steps + 8; /* two timed runs of steps */
   dsv3_model *m;
   double t0 = dsv3_now();
   if (dsv3_model_load(ckpt, NULL, max_seq, &m) != 0) die("load");
