@@ -64,6 +64,14 @@ static void ref_mlp(const dsv3_wmat *w1, const dsv3_wmat *w2, const dsv3_wmat *w
   free(g), free(u);
 }
 
+/* NaNs among the n floats at dev (copied into host): what a 0xff poison left unwritten */
+static int64_t nan_count(float *host, const float *dev, size_t n) {
+  t_host(host, dev, n * 4);
+  int64_t k = 0;
+  for (size_t i = 0; i < n; i++) k += isnan(host[i]);
+  return k;
+}
+
 static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K, int64_t D, int64_t I) {
   expert *ex = t_xmalloc((size_t)E * sizeof *ex);
   dsv3_cuda_expert *tab = t_xmalloc((size_t)E * sizeof *tab);
@@ -140,9 +148,7 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       /* overwrite mode leaves nothing of the poison */
       CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
       OK(dsv3_cuda_moe_prefill(ctx, dy, dx, T, di, dw, K, tab, E, dt, D, I, 0));
-      t_host(got, dy, (size_t)(T * D) * 4);
-      int64_t nan = 0;
-      for (int64_t i = 0; i < T * D; i++) nan += isnan(got[i]);
+      int64_t nan = nan_count(got, dy, (size_t)(T * D));
       CHECK(nan == 0, "moe prefill %s overwrite: %lld unwritten values", dn, (long long)nan);
     }
     dsv3_cuda_gemv_max_tokens = keep;
@@ -158,9 +164,7 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
             (long long)D, (long long)I, (long long)T, eg);
       CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
       OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 0));
-      t_host(got, dy, (size_t)(T * D) * 4);
-      int64_t nan = 0;
-      for (int64_t i = 0; i < T * D; i++) nan += isnan(got[i]);
+      int64_t nan = nan_count(got, dy, (size_t)(T * D));
       CHECK(nan == 0, "moe grouped %s overwrite T=%lld: %lld unwritten values", dn, (long long)T, (long long)nan);
       dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
       for (int64_t e = 0; e < E; e++) half[e] = e % 2 ? (dsv3_cuda_expert){0} : tab[e];
