@@ -34,32 +34,8 @@ IN=$D/in-l$LAYERS-e$EXPERTS-v$VOCAB OUT=$D/out
 now() { date +%s.%N; }
 calc() { awk "BEGIN{printf \"%.3f\", $*}"; }
 bytes() { cat "$1"/*.safetensors | wc -c; }
-evict() { # drop the files' pages from the page cache (clean pages: sync first)
-  sync
-  python3 - "$@" <<'PY'
-import os, sys
-for d in sys.argv[1:]:
-    for f in os.listdir(d):
-        p = os.path.join(d, f)
-        if os.path.isfile(p):
-            fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)
-PY
-}
-if [ ! -f "$IN/model.safetensors.index.json" ]; then
-  python3 - "$ROOT/bench/configs/deepseek-v3-671b.json" "$D/cfg.json" "$EXPERTS" "$VOCAB" <<'PY'
-import json, sys
-c = json.load(open(sys.argv[1]))
-c["first_k_dense_replace"] = 0
-c["n_routed_experts"] = int(sys.argv[3])
-c["vocab_size"] = int(sys.argv[4])
-if c["n_routed_experts"] < 64:  # routing groups must still cover num_experts_per_tok
-    c["n_group"], c["topk_group"] = 1, 1
-    c["num_experts_per_tok"] = min(c["num_experts_per_tok"], c["n_routed_experts"])
-json.dump(c, open(sys.argv[2], "w"), indent=2)
-PY
-  echo "generating the slice in $IN ..." >&2
-  "$GEN" --config "$D/cfg.json" --layers "$LAYERS" --no-mtp --shard-size "$SHARD" --out "$IN" -q
-fi
+. "$ROOT/bench/slice.sh"
+make_slice "$IN" "$D"
 inb=$(bytes "$IN")
 fp8b=$(python3 - "$IN" <<'PY'
 import json, os, struct, sys
