@@ -121,45 +121,28 @@ static int32_t sample(const float *logits, int64_t V, double temp, double top_p,
 static dsv3_gpu *gpu; /* --device cuda: weights resident, latent cache on the device */
 #endif
 
-/* One forward call on the chosen device: n tokens of sequence `seq` from position start. */
-static int fwd(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int64_t start, float *logits, int all,
-               int32_t seq) {
+/* One forward call on the chosen device (n tokens of sequence 0 from position start) and the
+ * token that follows its last one.  On the GPU without logits to keep the logits stay on the
+ * device and the token is sampled there (the same sampler, dsv3_cuda_sample); otherwise they
+ * come back to `lg` ([n, V] with keep, else the last row) and the host samples. */
+static int fwd_next(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int64_t start, float *lg, int keep,
+                    const opts *o, uint64_t *rng, int32_t *next) {
+  int rc;
 #ifdef DSV3_HAVE_CUDA
   if (gpu) {
     int32_t *sq = dsv3_xmalloc((size_t)n * sizeof(int32_t)), *ps = dsv3_xmalloc((size_t)n * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) {
-      sq[i] = seq;
-      ps[i] = (int32_t)(start + i);
-    }
-    int rc = dsv3_gpu_forward(gpu, n, ids, sq, ps, logits, all);
-    free(sq);
-    free(ps);
-    return rc;
-  }
-#endif
-  (void)seq;
-  return dsv3_forward(m, c, ids, n, start, logits, all);
-}
-
-/* One forward call and the token that follows its last one.  On the GPU without logits to
- * keep (dump NULL) the logits stay on the device and the token is sampled there (the same
- * sampler, dsv3_cuda_sample); otherwise they come back to `lg` and the host samples. */
-static int fwd_next(dsv3_model *m, dsv3_cache *c, const int32_t *ids, int64_t n, int64_t start, float *lg, int keep,
-                    const opts *o, uint64_t *rng, int32_t *next) {
-#ifdef DSV3_HAVE_CUDA
-  if (gpu && !keep) {
-    int32_t *sq = dsv3_xmalloc((size_t)n * sizeof(int32_t)), *ps = dsv3_xmalloc((size_t)n * sizeof(int32_t));
     for (int64_t i = 0; i < n; i++) sq[i] = 0, ps[i] = (int32_t)(start + i);
-    int rc = dsv3_gpu_forward_ids(gpu, n, ids, sq, ps, next, 0);
+    rc = keep ? dsv3_gpu_forward(gpu, n, ids, sq, ps, lg, 1) : dsv3_gpu_forward_ids(gpu, n, ids, sq, ps, next, 0);
     free(sq);
     free(ps);
-    return rc;
-  }
+    if (rc || !keep) return rc;
+  } else
 #endif
+    if ((rc = dsv3_forward(m, c, ids, n, start, lg, keep)))
+      return rc;
   const int64_t V = m->cfg.vocab_size;
-  int rc = fwd(m, c, ids, n, start, lg, keep, 0);
-  if (!rc) *next = sample(lg + (keep ? (n - 1) * V : 0), V, o->temperature, o->top_p, rng);
-  return rc;
+  *next = sample(lg + (keep ? (n - 1) * V : 0), V, o->temperature, o->top_p, rng);
+  return 0;
 }
 
 typedef struct {

@@ -64,6 +64,8 @@ struct dsv3_cuda_ctx {
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
 
 static __host__ __device__ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* blocks of 256 threads for a grid-stride loop over n items (1 to 65536) */
+static inline unsigned grid_for(int64_t n) { return (unsigned)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
 
 /* bf16 bits <-> float without the intrinsics' type wrappers */
 __device__ __forceinline__ float bf16_lo(uint32_t v) { return __uint_as_float(v << 16); }

@@ -114,7 +114,6 @@ __global__ void bf16_to_f32_kernel(float *out, const uint16_t *x, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     out[i] = bf16f(x[i]);
 }
-static int grid_for(int64_t n) { return (int)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
 
 extern "C" int dsv3_cuda_f32_to_bf16(uint16_t *out, const float *x, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;

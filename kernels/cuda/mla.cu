@@ -403,9 +403,8 @@ size_t dsv3_cuda_mla_prefill_score_bytes = (size_t)512 << 20;
 
 /* Row j (block j) of S [rows, ld] holds the scores of query token j / H of the chunk, which
  * sees the first v = first + j / H columns: P[j, c] = softmax(scale * S[j, :v])[c] for c < v,
- * 0 for v <= c < N (P . v runs over N columns: the caller passes N = ld, a multiple of 8).
- * ld % 8 == 0 (16-byte aligned rows). */
-__global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, const float *S, int64_t ld, int N, int H,
+ * 0 for v <= c < ld (P . v runs over all ld columns).  ld % 8 == 0 (16-byte aligned rows). */
+__global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, const float *S, int64_t ld, int H,
                                                                   int64_t first, float scale_log2) {
   const int64_t j = blockIdx.x;
   const int v = (int)(first + j / H);
@@ -426,7 +425,7 @@ __global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, c
   l *= exp2f(m - M);            /* a thread without columns: exp2(-inf) = 0 */
   const float inv = 1.f / block_sum(l);
   uint2 *p2 = reinterpret_cast<uint2 *>(P + j * ld);
-  for (int g = threadIdx.x; 4 * g < N; g += blockDim.x) {
+  for (int64_t g = threadIdx.x; 4 * g < ld; g += blockDim.x) {
     float p[4] = {0.f, 0.f, 0.f, 0.f};
     if (4 * g < v) {
       const float4 q = s4[g];
@@ -475,7 +474,8 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   if (tq > nq) tq = nq;
   const int64_t nchunk = cdiv(nq, tq);
   tq = cdiv(nq, nchunk); /* balanced chunks */
-  CU_ARG("mla prefill", tq * H < (1ll << 31) && L * HW < (1ll << 40), "%lld rows per chunk: too many", (long long)(tq * H));
+  CU_ARG("mla prefill", tq * H < (1ll << 31) && L * HW < (1ll << 40), "%lld query rows per chunk, %lld cached keys x %lld: too many",
+         (long long)(tq * H), (long long)L, (long long)HW);
   const size_t kb = align256((size_t)(ldL * HW) * 2), qb = align256((size_t)(nq * H * qk) * 2),
                sb = align256((size_t)(tq * H * ldL) * 4), pb = align256((size_t)(tq * H * ldL) * 2);
   uint8_t *scr = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA_PREFILL, kb + qb + sb + pb);
@@ -499,14 +499,15 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   for (int64_t t0 = 0; t0 < nq; t0 += tq) {
     const int64_t t1 = t0 + tq < nq ? t0 + tq : nq, nt = t1 - t0, rows = nt * H, N = pos0 + t1, ld = cdiv(N, 8) * 8;
     const uint16_t *Qc = Q + t0 * H * qk;
-    /* per head, column-major S_h [N, nt] (ld H*ld, rows t*H + h of S) = K_h [N, d] . Q_h^T [d, nt] */
+    /* per head, column-major S_h [ld, nt] (ld H*ld, rows t*H + h of S) = K_h [ld, d] . Q_h^T [d, nt]
+     * (keys N .. ld - 1 are the zero rows) */
     if (heads_gemm(ctx, "scores", CUBLAS_OP_T, ld, nt, nope, KV, HW, nope + V, Qc, H * qk, qk, 0.f, S, H * ld, ld, H))
       return -1;
     /* the rope keys only for the N real rows (rows past them may lie outside the cache) */
     if (R > 0 && heads_gemm(ctx, "rope scores", CUBLAS_OP_T, N, nt, R, pe_cache + base * R, R, 0, Qc + nope, H * qk, qk, 1.f,
                             S, H * ld, ld, H))
       return -1;
-    mla_prefill_softmax_kernel<<<(unsigned)rows, 256, 0, st>>>(P, S, ld, (int)ld, (int)H, pos0 + t0 + 1, sl2);
+    mla_prefill_softmax_kernel<<<(unsigned)rows, 256, 0, st>>>(P, S, ld, (int)H, pos0 + t0 + 1, sl2);
     CU_LAUNCHED("mla prefill (softmax)");
     /* o_h^T [V, nt] (ld H*V) = v_h^T [V, N] (column-major, ld HW) . P_h^T [N, nt] (ld H*ld) */
     if (heads_gemm(ctx, "values", CUBLAS_OP_N, V, nt, ld, KV + nope, HW, nope + V, P, H * ld, ld, 0.f, o + t0 * H * V, H * V, V,

@@ -508,8 +508,7 @@ __global__ void grouped_gather_kernel(uint16_t *xs, const float *x, const int32_
 /* out = bf16(silu(g) * u): dsv3_cuda_silu_mul followed by the GEMM's bf16 rounding */
 __global__ void grouped_silu_kernel(uint16_t *out, const float *g, const float *u, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float a = g[i];
-    out[i] = f2bf16(a / (1.0f + __expf(-a)) * u[i]);
+    out[i] = f2bf16(silu_f(g[i]) * u[i]);
   }
 }
 
@@ -517,8 +516,6 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
   return (wdt == DSV3_F8_E4M3 || wdt == DSV3_BF16) && dim > 0 && inter > 0 && dim % 16 == 0 && inter % 16 == 0 &&
          dim < (1 << 30) && inter < (1 << 30);
 }
-
-static unsigned grid_n(int64_t n) { return (unsigned)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
 
 /* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
  * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
@@ -556,16 +553,16 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   uint16_t *hs = (uint16_t *)(base + ib + xb + gb);
   cudaStream_t st = ctx->stream;
   CU_TRY("moe grouped", cudaMemsetAsync(cnt, 0, (size_t)E * 4, st));
-  grouped_count_kernel<<<grid_n(np), 256, 0, st>>>(cnt, idx, np, (int)E);
+  grouped_count_kernel<<<grid_for(np), 256, 0, st>>>(cnt, idx, np, (int)E);
   grouped_plan_kernel<<<1, 1, 0, st>>>(fill, tiles, ntiles, cnt, (int)E);
-  grouped_scatter_kernel<<<grid_n(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
-  grouped_gather_kernel<<<grid_n(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
+  grouped_scatter_kernel<<<grid_for(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
+  grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
   /* rows of out-of-range pairs were never placed: np counts them, the tiles do not */
   GroupedArgs a = {gg, uu, xs, experts, tiles, ntiles, 1, (int)inter, (int)dim};
   const bool fp8 = wdt == DSV3_F8_E4M3;
   if (fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st)) return -1;
-  grouped_silu_kernel<<<grid_n(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
+  grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
   GroupedArgs b = {ys, NULL, hs, experts, tiles, ntiles, 2, (int)dim, (int)inter};
   if (fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st)) return -1;
