@@ -29,8 +29,9 @@ typedef struct {
   dsv3_wmat wq, wq_a, wq_b, wkv_a, wo, w1, w2, w3, gate, sw1, sw2, sw3;
   uint16_t *wkvb; /* kv_b_proj as bf16 [H*(nope+V), C] for the absorbed attention */
   float *gate_bias;
-  dsv3_cuda_expert *ex_dev, *ex_host;
+  dsv3_cuda_expert *ex_dev, *ex_host; /* n_routed_experts entries, then the shared expert if merged */
   dsv3_dtype edt;
+  int shared_slot; /* the shared expert is entry n_routed_experts: decode runs it with the routed ones */
   uint16_t *kv, *pe; /* cache [max_batch, max_seq, C] / [.., R] */
 } glayer;
 
@@ -207,12 +208,12 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
            {(void **)&g->ol, cap * H * C * 4},
            {(void **)&g->o, cap * H * c->v_head_dim * 4},
            {(void **)&g->glog, cap * E * 4},
-           {(void **)&g->wts, cap * K * 4},
+           {(void **)&g->wts, cap * (K + 1) * 4}, /* + a shared-expert slot */
            {(void **)&g->logits, g->logit_rows * g->m->local_vocab * 4},
            {(void **)&g->lgall, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
            {(void **)&g->lgrow, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
            {(void **)&g->ids, g->logit_rows * 4},
-           {(void **)&g->idx, cap * K * 4},
+           {(void **)&g->idx, cap * (K + 1) * 4},
            {(void **)&g->tok, cap * 4},
            {(void **)&g->seqb, cap * 4},
            {(void **)&g->pos, cap * 4},
@@ -345,7 +346,7 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
       }
       int64_t E = c->n_routed_experts;
       L->edt = S->ew1[m->expert0].dtype;
-      L->ex_host = dsv3_xcalloc((size_t)E, sizeof *L->ex_host); /* other ranks' experts: NULL */
+      L->ex_host = dsv3_xcalloc((size_t)E + 1, sizeof *L->ex_host); /* other ranks' experts: NULL */
       for (int64_t e = m->expert0; e < m->expert0 + m->n_local_experts; e++) {
         dsv3_wmat d1, d2, d3;
         if (S->ew1[e].dtype != L->edt || S->ew2[e].dtype != L->edt || S->ew3[e].dtype != L->edt ||
@@ -357,7 +358,15 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
           goto fail;
         L->ex_host[e] = (dsv3_cuda_expert){d1.data, d2.data, d3.data, d1.scale, d2.scale, d3.scale};
       }
-      if (upload(g, &p, L->ex_host, (size_t)E * sizeof *L->ex_host, what)) goto fail;
+      /* a whole shared expert of the experts' shape and dtype (not at mp > 1, where each rank
+       * holds a slice of it) joins the decode launches of the routed experts as entry E */
+      const int64_t I = c->moe_intermediate_size;
+      L->shared_slot = L->sw1.rows == I && L->sw1.cols == D && L->sw3.rows == I && L->sw3.cols == D &&
+                       L->sw2.rows == D && L->sw2.cols == I && L->sw1.dtype == L->edt && L->sw2.dtype == L->edt &&
+                       L->sw3.dtype == L->edt;
+      if (L->shared_slot)
+        L->ex_host[E] = (dsv3_cuda_expert){L->sw1.data, L->sw2.data, L->sw3.data, L->sw1.scale, L->sw2.scale, L->sw3.scale};
+      if (upload(g, &p, L->ex_host, (size_t)(E + 1) * sizeof *L->ex_host, what)) goto fail;
       L->ex_dev = p;
     }
     size_t cb = (size_t)(max_batch * g->max_seq * C) * 2, pb = (size_t)(max_batch * g->max_seq * R) * 2;
@@ -444,16 +453,18 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     } else {
       dsv3_route_params rp = {c->n_routed_experts, K, c->n_group, c->topk_group, strcmp(c->scoring_func, "softmax") != 0,
                               (float)c->routed_scaling_factor, 0};
-      TRY(dsv3_cuda_linear(ctx, g->glog, g->h, n, &L->gate, 0));
-      TRY(dsv3_cuda_route(&rp, g->glog, L->gate_bias, g->idx, g->wts, n, st));
       int64_t I = c->moe_intermediate_size;
-      if (n <= DSV3_GPU_GRAPH_MAX && n * K < 65536 && D % 16 == 0 && I % 16 == 0)
-        TRY(dsv3_cuda_moe_decode(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, L->edt, D, I, 0));
+      const int dec = n <= DSV3_GPU_GRAPH_MAX && n * (K + 1) < 65536 && D % 16 == 0 && I % 16 == 0;
+      const int shared = dec && L->shared_slot; /* the shared expert as routed slot K, weight 1 */
+      TRY(dsv3_cuda_linear(ctx, g->glog, g->h, n, &L->gate, 0));
+      TRY(dsv3_cuda_route_shared(&rp, g->glog, L->gate_bias, g->idx, g->wts, n, shared, st));
+      if (dec)
+        TRY(dsv3_cuda_moe_decode(ctx, g->y, g->h, n, g->idx, g->wts, K + shared, L->ex_dev, L->edt, D, I, 0));
       else if (dsv3_cuda_moe_grouped_ok(L->edt, D, I))
         TRY(dsv3_cuda_moe_grouped(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, c->n_routed_experts, L->edt, D, I, 0));
       else
         TRY(dsv3_cuda_moe_prefill(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_host, c->n_routed_experts, L->edt, D, I, 0));
-      if (L->sw1.rows) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
+      if (L->sw1.rows && !shared) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
     }
     TRY(allreduce(g, g->y, n * D)); /* the MLP's row-parallel part, or local experts + shared part */
     const gvec *nn = l + 1 < m->n_layers ? &g->L[l + 1].attn_norm : &g->norm;

@@ -63,6 +63,37 @@ struct dsv3_cuda_ctx {
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
 
+/* Programmatic dependent launch (sm_90).  The decode GEMVs are launched with launch_pdl: a
+ * GEMV's blocks may be scheduled while the kernel before it on the stream still runs; they
+ * wait (pdl_wait, their first statement) for that kernel to finish and its writes to be
+ * visible.  The launch and the blocks' start-up overlap the other kernel's tail (H200,
+ * batch-1 decode of the 671B-width slice: 1.83 -> 1.63 ms a step).  Kernels on the decode
+ * path call pdl_trigger() to let the next launch begin: once past their own pdl_wait, or at
+ * their start when launched normally.  Prefetching a GEMV's weight rows into L2 before its
+ * wait was tried and lost (16 KB a block: no change; 64 KB: +0.06 ms; whole rows: +0.15 ms).
+ * DSV3_CUDA_PDL=0 launches everything normally. */
+extern int dsv3_cuda_pdl;
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+template <typename... P, typename... A>
+static inline cudaError_t launch_pdl(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A... args) {
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+  cfg.attrs = at, cfg.numAttrs = dsv3_cuda_pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
 static __host__ __device__ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 /* blocks of 256 threads for a grid-stride loop over n items (1 to 65536) */
 static inline unsigned grid_for(int64_t n) { return (unsigned)(cdiv(n, 256) < 65536 ? (cdiv(n, 256) > 0 ? cdiv(n, 256) : 1) : 65536); }
@@ -97,6 +128,31 @@ __device__ __forceinline__ float load_vec(const void *p, dsv3_dtype dt, int64_t 
   if (dt == DSV3_BF16) return bf16f(((const uint16_t *)p)[i]);
   if (dt == DSV3_F16) return __half2float(((const __half *)p)[i]);
   return ((const float *)p)[i];
+}
+
+/* c += a (16x16, row) * b (16x8, col), bf16 in, f32 accumulate */
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* four 8x8 bf16 matrices from shared memory (lane i gives the address of row i % 8 of matrix
+ * i / 8); _t: transposed */
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+/* 16 bytes global -> shared, asynchronously; bytes < 16 zero-fills the rest */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src),
+               "r"(bytes));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -139,6 +139,11 @@ int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int6
  * n_experts <= 1024, topk <= 32. */
 int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx, float *weight,
                     int64_t ntok, cudaStream_t st);
+/* The same with `nshared` more slots a token: idx [ntok, topk + nshared] and weight likewise,
+ * slot topk + j naming expert n_experts + j with weight 1 (shared experts placed at the end of
+ * the expert table, so that dsv3_cuda_moe_decode runs them in the routed experts' launches). */
+int dsv3_cuda_route_shared(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx,
+                           float *weight, int64_t ntok, int64_t nshared, cudaStream_t st);
 /* Routed experts: a device table of n_experts entries (data and scale pointers are device
  * pointers; scale NULL for BF16).  All experts share dtype (FP8 or BF16) and shape:
  * w1, w3 [inter, dim], w2 [dim, inter].  An entry with w1 NULL is an expert held by another rank

@@ -67,13 +67,6 @@ __device__ __forceinline__ void deq4_bf16x2(uint32_t u, float s, uint32_t *p) {
 __device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p) {
   deq4_bf16x2(v.x, s, p), deq4_bf16x2(v.y, s, p + 2), deq4_bf16x2(v.z, s, p + 4), deq4_bf16x2(v.w, s, p + 6);
 }
-/* c += a (16x16, row) * b (16x8, col), bf16 in, f32 accumulate */
-__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + __expf(-g)); }
 
@@ -86,6 +79,8 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   const int wr = warp / WK, wkk = warp % WK;
   const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
   const int orow0 = blockIdx.x * (WR * RO) + wr * RO; /* first output row of this warp */
+  pdl_wait(); /* launched with launch_pdl: the kernel before may still be running */
+  pdl_trigger();
 
   /* where the weights and tokens of this block come from */
   const uint8_t *W1 = a.w, *W3 = a.w3;

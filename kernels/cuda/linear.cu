@@ -8,6 +8,7 @@
 
 int dsv3_cuda_gemv_max_tokens = 8;
 int dsv3_cuda_mma_max_tokens = 64;
+int dsv3_cuda_pdl = 1;
 
 /* ---------------------------------------------------------------- context */
 extern "C" int dsv3_cuda_device_count(void) {
@@ -28,6 +29,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   c->stream = stream;
   const char *mma = getenv("DSV3_CUDA_MMA");
   if (mma && !strcmp(mma, "0")) dsv3_cuda_mma_max_tokens = 0;
+  const char *pdl = getenv("DSV3_CUDA_PDL");
+  if (pdl && !strcmp(pdl, "0")) dsv3_cuda_pdl = 0;
   int dev = 0;
   cublasHandle_t h = NULL;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
@@ -212,7 +215,7 @@ __global__ void gemv_scalar(float *y, const float *x, int ntok, const void *w, c
 
 template <int TT, int R, bool FP8, int MODE>
 static void launch_tt(const GemvArgs &a, dim3 grid, cudaStream_t st) {
-  gemv_kernel<TT, R, FP8, MODE><<<grid, 256, 0, st>>>(a);
+  launch_pdl(gemv_kernel<TT, R, FP8, MODE>, grid, dim3(256), 0, st, a);
 }
 template <int R, bool FP8, int MODE>
 static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {

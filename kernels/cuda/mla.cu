@@ -7,6 +7,8 @@
  * A warp owns HW heads; a lane holds 8 consecutive latent values per 256-wide slice, so a
  * cache row is read with 16-byte loads once per warp and reused for HW heads. */
 #include <cublas_v2.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 
@@ -19,6 +21,8 @@ __global__ void __launch_bounds__(256) mla_cache_write_kernel(uint16_t *kvc, uin
                                                               dsv3_dtype ndt, float eps, const float *cos_t,
                                                               const float *sin_t, const int32_t *seq, const int32_t *pos,
                                                               int64_t C, int64_t R, int64_t max_seq) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const float *src = kva + t * (C + R);
   const int64_t row = (int64_t)seq[t] * max_seq + pos[t];
@@ -42,23 +46,27 @@ extern "C" int dsv3_cuda_mla_cache_write(uint16_t *kv_cache, uint16_t *pe_cache,
   CU_ARG("mla cache write", C > 0 && R > 0 && R % 2 == 0 && (ndt == DSV3_BF16 || ndt == DSV3_F16 || ndt == DSV3_F32),
          "bad shape or norm dtype (C %lld, R %lld)", (long long)C, (long long)R);
   if (ntok <= 0) return 0;
-  mla_cache_write_kernel<<<(unsigned)ntok, 256, 0, st>>>(kv_cache, pe_cache, kva, kv_norm, ndt, eps, cos_t, sin_t, seq,
-                                                         pos, C, R, max_seq);
+  launch_pdl(mla_cache_write_kernel, (unsigned)ntok, 256, 0, st, kv_cache, pe_cache, kva, kv_norm, ndt, eps, cos_t,
+             sin_t, seq, pos, C, R, max_seq);
   CU_LAUNCHED("mla cache write");
   return 0;
 }
 
 /* ---------------------------------------------------------------- absorb q / o */
 /* ql[t, h, c] = sum_d q[t, h, d] W[h*(nope+V) + d, c] for 4 tokens (T is 1 in decode): a block
- * per (512-column slice, head, 4 tokens); 4 groups of 64 threads take every 4th row d of the
- * head, a thread 8 columns (16-byte loads, 4 rows in flight), partial sums added through
- * shared memory.  C % 8 == 0. */
-enum { AQ_T = 4 };
+ * per (128-column slice, head, 4 tokens); 16 groups of 16 threads take every 16th row d of the
+ * head, a thread 8 columns (16-byte loads, 4 rows in flight), the groups' partial sums added
+ * through shared memory by all threads.  512-column slices made 128 blocks for DeepSeek-V3's
+ * 128 heads, fewer than the SMs (H200: 12.1 us a layer, 1.4 TB/s).  C % 8 == 0. */
+enum { AQ_T = 4, AQ_CW = 128, AQ_G = 256 / (AQ_CW / 8) };
 __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q, const uint16_t *W, int ntok, int H, int nope,
                                                        int R, int V, int C) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float qs[AQ_T][128];
-  __shared__ float red[3][AQ_T][512];
-  const int grp = threadIdx.x >> 6, c = blockIdx.x * 512 + (threadIdx.x & 63) * 8, h = blockIdx.y, t0 = blockIdx.z * AQ_T;
+  __shared__ float red[AQ_G][AQ_T][AQ_CW];
+  const int grp = threadIdx.x / (AQ_CW / 8), col = (threadIdx.x % (AQ_CW / 8)) * 8, c = blockIdx.x * AQ_CW + col;
+  const int h = blockIdx.y, t0 = blockIdx.z * AQ_T;
   const int nt = min(AQ_T, ntok - t0), qk = nope + R;
   float acc[AQ_T][8];
 #pragma unroll
@@ -76,7 +84,7 @@ __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q
     if (c < C) {
       const uint16_t *wr = W + ((int64_t)h * (nope + V) + d0) * C + c;
 #pragma unroll 4
-      for (int d = grp; d < nd; d += 4) {
+      for (int d = grp; d < nd; d += AQ_G) {
         float wf[8];
         deq8(*reinterpret_cast<const uint4 *>(wr + (int64_t)d * C), wf);
 #pragma unroll
@@ -86,18 +94,18 @@ __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q
       }
     }
   }
-  const int col = (threadIdx.x & 63) * 8;
-  if (grp)
 #pragma unroll
-    for (int t = 0; t < AQ_T; t++)
+  for (int t = 0; t < AQ_T; t++)
 #pragma unroll
-      for (int i = 0; i < 8; i++) red[grp - 1][t][col + i] = acc[t][i];
+    for (int i = 0; i < 8; i++) red[grp][t][col + i] = acc[t][i];
   __syncthreads();
-  if (grp || c >= C) return;
-  for (int t = 0; t < nt; t++) {
-    float *out = ql + ((int64_t)(t0 + t) * H + h) * C + c;
+  for (int i = threadIdx.x; i < AQ_T * AQ_CW; i += 256) {
+    const int t = i / AQ_CW, cc = i % AQ_CW;
+    if (t >= nt || blockIdx.x * AQ_CW + cc >= C) continue;
+    float v = 0.f;
 #pragma unroll
-    for (int i = 0; i < 8; i++) out[i] = acc[t][i] + red[0][t][col + i] + red[1][t][col + i] + red[2][t][col + i];
+    for (int g = 0; g < AQ_G; g++) v += red[g][t][cc];
+    ql[((int64_t)(t0 + t) * H + h) * C + blockIdx.x * AQ_CW + cc] = v;
   }
 }
 
@@ -106,6 +114,8 @@ __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q
  * 4 rows' 16-byte loads in flight together).  C % 8 == 0. */
 __global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol, const uint16_t *W, int ntok, int H, int nope,
                                                        int V, int C) {
+  pdl_wait();
+  pdl_trigger();
   const int lane = threadIdx.x & 31, hv0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * 4, t0 = blockIdx.y * 8;
   if (hv0 >= H * V) return;
   const int nt = min(8, ntok - t0);
@@ -161,8 +171,8 @@ extern "C" int dsv3_cuda_mla_absorb_q(float *ql, const float *q, const uint16_t 
          "kv_lora_rank %lld must be a multiple of 8 and kv_b 16-byte aligned", (long long)C);
   if (ntok <= 0) return 0;
   CU_ARG("mla absorb q", ntok < 65536 * AQ_T, "too many tokens");
-  absorb_q_kernel<<<dim3((unsigned)cdiv(C, 512), (unsigned)H, (unsigned)cdiv(ntok, AQ_T)), 256, 0, st>>>(
-      ql, q, wkvb, (int)ntok, (int)H, (int)nope, (int)R, (int)V, (int)C);
+  launch_pdl(absorb_q_kernel, dim3((unsigned)cdiv(C, AQ_CW), (unsigned)H, (unsigned)cdiv(ntok, AQ_T)), 256, 0, st, ql,
+             q, wkvb, (int)ntok, (int)H, (int)nope, (int)R, (int)V, (int)C);
   CU_LAUNCHED("mla absorb q");
   return 0;
 }
@@ -173,8 +183,8 @@ extern "C" int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t 
          "kv_lora_rank %lld must be a multiple of 8 and pointers 16-byte aligned", (long long)C);
   if (ntok <= 0) return 0;
   CU_ARG("mla absorb o", ntok < 65536 * 8 && H * V < (1ll << 30), "too many tokens or rows");
-  absorb_o_kernel<<<dim3((unsigned)cdiv(H * V, 32), (unsigned)cdiv(ntok, 8)), 256, 0, st>>>(o, ol, wkvb, (int)ntok, (int)H,
-                                                                                           (int)nope, (int)V, (int)C);
+  launch_pdl(absorb_o_kernel, dim3((unsigned)cdiv(H * V, 32), (unsigned)cdiv(ntok, 8)), 256, 0, st, o, ol, wkvb,
+             (int)ntok, (int)H, (int)nope, (int)V, (int)C);
   CU_LAUNCHED("mla absorb o");
   return 0;
 }
@@ -189,10 +199,16 @@ template <int HW>
 __global__ void __launch_bounds__(256) mla_attn_kernel(float *po, float *pml, const float *ql, const float *qpe, int64_t pts,
                                                        int64_t phs, const uint16_t *kvc, const uint16_t *pec,
                                                        const int32_t *seq, const int32_t *len, int H, int C, int R,
-                                                       int64_t max_seq, int chunk, int nsplit, float scale_log2) {
+                                                       int64_t max_seq, int nsplit, float scale_log2) {
+  pdl_wait();
+  pdl_trigger();
   const int q = blockIdx.x, hb = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = C + R;
-  const int L = len[q], s0 = split * chunk, s1 = min(L, s0 + chunk);
+  /* the splits share this query's length, not max_len: a graph captured for --max-seq-len
+   * keeps every split busy at short contexts (H200, 256 cached rows, 33 splits: the rows in 2
+   * splits took 41 us a layer, spread over 32 they take a few) */
+  const int L = len[q], chunk = (int)cdiv(cdiv(L, nsplit), MLA_P) * MLA_P;
+  const int s0 = split * chunk, s1 = min(L, s0 + chunk);
   const uint16_t *kvb = kvc + (int64_t)seq[q] * max_seq * C, *peb = pec + (int64_t)seq[q] * max_seq * R;
   int hh[HW];
   bool hv[HW];
@@ -319,21 +335,231 @@ __global__ void __launch_bounds__(256) mla_attn_kernel(float *po, float *pml, co
   }
 }
 
+/* Merge the splits of a (query, head): every warp finds the max and the sum from the splits'
+ * (m, l) pairs, the weights go to shared memory, a thread takes 4 columns (float4) over all
+ * splits.  Splits that saw no positions (l = 0) wrote no partial output and are skipped. */
 __global__ void mla_combine_kernel(float *ol, const float *po, const float *pml, int C, int nsplit) {
+  pdl_wait();
+  pdl_trigger();
+  extern __shared__ float wsplit[]; /* [nsplit] */
   const int64_t qh = blockIdx.x;
   const float *ml = pml + qh * nsplit * 2;
+  const int lane = threadIdx.x & 31;
   float M = -INFINITY;
-  for (int s = 0; s < nsplit; s++)
+  for (int s = lane; s < nsplit; s += 32)
     if (ml[2 * s + 1] > 0.f) M = fmaxf(M, ml[2 * s]);
+  M = warp_max(M);
   float L = 0.f;
-  for (int s = 0; s < nsplit; s++)
+  for (int s = lane; s < nsplit; s += 32)
     if (ml[2 * s + 1] > 0.f) L += exp2f(ml[2 * s] - M) * ml[2 * s + 1];
+  L = warp_sum(L);
+  for (int s = threadIdx.x; s < nsplit; s += blockDim.x) wsplit[s] = ml[2 * s + 1] > 0.f ? exp2f(ml[2 * s] - M) : 0.f;
+  __syncthreads();
   const float inv = L > 0.f ? 1.f / L : 0.f;
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    float acc = 0.f;
-    for (int s = 0; s < nsplit; s++)
-      if (ml[2 * s + 1] > 0.f) acc += exp2f(ml[2 * s] - M) * po[(qh * nsplit + s) * C + c];
-    ol[qh * C + c] = acc * inv;
+  for (int c = threadIdx.x * 4; c < C; c += blockDim.x * 4) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int s = 0; s < nsplit; s++) {
+      const float w = wsplit[s];
+      if (w == 0.f) continue; /* the same for the whole block */
+      const float4 v = *reinterpret_cast<const float4 *>(po + (qh * nsplit + s) * C + c);
+      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+    }
+    *reinterpret_cast<float4 *>(ol + qh * C + c) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+  }
+}
+
+/* The same attention on the tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate): a
+ * block of 4 warps takes 16 heads of one (query, split) and walks its positions in tiles of
+ * MT_P cache rows, staged in shared memory by cp.async one tile ahead.  Per tile:
+ *   S [16 heads, MT_P] = Q [16, C + R] . rows^T, the C + R dims split among the 4 warps
+ *     (each keeps its share of Q in registers as A fragments), the partial S summed in shared
+ *     memory;
+ *   an online softmax per head (a warp takes 4 heads, a lane a position);
+ *   O [16, C] += P [16, MT_P] . rows[:, :C], a warp owning C / 4 output columns.
+ * Queries and probabilities enter as bf16 pairs hi + lo (v = hi + lo to ~2^-17), so the
+ * products carry float accuracy like the CUDA-core kernel's; the cache rows are bf16 already.
+ * Needs C % 64 == 0, C <= 512, (C + R) % 16 == 0, C + R <= 576 (DeepSeek-V3: 512 + 64). */
+enum {
+  MT_P = 32, /* positions a tile */
+  MT_KW = 9, /* k-steps of S a warp at most: (C + R) / 16 / 4 */
+  MT_NT = 16 /* n-tiles of O a warp at most: C / 4 / 8 */
+};
+struct MlaTcArgs {
+  float *po, *pml;
+  const float *ql, *qpe;
+  int64_t pts, phs, max_seq;
+  const uint16_t *kvc, *pec;
+  const int32_t *seq, *len;
+  int H, C, R, nsplit;
+  float scale_log2;
+};
+static size_t mla_tc_smem(int C, int R) {
+  const int ds = C + R + 8;
+  return (size_t)2 * MT_P * ds * 2 + (size_t)4 * 16 * MT_P * 4 + (size_t)2 * 16 * (MT_P + 8) * 2 + 3 * 16 * 4;
+}
+__global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
+  pdl_wait();
+  pdl_trigger();
+  extern __shared__ uint4 smem_u4[];
+  const int C = a.C, D = a.C + a.R, DS = D + 8; /* row stride: +16 bytes keeps ldmatrix rows on distinct banks */
+  uint16_t *tile = reinterpret_cast<uint16_t *>(smem_u4);          /* [2][MT_P][DS] */
+  float *sp = reinterpret_cast<float *>(tile + 2 * MT_P * DS);     /* [4][16][MT_P] partial scores */
+  uint16_t *ph = reinterpret_cast<uint16_t *>(sp + 4 * 16 * MT_P); /* [16][MT_P + 8] probabilities, hi */
+  uint16_t *pl = ph + 16 * (MT_P + 8);                             /* lo */
+  float *cr = reinterpret_cast<float *>(pl + 16 * (MT_P + 8));     /* [16] rescale of O this tile */
+  float *msh = cr + 16, *lsh = msh + 16;                           /* [16] final max and sum */
+  const int q = blockIdx.x, h0 = blockIdx.y * 16, split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int L = a.len[q], chunk = (int)cdiv(cdiv(L, a.nsplit), MT_P) * MT_P;
+  const int s0 = split * chunk, s1 = min(L, s0 + chunk);
+  const uint16_t *kvb = a.kvc + (int64_t)a.seq[q] * a.max_seq * C, *peb = a.pec + (int64_t)a.seq[q] * a.max_seq * a.R;
+
+  /* this warp's k-steps of S and their Q fragments (hi, lo) */
+  const int ks = D / 16, k0 = ks * warp / 4, nk = ks * (warp + 1) / 4 - k0;
+  uint32_t qh[MT_KW][4], qlo[MT_KW][4];
+#pragma unroll
+  for (int kk = 0; kk < MT_KW; kk++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int h = h0 + g + (r & 1) * 8, d = (k0 + kk) * 16 + (r >> 1) * 8 + 2 * t4;
+      float v0 = 0.f, v1 = 0.f;
+      if (kk < nk && h < a.H) {
+        const float *src = d < C ? a.ql + ((int64_t)q * a.H + h) * C + d
+                                 : a.qpe + (int64_t)q * a.pts + (int64_t)h * a.phs + (d - C);
+        v0 = src[0] * a.scale_log2, v1 = src[1] * a.scale_log2;
+      }
+      const uint32_t hi = pack_bf16(v0, v1);
+      qh[kk][r] = hi, qlo[kk][r] = pack_bf16(v0 - bf16_lo(hi), v1 - bf16_hi(hi));
+    }
+
+  float o[MT_NT][4];
+#pragma unroll
+  for (int n = 0; n < MT_NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) m[i] = -INFINITY, l[i] = 0.f;
+  const int cw = C / 4, nnt = cw / 8, c0 = warp * cw; /* this warp's output columns */
+
+  const int rv = D / 8, ckv = C / 8; /* 16-byte chunks a row; of them in the latent part */
+  auto stage = [&](int buf, int t0) {
+    const int nt = min(MT_P, s1 - t0);
+    uint16_t *dst = tile + buf * MT_P * DS;
+    for (int i = threadIdx.x; i < MT_P * rv; i += 128) {
+      const int p = i / rv, c = i - p * rv;
+      const bool ok = p < nt; /* rows past the split: zeros (their probabilities are 0, 0 * NaN is not) */
+      const uint16_t *src = c < ckv ? kvb + (int64_t)(t0 + (ok ? p : 0)) * C + c * 8
+                                    : peb + (int64_t)(t0 + (ok ? p : 0)) * a.R + (c - ckv) * 8;
+      cp_async16(dst + p * DS + c * 8, src, ok ? 16 : 0);
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  if (s0 < s1) stage(0, s0);
+  for (int t0 = s0, it = 0; t0 < s1; t0 += MT_P, it++) {
+    const int nt = min(MT_P, s1 - t0);
+    if (t0 + MT_P < s1) {
+      stage((it + 1) & 1, t0 + MT_P);
+      asm volatile("cp.async.wait_group 1;");
+    } else {
+      asm volatile("cp.async.wait_group 0;");
+    }
+    __syncthreads();
+    const uint16_t *tb = tile + (it & 1) * MT_P * DS;
+    /* partial scores over this warp's k-steps: 4 n-tiles of 8 positions */
+    float s[4][4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < MT_KW; kk++) {
+      if (kk >= nk) break;
+#pragma unroll
+      for (int n = 0; n < 4; n += 2) {
+        uint32_t b[4];
+        ldsm_x4(b, tb + (8 * (n + (lane >> 4)) + (lane & 7)) * DS + (k0 + kk) * 16 + ((lane >> 3) & 1) * 8);
+        mma16816(s[n], qh[kk], b[0], b[1]);
+        mma16816(s[n], qlo[kk], b[0], b[1]);
+        mma16816(s[n + 1], qh[kk], b[2], b[3]);
+        mma16816(s[n + 1], qlo[kk], b[2], b[3]);
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+      float *r0 = sp + (warp * 16 + g) * MT_P + 8 * n + 2 * t4, *r1 = r0 + 8 * MT_P;
+      r0[0] = s[n][0], r0[1] = s[n][1], r1[0] = s[n][2], r1[1] = s[n][3];
+    }
+    __syncthreads();
+    /* online softmax: warp w takes heads 4w .. 4w + 3, lane = position */
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int hr = warp * 4 + i;
+      float v = -INFINITY;
+      if (lane < nt)
+        v = sp[(0 * 16 + hr) * MT_P + lane] + sp[(1 * 16 + hr) * MT_P + lane] + sp[(2 * 16 + hr) * MT_P + lane] +
+            sp[(3 * 16 + hr) * MT_P + lane];
+      const float mn = fmaxf(m[i], warp_max(v));
+      const float e = lane < nt ? exp2f(v - mn) : 0.f;
+      const float corr = exp2f(m[i] - mn); /* m = -inf at first: 0 */
+      l[i] = l[i] * corr + warp_sum(e);
+      m[i] = mn;
+      const uint16_t eh = f2bf16(e);
+      ph[hr * (MT_P + 8) + lane] = eh;
+      pl[hr * (MT_P + 8) + lane] = f2bf16(e - bf16f(eh));
+      if (lane == 0) cr[hr] = corr;
+    }
+    __syncthreads();
+    /* O = O * corr + P . V over this warp's columns */
+    const float cg = cr[g], cg8 = cr[g + 8];
+#pragma unroll
+    for (int n = 0; n < MT_NT; n++) o[n][0] *= cg, o[n][1] *= cg, o[n][2] *= cg8, o[n][3] *= cg8;
+#pragma unroll
+    for (int kk = 0; kk < MT_P / 16; kk++) {
+      uint32_t pa[4], pb[4];
+      const int prow = (lane & 7) + ((lane >> 3) & 1) * 8, pcol = kk * 16 + (lane >> 4) * 8;
+      ldsm_x4(pa, ph + prow * (MT_P + 8) + pcol);
+      ldsm_x4(pb, pl + prow * (MT_P + 8) + pcol);
+#pragma unroll
+      for (int n = 0; n < MT_NT; n += 2) {
+        if (n >= nnt) break;
+        uint32_t b[4];
+        ldsm_x4_t(b, tb + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * DS + c0 + (n + (lane >> 4)) * 8);
+        mma16816(o[n], pa, b[0], b[1]);
+        mma16816(o[n], pb, b[0], b[1]);
+        mma16816(o[n + 1], pa, b[2], b[3]);
+        mma16816(o[n + 1], pb, b[2], b[3]);
+      }
+    }
+    __syncthreads(); /* the tile buffer, scores and probabilities are reused */
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int i = 0; i < 4; i++) msh[warp * 4 + i] = m[i], lsh[warp * 4 + i] = l[i];
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int hr = g + 8 * r, h = h0 + hr;
+    if (h >= a.H) continue;
+    const int64_t qh_ = (int64_t)q * a.H + h;
+    const float lv = lsh[hr];
+    float *dst;
+    float mul = 1.f;
+    if (a.nsplit == 1) {
+      dst = a.po + qh_ * C;
+      mul = lv > 0.f ? 1.f / lv : 0.f;
+    } else {
+      const int64_t slot = qh_ * a.nsplit + split;
+      dst = lv > 0.f ? a.po + slot * C : nullptr;
+    }
+    if (dst)
+#pragma unroll
+      for (int n = 0; n < MT_NT; n++) {
+        if (n >= nnt) break;
+        float2 v = make_float2(o[n][2 * r] * mul, o[n][2 * r + 1] * mul);
+        *reinterpret_cast<float2 *>(dst + c0 + 8 * n + 2 * t4) = v;
+      }
+  }
+  if (a.nsplit > 1 && threadIdx.x < 16 && h0 + threadIdx.x < a.H) {
+    const int64_t slot = ((int64_t)q * a.H + h0 + threadIdx.x) * a.nsplit + split;
+    a.pml[slot * 2] = msh[threadIdx.x], a.pml[slot * 2 + 1] = lsh[threadIdx.x];
   }
 }
 
@@ -349,8 +575,12 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
   CU_ARG("mla attention", ((uintptr_t)kv_cache & 15) == 0 && ((uintptr_t)pe_cache & 15) == 0, "caches must be 16-byte aligned");
   if (nq <= 0) return 0;
   CU_ARG("mla attention", nq < (1ll << 31), "too many queries");
-  const int HW = H >= 64 ? 2 : 1;
-  const int64_t hblocks = cdiv(H, 8 * HW), base = nq * hblocks;
+  /* the tensor-core kernel where its shapes fit (DSV3_MLA_TC=0: the CUDA-core one always) */
+  const char *tc_env = getenv("DSV3_MLA_TC");
+  const bool tc_off = tc_env && !strcmp(tc_env, "0");
+  const bool tc = !tc_off && C % 64 == 0 && C <= 512 && (C + R) % 16 == 0 && C + R <= 16 * 4 * MT_KW;
+  const int HW = H >= 64 ? 2 : 1, heads = tc ? 16 : 8 * HW, P = tc ? MT_P : MLA_P; /* heads a block, position step */
+  const int64_t hblocks = cdiv(H, heads), base = nq * hblocks;
   int64_t nsplit = 1;
   if (base < 2 * ctx->sms) {
     nsplit = cdiv(2 * ctx->sms, base);
@@ -358,9 +588,8 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
     if (nsplit > maxs) nsplit = maxs;
     if (nsplit < 1) nsplit = 1;
   }
-  int64_t chunk = cdiv(max_len, nsplit);
-  chunk = cdiv(chunk, MLA_P) * MLA_P;
-  nsplit = cdiv(max_len, chunk);
+  /* the kernels size the splits from each query's length (at most this many splits) */
+  nsplit = cdiv(max_len, cdiv(cdiv(max_len, nsplit), P) * P);
   CU_ARG("mla attention", nsplit < 65536 && hblocks < 65536, "grid too large");
   float *po = ol, *pml = NULL;
   if (nsplit > 1) {
@@ -372,16 +601,26 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
   }
   const float sl2 = scale * 1.4426950408889634f;
   dim3 grid((unsigned)nq, (unsigned)hblocks, (unsigned)nsplit);
-  const size_t smem = (size_t)MLA_TILE * (size_t)((C + R) / 8) * 16;
-  if (HW == 2)
-    mla_attn_kernel<2><<<grid, 256, smem, ctx->stream>>>(po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, kv_cache, pe_cache,
-                                                      seq, len, (int)H, (int)C, (int)R, max_seq, (int)chunk, (int)nsplit, sl2);
-  else
-    mla_attn_kernel<1><<<grid, 256, smem, ctx->stream>>>(po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, kv_cache, pe_cache,
-                                                      seq, len, (int)H, (int)C, (int)R, max_seq, (int)chunk, (int)nsplit, sl2);
+  if (tc) {
+    const size_t smem = mla_tc_smem((int)C, (int)R);
+    CU_TRY("mla attention",
+           cudaFuncSetAttribute(mla_attn_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    MlaTcArgs ta = {po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, max_seq, kv_cache, pe_cache, seq, len,
+                    (int)H, (int)C, (int)R, (int)nsplit, sl2};
+    launch_pdl(mla_attn_tc_kernel, grid, 128, smem, ctx->stream, ta);
+  } else if (HW == 2) {
+    const size_t smem = (size_t)MLA_TILE * (size_t)((C + R) / 8) * 16;
+    launch_pdl(mla_attn_kernel<2>, grid, 256, smem, ctx->stream, po, pml, ql, q_pe, pe_tok_stride, pe_head_stride,
+               kv_cache, pe_cache, seq, len, (int)H, (int)C, (int)R, max_seq, (int)nsplit, sl2);
+  } else {
+    const size_t smem = (size_t)MLA_TILE * (size_t)((C + R) / 8) * 16;
+    launch_pdl(mla_attn_kernel<1>, grid, 256, smem, ctx->stream, po, pml, ql, q_pe, pe_tok_stride, pe_head_stride,
+               kv_cache, pe_cache, seq, len, (int)H, (int)C, (int)R, max_seq, (int)nsplit, sl2);
+  }
   CU_LAUNCHED("mla attention");
   if (nsplit > 1) {
-    mla_combine_kernel<<<(unsigned)(nq * H), 128, 0, ctx->stream>>>(ol, po, pml, (int)C, (int)nsplit);
+    launch_pdl(mla_combine_kernel, (unsigned)(nq * H), 128, (size_t)nsplit * sizeof(float), ctx->stream, ol, po, pml,
+               (int)C, (int)nsplit);
     CU_LAUNCHED("mla combine");
   }
   return 0;

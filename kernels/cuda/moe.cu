@@ -15,6 +15,7 @@ struct RouteArgs {
   float *weight;
   int E, topk, G, topk_groups, sigmoid, bf16;
   float route_scale;
+  int nshared; /* slots after the topk: experts E, E + 1, ... with weight 1 */
 };
 
 /* One block (256 threads) per token.  The arithmetic that decides ties and rounding is done in
@@ -22,6 +23,8 @@ struct RouteArgs {
  * explicit round-to-nearest float operations (the build uses --use_fast_math), the serial
  * sums on one thread. */
 __global__ void __launch_bounds__(256) route_kernel(RouteArgs a) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float orig[1024], sel[1024], gsc[1024];
   __shared__ double dsum;
   __shared__ float wsel[32];
@@ -103,8 +106,9 @@ __global__ void __launch_bounds__(256) route_kernel(RouteArgs a) {
       __syncwarp();
     }
     if (lane == 0) {
-      int32_t *idx = a.idx + (int64_t)t * a.topk;
-      float *w = a.weight + (int64_t)t * a.topk;
+      int32_t *idx = a.idx + (int64_t)t * (a.topk + a.nshared);
+      float *w = a.weight + (int64_t)t * (a.topk + a.nshared);
+      for (int j = 0; j < a.nshared; j++) idx[a.topk + j] = E + j, w[a.topk + j] = 1.f;
       if (a.bf16) {
         float s = 0.f;
         for (int k = 0; k < a.topk; k++) s = round_bf16(__fadd_rn(s, wsel[k]));
@@ -130,6 +134,12 @@ __global__ void __launch_bounds__(256) route_kernel(RouteArgs a) {
 
 extern "C" int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx,
                                float *weight, int64_t ntok, cudaStream_t st) {
+  return dsv3_cuda_route_shared(p, logits, bias, idx, weight, ntok, 0, st);
+}
+
+extern "C" int dsv3_cuda_route_shared(const dsv3_route_params *p, const float *logits, const float *bias, int32_t *idx,
+                                      float *weight, int64_t ntok, int64_t nshared, cudaStream_t st) {
+  CU_ARG("route", nshared >= 0 && nshared <= 32, "%lld shared slots", (long long)nshared);
   int64_t G = p->n_groups > 0 ? p->n_groups : 1;
   CU_ARG("route", p->n_experts > 0 && p->n_experts <= 1024 && p->topk > 0 && p->topk <= 32 && p->topk <= p->n_experts &&
                       p->n_experts % G == 0 && (G == 1 || (p->topk_groups > 0 && p->topk_groups <= G)),
@@ -138,8 +148,8 @@ extern "C" int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, 
   CU_ARG("route", G == 1 || p->topk <= p->topk_groups * (p->n_experts / G), "topk exceeds the experts of the kept groups");
   if (ntok <= 0) return 0;
   RouteArgs a = {logits, bias, idx, weight, (int)p->n_experts, (int)p->topk, (int)G, (int)p->topk_groups, p->sigmoid,
-                 p->bf16, p->route_scale};
-  route_kernel<<<(unsigned)ntok, 256, 0, st>>>(a);
+                 p->bf16, p->route_scale, (int)nshared};
+  launch_pdl(route_kernel, (unsigned)ntok, 256, 0, st, a);
   CU_LAUNCHED("route");
   return 0;
 }
@@ -148,6 +158,8 @@ extern "C" int dsv3_cuda_route(const dsv3_route_params *p, const float *logits, 
 /* y[t, d] (+)= sum_k w[t, k] * part[row(t*topk + k), d]; row = perm-inverse or identity */
 __global__ void moe_combine_kernel(float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int topk,
                                    int64_t D, int accumulate) {
+  pdl_wait();
+  pdl_trigger();
   int64_t n = ntok * D;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t t = i / D, d = i % D;
@@ -163,8 +175,8 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
 static int combine(cudaStream_t st, float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int64_t topk,
                    int64_t D, int accumulate) {
   int64_t n = ntok * D;
-  moe_combine_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(y, part, w, inv, ntok,
-                                                                                               (int)topk, D, accumulate);
+  launch_pdl(moe_combine_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, y, part, w, inv,
+             ntok, (int)topk, D, accumulate);
   CU_LAUNCHED("moe combine");
   return 0;
 }
@@ -172,7 +184,7 @@ static int combine(cudaStream_t st, float *y, const float *part, const float *w,
 /* ---------------------------------------------------------------- decode */
 template <int R, bool FP8, int MODE>
 static void moe_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
-  gemv_kernel<1, R, FP8, MODE><<<grid, 256, 0, st>>>(a);
+  launch_pdl(gemv_kernel<1, R, FP8, MODE>, grid, dim3(256), 0, st, a);
 }
 
 extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
@@ -335,11 +347,6 @@ struct GroupedArgs {
   int mat;                /* 1: W1 (grid.z = 2 adds W3), 2: W2 */
   int N, K;
 };
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src),
-               "r"(bytes));
-}
 
 /* The pipeline of one block for tiles of up to 8 * NT tokens: NT is a template parameter so
  * the mma loops have no data-dependent exits, and the k16 step is the outer loop so the 2 * NT

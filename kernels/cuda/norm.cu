@@ -10,6 +10,8 @@
 template <bool ADD>
 __global__ void __launch_bounds__(256) rmsnorm_kernel(float *out, float *x, const float *y, const void *w,
                                                       dsv3_dtype wdt, int64_t dim, float eps) {
+  pdl_wait();
+  pdl_trigger();
   constexpr int PT = 32;
   const int64_t t = blockIdx.x;
   float *xr = x + t * dim;
@@ -65,7 +67,7 @@ extern "C" int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3
   if (check_vec_dt("rmsnorm", wdt)) return -1;
   if (ntok <= 0 || dim <= 0) return 0;
   CU_ARG("rmsnorm", ntok < (1ll << 31), "too many tokens");
-  rmsnorm_kernel<false><<<(unsigned)ntok, 256, 0, st>>>(out, (float *)x, nullptr, w, wdt, dim, eps);
+  launch_pdl(rmsnorm_kernel<false>, (unsigned)ntok, 256, 0, st, out, (float *)x, nullptr, w, wdt, dim, eps);
   CU_LAUNCHED("rmsnorm");
   return 0;
 }
@@ -75,7 +77,7 @@ extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const
   if (check_vec_dt("add_rmsnorm", wdt)) return -1;
   if (ntok <= 0 || dim <= 0) return 0;
   CU_ARG("add_rmsnorm", ntok < (1ll << 31), "too many tokens");
-  rmsnorm_kernel<true><<<(unsigned)ntok, 256, 0, st>>>(out, x, y, w, wdt, dim, eps);
+  launch_pdl(rmsnorm_kernel<true>, (unsigned)ntok, 256, 0, st, out, x, y, w, wdt, dim, eps);
   CU_LAUNCHED("add_rmsnorm");
   return 0;
 }
@@ -84,6 +86,8 @@ extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const
  * vocab-parallel part, summed across ranks afterwards) */
 __global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3_dtype edt, int64_t v0, int64_t vocab,
                              int64_t dim, int part) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t t = blockIdx.x;
   const int64_t id = (int64_t)ids[t] - v0;
   float *o = out + t * dim;
@@ -98,7 +102,7 @@ extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, con
                                int64_t vocab, int64_t dim, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
   if (ntok <= 0) return 0;
-  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, 0, vocab, dim, 0);
+  launch_pdl(embed_kernel, (unsigned)ntok, 256, 0, st, out, ids, E, edt, 0, vocab, dim, 0);
   CU_LAUNCHED("embed");
   return 0;
 }
@@ -107,7 +111,7 @@ extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok
                                     int64_t v0, int64_t vocab, int64_t dim, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
   if (ntok <= 0) return 0;
-  embed_kernel<<<(unsigned)ntok, 256, 0, st>>>(out, ids, E, edt, v0, vocab, dim, 1);
+  launch_pdl(embed_kernel, (unsigned)ntok, 256, 0, st, out, ids, E, edt, v0, vocab, dim, 1);
   CU_LAUNCHED("embed");
   return 0;
 }
@@ -115,6 +119,8 @@ extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok
 /* one thread per (token, vector, pair) */
 __global__ void rope_kernel(float *x, int64_t ntok, int64_t nvec, int64_t ts, int64_t vs, int64_t half,
                             const float *cos_t, const float *sin_t, const int32_t *pos) {
+  pdl_wait();
+  pdl_trigger();
   int64_t n = ntok * nvec * half;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t p = i % half, v = (i / half) % nvec, t = i / (half * nvec);
@@ -132,32 +138,36 @@ extern "C" int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_
   CU_ARG("rope", rope_dim > 0 && rope_dim % 2 == 0, "rope_dim %lld must be even", (long long)rope_dim);
   int64_t n = ntok * nvec * (rope_dim / 2);
   if (n <= 0) return 0;
-  rope_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(
-      x, ntok, nvec, tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t, pos);
+  launch_pdl(rope_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, x, ntok, nvec,
+             tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t, pos);
   CU_LAUNCHED("rope");
   return 0;
 }
 
 __global__ void silu_mul_kernel(float *out, const float *g, const float *u, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float a = g[i];
     out[i] = a / (1.0f + __expf(-a)) * u[i];
   }
 }
 __global__ void add_kernel(float *y, const float *x, int64_t n) {
+  pdl_wait();
+  pdl_trigger();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     y[i] += x[i];
 }
 
 extern "C" int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;
-  silu_mul_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(out, g, u, n);
+  launch_pdl(silu_mul_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, out, g, u, n);
   CU_LAUNCHED("silu_mul");
   return 0;
 }
 extern "C" int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;
-  add_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(y, x, n);
+  launch_pdl(add_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, y, x, n);
   CU_LAUNCHED("add");
   return 0;
 }

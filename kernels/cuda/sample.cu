@@ -32,6 +32,8 @@ __device__ __forceinline__ int block_argmax(float bv, int bi) {
 }
 
 __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float *logits, int64_t V) {
+  pdl_wait();
+  pdl_trigger();
   const float *lg = logits + blockIdx.x * V;
   float bv = 0.f;
   int bi = -1;
@@ -43,7 +45,7 @@ __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float 
 extern "C" int dsv3_cuda_argmax(int32_t *out, const float *logits, int64_t nrows, int64_t V, cudaStream_t st) {
   CU_ARG("argmax", V > 0 && V < (1ll << 31) && nrows < (1ll << 31), "bad shape");
   if (nrows <= 0) return 0;
-  argmax_kernel<<<(unsigned)nrows, 1024, 0, st>>>(out, logits, V);
+  launch_pdl(argmax_kernel, (unsigned)nrows, 1024, 0, st, out, logits, V);
   CU_LAUNCHED("argmax");
   return 0;
 }
@@ -63,6 +65,8 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
 #define NB 2048
 __global__ void __launch_bounds__(1024) sample_kernel(int32_t *out, const float *logits, int64_t V, float inv_t, float top_p,
                                                       uint64_t seed, const int32_t *pos) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float hist[NB];
   __shared__ unsigned s_prefix;
   __shared__ float s_target;
@@ -144,7 +148,7 @@ extern "C" int dsv3_cuda_sample(int32_t *out, const float *logits, int64_t nrows
          "bad shape or top_p %g", (double)top_p);
   if (nrows <= 0) return 0;
   float t = temperature > 1e-5f ? temperature : 1e-5f;
-  sample_kernel<<<(unsigned)nrows, 1024, 0, st>>>(out, logits, V, 1.f / t, top_p, seed, pos);
+  launch_pdl(sample_kernel, (unsigned)nrows, 1024, 0, st, out, logits, V, 1.f / t, top_p, seed, pos);
   CU_LAUNCHED("sample");
   return 0;
 }

@@ -146,7 +146,8 @@ static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int6
                                rep ? max_seq : max_len, scale));
     t_host(got, dol, (size_t)(nq * H * C) * 4);
     double e = t_rel_d(got, ref, (size_t)(nq * H * C));
-    CHECK(e < 1e-4, "mla attention %s (H=%lld C=%lld R=%lld nq=%lld, max_len %lld): rel err %.3g", what, (long long)H,
+    CHECK(e < 1e-4, "mla attention %s%s (H=%lld C=%lld R=%lld nq=%lld, max_len %lld): rel err %.3g", what,
+          getenv("DSV3_MLA_TC") ? " (CUDA cores)" : "", (long long)H,
           (long long)C, (long long)R, (long long)nq, (long long)(rep ? max_seq : max_len), e);
   }
   cudaFree(dkv), cudaFree(dpe), cudaFree(dql), cudaFree(dq), cudaFree(dseq), cudaFree(dlen), cudaFree(dol);
@@ -248,27 +249,37 @@ int main(void) {
   test_absorb(9, 128, 128, 64, 128, 512);
   test_absorb(3, 2, 16, 16, 16, 32);
   test_absorb(5, 3, 24, 8, 6, 64); /* 18 output rows of heads of 6 (a warp's 4 rows span heads), 2 token tiles */
-  {
-    int32_t seq[2] = {0, 1}, len[2] = {1, 257};
-    test_attention(ctx, "decode tiny", 16, 128, 32, 2, 300, 2, seq, len, 300);
+  /* decode attention: the tensor-core kernel where the shapes fit it (C % 64 == 0: all but
+   * "narrow"), then the CUDA-core kernel for every shape (DSV3_MLA_TC=0) */
+  for (int cc = 0; cc < 2; cc++) {
+    if (cc) setenv("DSV3_MLA_TC", "0", 1);
+    {
+      int32_t seq[2] = {0, 1}, len[2] = {1, 257};
+      test_attention(ctx, "decode tiny", 16, 128, 32, 2, 300, 2, seq, len, 300);
+    }
+    {
+      int32_t seq[1] = {0}, len[1] = {3001};
+      test_attention(ctx, "decode long", 128, 512, 64, 1, 4096, 1, seq, len, 3001);
+    }
+    {
+      int32_t seq[3] = {2, 0, 1}, len[3] = {1, 77, 1500};
+      test_attention(ctx, "decode batch", 128, 512, 64, 3, 2048, 3, seq, len, 1500);
+    }
+    {
+      int32_t seq[40], len[40];
+      for (int i = 0; i < 40; i++) seq[i] = 0, len[i] = 50 + i + 1; /* causal prefill after 50 cached */
+      test_attention(ctx, "prefill causal", 16, 128, 32, 1, 128, 40, seq, len, 90);
+    }
+    {
+      int32_t seq[4] = {0, 0, 0, 0}, len[4] = {1, 2, 3, 4};
+      test_attention(ctx, "narrow", 2, 32, 16, 1, 16, 4, seq, len, 4);
+    }
+    {
+      int32_t seq[2] = {1, 0}, len[2] = {45, 200}; /* 20 heads: a partial head block; 5 k-steps over 4 warps */
+      test_attention(ctx, "odd heads", 20, 64, 16, 2, 256, 2, seq, len, 200);
+    }
   }
-  {
-    int32_t seq[1] = {0}, len[1] = {3001};
-    test_attention(ctx, "decode long", 128, 512, 64, 1, 4096, 1, seq, len, 3001);
-  }
-  {
-    int32_t seq[3] = {2, 0, 1}, len[3] = {1, 77, 1500};
-    test_attention(ctx, "decode batch", 128, 512, 64, 3, 2048, 3, seq, len, 1500);
-  }
-  {
-    int32_t seq[40], len[40];
-    for (int i = 0; i < 40; i++) seq[i] = 0, len[i] = 50 + i + 1; /* causal prefill after 50 cached */
-    test_attention(ctx, "prefill causal", 16, 128, 32, 1, 128, 40, seq, len, 90);
-  }
-  {
-    int32_t seq[4] = {0, 0, 0, 0}, len[4] = {1, 2, 3, 4};
-    test_attention(ctx, "narrow", 2, 32, 16, 1, 16, 4, seq, len, 4);
-  }
+  unsetenv("DSV3_MLA_TC");
   /* tensor-core prefill: H, C, R, nseq, max_seq, seq, pos0, nq, score budget (bytes) */
   test_prefill_args(ctx);
   for (int64_t nq = 1; nq <= 70; nq += (nq < 8 ? 1 : 13)) { /* 1..8, 21, 34, 47, 60 */

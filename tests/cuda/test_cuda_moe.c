@@ -1,5 +1,5 @@
 /* test_cuda_moe - routing against dsv3_route (sigmoid with bias and groups, softmax, bf16
- * rounding), the fused decode experts and the grouped prefill experts against the CPU ops. */
+ * rounding; with a shared-expert slot), the fused decode experts and the grouped prefill experts against the CPU ops. */
 #include "cuda_test.h"
 
 static void test_route(const char *what, dsv3_route_params p, int64_t T, int with_bias) {
@@ -26,6 +26,21 @@ static void test_route(const char *what, dsv3_route_params p, int64_t T, int wit
   }
   CHECK(badi == 0, "route %s: %lld of %lld expert indices differ", what, (long long)badi, (long long)(T * K));
   CHECK(maxd < (p.bf16 ? 8e-3 : 1e-6), "route %s: weight rel diff %.3g", what, maxd);
+  /* with a shared-expert slot: rows of K + 1, the same K routed slots, then expert E at 1.0 */
+  int32_t *si = t_xmalloc((size_t)(T * (K + 1)) * 4), *dsi = t_poison((size_t)(T * (K + 1)) * 4);
+  float *sw = t_xmalloc((size_t)(T * (K + 1)) * 4), *dsw = t_poison((size_t)(T * (K + 1)) * 4);
+  OK(dsv3_cuda_route_shared(&p, dlg, with_bias ? db : NULL, dsi, dsw, T, 1, 0));
+  t_host(si, dsi, (size_t)(T * (K + 1)) * 4);
+  t_host(sw, dsw, (size_t)(T * (K + 1)) * 4);
+  int64_t bads = 0;
+  for (int64_t t = 0; t < T; t++) {
+    bads += si[t * (K + 1) + K] != E || sw[t * (K + 1) + K] != 1.f;
+    for (int64_t k = 0; k < K; k++) bads += si[t * (K + 1) + k] != gi[t * K + k] || sw[t * (K + 1) + k] != gw[t * K + k];
+  }
+  CHECK(bads == 0, "route %s with a shared slot: %lld of %lld slots differ", what, (long long)bads,
+        (long long)(T * (K + 1)));
+  cudaFree(dsi), cudaFree(dsw);
+  free(si), free(sw);
   cudaFree(dlg), cudaFree(db), cudaFree(dw), cudaFree(di);
   free(lg), free(bias), free(ri), free(gi), free(rw), free(gw);
 }
