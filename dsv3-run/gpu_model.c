@@ -64,7 +64,6 @@ struct dsv3_gpu {
   int32_t *ids;  /* tokens sampled on the device [logit_rows] */
   float temp, top_p; /* dsv3_gpu_set_sampling */
   uint64_t seed;
-  float *lghost; /* host staging for reordering them */
   /* a prefill chunk (> DSV3_GPU_GRAPH_MAX tokens of one sequence at consecutive positions):
    * its sequence and first position, for dsv3_cuda_mla_prefill; -1 otherwise */
   int prefill_seq, prefill_pos0;
@@ -178,8 +177,6 @@ static void free_acts(dsv3_gpu *g) {
   g->idx = g->tok = g->seqb = g->pos = g->len = NULL;
   g->lgall = g->lgrow = NULL;
   g->ids = NULL;
-  free(g->lghost);
-  g->lghost = NULL;
   drop_graphs(g); /* they point at the old buffers */
   memset(g->warm, 0, sizeof g->warm);
   g->cap = 0;
@@ -228,7 +225,6 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
       free_acts(g);
       return -1;
     }
-  if (g->world > 1) g->lghost = dsv3_xmalloc((size_t)(g->logit_rows * c->vocab_size) * 4);
   g->cap = cap;
   return 0;
 }
@@ -493,7 +489,7 @@ static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out, int32_t *ids) 
       }
 #endif
       lg = g->lgall;
-      if (ids && k > 1) { /* [rank][token][Vl] -> [token][rank * Vl] */
+      if (k > 1 && (ids || out)) { /* [rank][token][Vl] -> [token][rank * Vl], on the device */
         for (int64_t r = 0; r < g->world; r++)
           CUDA_TRY("logits", cudaMemcpy2DAsync(g->lgrow + r * Vl, (size_t)V * 4, g->lgall + r * k * Vl, (size_t)Vl * 4,
                                                (size_t)Vl * 4, (size_t)k, cudaMemcpyDeviceToDevice, g->st));
@@ -505,20 +501,7 @@ static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out, int32_t *ids) 
       CUDA_TRY("sampled ids", cudaMemcpyAsync(ids + i, g->ids, (size_t)k * 4, cudaMemcpyDeviceToHost, g->st));
       continue;
     }
-    if (!out) continue;
-    if (g->world == 1) {
-      CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, lg, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
-      continue;
-    }
-    /* [rank][token][Vl] -> [token][rank * Vl] */
-    float *dst = k == 1 ? out + i * V : g->lghost;
-    CUDA_TRY("logits", cudaMemcpyAsync(dst, g->lgall, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
-    if (k > 1) {
-      CUDA_TRY("logits", cudaStreamSynchronize(g->st));
-      for (int64_t r = 0; r < g->world; r++)
-        for (int64_t t = 0; t < k; t++)
-          memcpy(out + (i + t) * V + r * Vl, g->lghost + (r * k + t) * Vl, (size_t)Vl * 4);
-    }
+    if (out) CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, lg, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
   }
   return 0;
 }
