@@ -37,7 +37,19 @@ __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float 
   const float *lg = logits + blockIdx.x * V;
   float bv = 0.f;
   int bi = -1;
-  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) arg_better(bv, bi, lg[i], (int)i);
+  if ((V & 3) == 0 && ((uintptr_t)lg & 15) == 0) {
+    /* 16-byte loads, several in flight (one scalar load at a time took 58 us for DeepSeek-V3's
+     * 129280 logits on an H200) */
+    const float4 *l4 = reinterpret_cast<const float4 *>(lg);
+#pragma unroll 8
+    for (int i = threadIdx.x; i < (int)(V >> 2); i += blockDim.x) {
+      const float4 v = l4[i];
+      arg_better(bv, bi, v.x, 4 * i), arg_better(bv, bi, v.y, 4 * i + 1);
+      arg_better(bv, bi, v.z, 4 * i + 2), arg_better(bv, bi, v.w, 4 * i + 3);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) arg_better(bv, bi, lg[i], (int)i);
+  }
   bi = block_argmax(bv, bi);
   if (threadIdx.x == 0) out[blockIdx.x] = bi;
 }
