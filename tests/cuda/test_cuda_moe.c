@@ -140,6 +140,17 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       double e = t_rel(got, ref, (size_t)(T * D));
       CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
             (long long)D, (long long)I, (long long)T, e);
+      /* the odd experts on another rank (NULL entries): their pairs add nothing */
+      dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
+      for (int64_t k = 0; k < E; k++) half[k] = k % 2 ? (dsv3_cuda_expert){0} : tab[k];
+      dsv3_cuda_expert *dhalf = t_dev(half, (size_t)E * sizeof *half);
+      CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dhalf, dt, D, I, 1));
+      t_host(got, dy, (size_t)(T * D) * 4);
+      e = t_rel(got, ref_even, (size_t)(T * D));
+      CHECK(e < 3e-5, "moe decode %s, odd experts elsewhere, T=%lld: rel err %.3g", dn, (long long)T, e);
+      cudaFree(dhalf);
+      free(half);
     }
     int64_t most = 0; /* tokens of the busiest expert */
     for (int64_t e = 0; e < E; e++) {
