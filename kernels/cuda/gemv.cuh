@@ -24,6 +24,9 @@ struct GemvArgs {
   const float *s, *s3;   /* FP8 block scales */
   const dsv3_cuda_expert *experts;
   const int32_t *idx; /* MoE: expert of each pair */
+  const int32_t *order; /* MoE, optional: the pairs sorted by expert; then blockIdx.x walks them and
+                           blockIdx.y the row blocks, so the pairs of one expert run side by side
+                           and the second reads the weights the first brought into L2 */
   int64_t ldx, ldy;
   int N, K, ntok, topk, wk;
   int accumulate;
@@ -78,7 +81,9 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int wr = warp / WK, wkk = warp % WK;
   const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
-  const int orow0 = blockIdx.x * (WR * RO) + wr * RO; /* first output row of this warp */
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  const int rb = MOE && a.order ? blockIdx.y : blockIdx.x; /* row block */
+  const int orow0 = rb * (WR * RO) + wr * RO;              /* first output row of this warp */
   pdl_wait(); /* launched with launch_pdl: the kernel before may still be running */
   pdl_trigger();
 
@@ -86,14 +91,14 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   const uint8_t *W1 = a.w, *W3 = a.w3;
   const float *S1 = a.s, *S3 = a.s3;
   const float *x = a.x;
-  int nt, t0 = 0;
-  if (MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN) {
-    const int pair = blockIdx.y;
+  int nt, t0 = 0, yrow_moe = 0;
+  if (MOE) {
+    const int pair = a.order ? a.order[blockIdx.x] : blockIdx.y;
     const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
     if (ex.w1 == nullptr) { /* an expert of another rank: contributes nothing here */
       if (MODE == GEMV_MOE_DOWN)
         for (int i = threadIdx.x; i < WR * RO; i += blockDim.x) {
-          int orow = blockIdx.x * (WR * RO) + i;
+          int orow = rb * (WR * RO) + i;
           if (orow < a.N) a.y[(int64_t)pair * a.ldy + orow] = 0.f;
         }
       return;
@@ -105,6 +110,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
       W1 = (const uint8_t *)ex.w2, S1 = ex.s2;
       x += (int64_t)pair * a.ldx;
     }
+    yrow_moe = pair;
     nt = 1;
   } else {
     t0 = blockIdx.y * TT;
@@ -171,7 +177,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   __syncthreads();
   for (int i = threadIdx.x; i < WR * TT * RO; i += blockDim.x) {
     int g = i / (TT * RO), rem = i % (TT * RO), t = rem / RO, r = rem % RO;
-    int orow = blockIdx.x * (WR * RO) + g * RO + r;
+    int orow = rb * (WR * RO) + g * RO + r;
     if (orow >= a.N || t >= nt) continue;
     float v = 0.f, u = 0.f;
     for (int k = 0; k < WK; k++) {
@@ -179,7 +185,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
       if (RO != R) u += red[g * WK + k][t * R + r + RO];
     }
     if (RO != R) v = silu_f(v) * u;
-    int64_t yrow = (MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN) ? blockIdx.y : t0 + t;
+    int64_t yrow = MOE ? yrow_moe : t0 + t;
     float *yp = a.y + yrow * a.ldy + orow;
     *yp = a.accumulate ? *yp + v : v;
   }

@@ -182,6 +182,23 @@ static int combine(cudaStream_t st, float *y, const float *part, const float *w,
 }
 
 /* ---------------------------------------------------------------- decode */
+/* order[np]: the pairs sorted by (expert, pair), one block, each pair ranked by comparing it
+ * with all others (np <= SORT_MAX: a decode step's pairs) */
+enum { SORT_MAX = 2048 };
+__global__ void __launch_bounds__(256) moe_sort_kernel(int32_t *order, const int32_t *idx, int np) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int32_t sidx[SORT_MAX];
+  for (int p = threadIdx.x; p < np; p += blockDim.x) sidx[p] = idx[p];
+  __syncthreads();
+  for (int p = threadIdx.x; p < np; p += blockDim.x) {
+    const int e = sidx[p];
+    int rank = 0;
+    for (int q = 0; q < np; q++) rank += sidx[q] < e || (sidx[q] == e && q < p);
+    order[rank] = p;
+  }
+}
+
 template <int R, bool FP8, int MODE>
 static void moe_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
   launch_pdl(gemv_kernel<1, R, FP8, MODE>, grid, dim3(256), 0, st, a);
@@ -200,28 +217,40 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
   if (ntok <= 0) return 0;
   const int64_t np = ntok * topk;
   CU_ARG("moe decode", np < 65536, "%lld (token, expert) pairs: use dsv3_cuda_moe_prefill", (long long)np);
-  float *h = (float *)dsv3_cuda_scratch(ctx, DSV3_SCR_MOE2, (size_t)(np * (inter + dim)) * sizeof(float));
+  /* several tokens: pairs that share an expert run side by side (their weights read from HBM
+   * about once; DSV3_MOE_SORT=0: in pair order) */
+  const char *se = getenv("DSV3_MOE_SORT");
+  const bool sorted = ntok > 1 && np <= SORT_MAX && !(se && !strcmp(se, "0"));
+  const size_t hb = (size_t)(np * (inter + dim)) * sizeof(float);
+  float *h = (float *)dsv3_cuda_scratch(ctx, DSV3_SCR_MOE2, hb + (sorted ? (size_t)np * 4 : 0));
   if (!h) return -1;
   float *part = h + np * inter;
+  int32_t *order = sorted ? (int32_t *)((char *)h + hb) : NULL;
   cudaStream_t st = ctx->stream;
+  if (sorted) {
+    launch_pdl(moe_sort_kernel, 1, 256, 0, st, order, idx, (int)np);
+    CU_LAUNCHED("moe sort");
+  }
 
   GemvArgs a = {};
-  a.y = h, a.x = x, a.experts = experts, a.idx = idx, a.ldx = dim, a.ldy = inter;
+  a.y = h, a.x = x, a.experts = experts, a.idx = idx, a.order = order, a.ldx = dim, a.ldy = inter;
   a.N = (int)inter, a.K = (int)dim, a.ntok = 1, a.topk = (int)topk;
   int R, WK;
   gemv_shape(a.N, a.K, epc, np, ctx->sms, 4, 2, 2, &R, &WK);
   a.wk = WK;
-  dim3 g1((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2)), (unsigned)np);
+  const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
+  const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
   if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
   else R == 4 ? moe_launch<4, false, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, false, GEMV_MOE_GATEUP>(a, g1, st);
   CU_LAUNCHED("moe gate/up");
 
   GemvArgs b = {};
-  b.y = part, b.x = h, b.experts = experts, b.idx = idx, b.ldx = inter, b.ldy = dim;
+  b.y = part, b.x = h, b.experts = experts, b.idx = idx, b.order = order, b.ldx = inter, b.ldy = dim;
   b.N = (int)dim, b.K = (int)inter, b.ntok = 1, b.topk = (int)topk;
   gemv_shape(b.N, b.K, epc, np, ctx->sms, 4, 1, 1, &R, &WK);
   b.wk = WK;
-  dim3 g2((unsigned)cdiv(b.N, (int64_t)(8 / WK) * R), (unsigned)np);
+  const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
+  const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
   if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
   else R == 4 ? moe_launch<4, false, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, false, GEMV_MOE_DOWN>(b, g2, st);
   CU_LAUNCHED("moe down");
