@@ -1,5 +1,6 @@
 /* sample.cu - next-token choice on the device: argmax, and the official sampler
- * (softmax(logits / T), argmax(p / Exp(1))) with an optional top-p nucleus.  One block per row. */
+ * (softmax(logits / T), argmax(p / Exp(1))) with an optional top-p nucleus.  One block per row,
+ * but without a nucleus a row splits over up to 32 blocks. */
 #include "common.cuh"
 
 /* the larger value; on equal values the lower index */
@@ -67,6 +68,17 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+/* log(E), E ~ Exp(1), the noise of token i of a row (base: from seed, row, position):
+ * E = -log1p(-v) with v uniform in [2^-24, 1 - 2^-24] from 23 hash bits, so E is never 0.  (The
+ * first version took v from 24 bits in double and rounded it to float: the largest value became
+ * exactly 1, E = -log(1) = 0, and that token's key +inf whatever its logit; with fast-math
+ * logs v near 1 could do the same: at a 129280 vocabulary about one sampled token in 130 was
+ * drawn uniformly at random.  log1pf has no fast-math substitute.) */
+__device__ __forceinline__ float log_exp1(uint64_t base, int64_t i) {
+  const uint64_t h = mix64(base + (uint64_t)i * 0xd1b54a32d192ed03ull);
+  const float v = ((float)(h >> 41) + 0.5f) * (1.0f / 8388608.0f);
+  return __logf(-log1pf(-v));
 }
 
 /* Top-p cut by radix selection on the float bits of p (positive floats order as their bits):
@@ -144,13 +156,51 @@ __global__ void __launch_bounds__(1024) sample_kernel(int32_t *out, const float 
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
     float lp = (lg[i] - m) * inv_t;
     if (top_p < 1.f && __float_as_uint(__expf(lp)) < cut) continue;
-    uint64_t h = mix64(base + (uint64_t)i * 0xd1b54a32d192ed03ull);
-    float u = (float)(((h >> 40) + 0.5) * (1.0 / 16777216.0)); /* (0, 1) */
-    float e = -__logf(u);
-    arg_better(bv, bi, lp - __logf(e), (int)i);
+    arg_better(bv, bi, lp - log_exp1(base, i), (int)i);
   }
   bi = block_argmax(bv, bi);
   if (threadIdx.x == 0) out[row] = bi;
+}
+
+/* Without a nucleus (top_p = 1, the CLI's default) the row splits over SP_B blocks: each draws
+ * its slice's best key l / T - log(E) (the same noise as above; no max subtracted, which the
+ * argmax does not need), a second kernel takes the best of the slices (ties: the lower index).
+ * One block a row took ~65 us on an H200 for DeepSeek-V3's 129280 logits.  The partial
+ * results live in a device array of SP_ROWS x SP_B slots: rows go SP_ROWS at a time, and one
+ * stream per device may sample at once (dsv3-run has one). */
+enum { SP_B = 32, SP_ROWS = 64, SP_SLICE = 4096 };
+__device__ float sp_val[SP_ROWS * SP_B];
+__device__ int sp_idx[SP_ROWS * SP_B];
+__global__ void __launch_bounds__(256) sample_part_kernel(const float *logits, int64_t V, int nb, float inv_t,
+                                                          uint64_t seed, const int32_t *pos, int row0) {
+  pdl_wait();
+  pdl_trigger();
+  const int r = blockIdx.x, row = row0 + r, b = blockIdx.y;
+  const float *lg = logits + (int64_t)row * V;
+  const int64_t i0 = V * b / nb, i1 = V * (b + 1) / nb;
+  const uint64_t base = mix64(seed ^ mix64(((uint64_t)(uint32_t)pos[row] << 32) | (uint64_t)row));
+  float bv = 0.f;
+  int bi = -1;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x)
+    arg_better(bv, bi, lg[i] * inv_t - log_exp1(base, i), (int)i);
+  bi = block_argmax(bv, bi);
+  if (threadIdx.x == 0) /* the winner's key again, as the thread that found it computed it */
+    sp_val[r * SP_B + b] = bi >= 0 ? lg[bi] * inv_t - log_exp1(base, bi) : 0.f, sp_idx[r * SP_B + b] = bi;
+}
+__global__ void sample_final_kernel(int32_t *out, int nb, int row0) {
+  pdl_wait();
+  pdl_trigger();
+  const int r = blockIdx.x, lane = threadIdx.x;
+  float bv = 0.f;
+  int bi = -1;
+  for (int b = lane; b < nb; b += 32) arg_better(bv, bi, sp_val[r * SP_B + b], sp_idx[r * SP_B + b]);
+#pragma unroll
+  for (int o = 16; o; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    arg_better(bv, bi, ov, oi);
+  }
+  if (lane == 0) out[row0 + r] = bi;
 }
 
 extern "C" int dsv3_cuda_sample(int32_t *out, const float *logits, int64_t nrows, int64_t V, float temperature,
@@ -160,6 +210,17 @@ extern "C" int dsv3_cuda_sample(int32_t *out, const float *logits, int64_t nrows
          "bad shape or top_p %g", (double)top_p);
   if (nrows <= 0) return 0;
   float t = temperature > 1e-5f ? temperature : 1e-5f;
+  if (top_p >= 1.f) {
+    const int64_t want = cdiv(V, (int64_t)SP_SLICE);
+    const int nb = (int)(want < (int64_t)SP_B ? want : (int64_t)SP_B);
+    for (int64_t r0 = 0; r0 < nrows; r0 += SP_ROWS) {
+      const unsigned nr = (unsigned)(nrows - r0 < (int64_t)SP_ROWS ? nrows - r0 : (int64_t)SP_ROWS);
+      launch_pdl(sample_part_kernel, dim3(nr, (unsigned)nb), 256, 0, st, logits, V, nb, 1.f / t, seed, pos, (int)r0);
+      launch_pdl(sample_final_kernel, nr, 32, 0, st, out, nb, (int)r0);
+      CU_LAUNCHED("sample");
+    }
+    return 0;
+  }
   launch_pdl(sample_kernel, (unsigned)nrows, 1024, 0, st, out, logits, V, 1.f / t, top_p, seed, pos);
   CU_LAUNCHED("sample");
   return 0;

@@ -1,5 +1,5 @@
 /* test_cuda_sample - argmax (first index on ties) and the device sampler: greedy limits, the
- * distribution of softmax(logits / T), and the top-p nucleus. */
+ * distribution of softmax(logits / T), the top-p nucleus, a row split over several blocks. */
 #include "cuda_test.h"
 
 static int32_t ref_argmax(const float *x, int64_t V) {
@@ -102,6 +102,29 @@ static void test_distribution(float temp, float top_p) {
   free(lg), free(pos), free(got), free(again);
 }
 
+/* A wide row splits over several blocks (V = 16384: 4): two equal best logits in different
+ * blocks, every other token 30 below (together under 1e-8 of the mass): over 2000 rows each of
+ * the two is drawn half the time (5 sd), nothing else. */
+static void test_wide(void) {
+  const int64_t V = 16384, rows = 2000, a = 5, b = 16000;
+  float *lg = t_xmalloc((size_t)(rows * V) * 4);
+  int32_t *pos = t_xmalloc((size_t)rows * 4), *got = t_xmalloc((size_t)rows * 4);
+  for (int64_t i = 0; i < rows * V; i++) lg[i] = -30.f;
+  for (int64_t r = 0; r < rows; r++) lg[r * V + a] = lg[r * V + b] = 0.f, pos[r] = (int32_t)r;
+  float *dlg = t_dev(lg, (size_t)(rows * V) * 4);
+  int32_t *dpos = t_dev(pos, (size_t)rows * 4), *dout = t_poison((size_t)rows * 4);
+  OK(dsv3_cuda_sample(dout, dlg, rows, V, 1.f, 1.f, 99, dpos, 0));
+  t_host(got, dout, (size_t)rows * 4);
+  int64_t na = 0, nbb = 0, other = 0;
+  for (int64_t r = 0; r < rows; r++) na += got[r] == a, nbb += got[r] == b, other += got[r] != a && got[r] != b;
+  const double sd = sqrt(rows * 0.25);
+  CHECK(other == 0 && fabs(na - rows / 2.0) <= 5 * sd,
+        "sample over 4 blocks: %lld x token %lld, %lld x token %lld, %lld others", (long long)na, (long long)a,
+        (long long)nbb, (long long)b, (long long)other);
+  cudaFree(dlg), cudaFree(dpos), cudaFree(dout);
+  free(lg), free(pos), free(got);
+}
+
 int main(void) {
   t_init("test_cuda_sample");
   test_argmax(1, 129280);
@@ -112,5 +135,6 @@ int main(void) {
   test_distribution(0.7f, 1.0f);
   test_distribution(1.0f, 0.6f);
   test_distribution(0.5f, 0.9f);
+  test_wide();
   return check_done("test_cuda_sample");
 }
