@@ -442,11 +442,14 @@ __global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
   const int cw = C / 4, nnt = cw / 8, c0 = warp * cw; /* this warp's output columns */
 
   const int rv = D / 8, ckv = C / 8; /* 16-byte chunks a row; of them in the latent part */
+  /* a thread stages chunks i = p * rv + c, i += 128: (p, c) stepped without dividing */
+  const int p_0 = threadIdx.x / rv, c_0 = threadIdx.x % rv, dp = 128 / rv, dc = 128 % rv;
   auto stage = [&](int buf, int t0) {
     const int nt = min(MT_P, s1 - t0);
     uint16_t *dst = tile + buf * MT_P * DS;
-    for (int i = threadIdx.x; i < MT_P * rv; i += 128) {
-      const int p = i / rv, c = i - p * rv;
+    for (int p = p_0, c = c_0; p < MT_P; p += dp, c += dc) {
+      if (c >= rv) c -= rv, p++;
+      if (p >= MT_P) break;
       const bool ok = p < nt; /* rows past the split: zeros (their probabilities are 0, 0 * NaN is not) */
       const uint16_t *src = c < ckv ? kvb + (int64_t)(t0 + (ok ? p : 0)) * C + c * 8
                                     : peb + (int64_t)(t0 + (ok ? p : 0)) * a.R + (c - ckv) * 8;
