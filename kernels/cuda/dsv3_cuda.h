@@ -44,13 +44,13 @@ int dsv3_cuda_device_count(void);
 
 /* ---------------------------------------------------------------- linear (linear.cu) */
 /* y[t, n] (+)= sum_k x[t, k] * W[n, k] for t < ntok.  accumulate: add to y instead of
- * overwriting it (residual adds).  Dispatch: ntok <= dsv3_cuda_gemv_max_tokens (8): the GEMV
+ * overwriting it (residual adds).  Dispatch: ntok <= dsv3_cuda_gemv_max_tokens (2): the GEMV
  * (float32 x); ntok <= dsv3_cuda_mma_max_tokens (64): the tensor-core skinny GEMM (x rounded to
  * bf16; falls back to the GEMV for shapes it does not cover); above: dequantise + cuBLAS BF16
  * GEMM (needs scratch: capturable only after a first run of the same shape). */
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
-extern int dsv3_cuda_gemv_max_tokens; /* default 8 */
+extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
 extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at context creation) disables */
 /* The paths, explicitly.  gemv_mma needs cols % 64 == 0, FP8 or BF16 and 16-byte aligned data
  * (otherwise it runs the GEMV); the dispatcher uses it only for rows >= 16 * SMs (16-row tiles

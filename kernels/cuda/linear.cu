@@ -6,7 +6,10 @@
 
 #include "gemv.cuh"
 
-int dsv3_cuda_gemv_max_tokens = 8;
+/* the GEMV (float32 x) up to 2 tokens, the tensor-core skinny GEMM (x rounded to bf16) from 3:
+ * H200, 671B-width slice, decode step at batch 2 / 4 / 8: GEMV 2.09 / 3.21 / 6.03 ms, skinny mma
+ * 2.20 / 3.00 / 4.68 ms (the GEMV re-reads x and does 8 FMAs per weight at 8 tokens) */
+int dsv3_cuda_gemv_max_tokens = 2;
 int dsv3_cuda_mma_max_tokens = 64;
 int dsv3_cuda_pdl = 1;
 
@@ -31,6 +34,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (mma && !strcmp(mma, "0")) dsv3_cuda_mma_max_tokens = 0;
   const char *pdl = getenv("DSV3_CUDA_PDL");
   if (pdl && !strcmp(pdl, "0")) dsv3_cuda_pdl = 0;
+  const char *gm = getenv("DSV3_CUDA_GEMV_MAX"); /* the GEMV's token limit, 1..8 */
+  if (gm && atoi(gm) >= 1 && atoi(gm) <= 8) dsv3_cuda_gemv_max_tokens = atoi(gm);
   int dev = 0;
   cublasHandle_t h = NULL;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {

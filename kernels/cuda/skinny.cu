@@ -1,4 +1,4 @@
-/* skinny.cu - tensor-core skinny GEMM for 9..64 tokens (batched decode): y = x W^T with the FP8
+/* skinny.cu - tensor-core skinny GEMM for 3..64 tokens (batched decode): y = x W^T with the FP8
  * (or BF16) weight read once for all tokens, dequantised in registers to bf16 and fed to
  * mma.sync.m16n8k16 (bf16 x bf16 -> f32) with the tokens as the n dimension.
  *
