@@ -361,7 +361,8 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
                        L->sw2.rows == D && L->sw2.cols == I && L->sw1.dtype == L->edt && L->sw2.dtype == L->edt &&
                        L->sw3.dtype == L->edt;
       if (L->shared_slot)
-        L->ex_host[E] = (dsv3_cuda_expert){L->sw1.data, L->sw2.data, L->sw3.data, L->sw1.scale, L->sw2.scale, L->sw3.scale};
+        L->ex_host[E] =
+            (dsv3_cuda_expert){L->sw1.data, L->sw2.data, L->sw3.data, L->sw1.scale, L->sw2.scale, L->sw3.scale};
       if (upload(g, &p, L->ex_host, (size_t)(E + 1) * sizeof *L->ex_host, what)) goto fail;
       L->ex_dev = p;
     }

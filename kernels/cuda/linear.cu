@@ -311,7 +311,9 @@ extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, in
   /* the mma tiles are 16 rows: narrow matrices would leave SMs idle, the GEMV does better */
   if (ntok <= dsv3_cuda_mma_max_tokens && cdiv(w->rows, 16) >= ctx->sms)
     return dsv3_cuda_gemv_mma(ctx, y, x, ntok, w, accumulate);
-  if (ntok <= dsv3_cuda_mma_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  /* and up to 8 tokens (one GEMV token tile) the GEMV rather than dequantise + cuBLAS, also with
+   * the mma path off (DSV3_CUDA_MMA=0) */
+  if (ntok <= dsv3_cuda_mma_max_tokens || ntok <= 8) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
   return dsv3_cuda_gemm(ctx, y, x, ntok, w, accumulate);
 }
 

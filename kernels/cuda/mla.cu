@@ -363,7 +363,8 @@ __global__ void mla_combine_kernel(float *ol, const float *po, const float *pml,
       const float w = wsplit[s];
       if (w == 0.f) continue; /* the same for the whole block */
       const float4 v = *reinterpret_cast<const float4 *>(po + (qh * nsplit + s) * C + c);
-      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y), acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
+      acc.x = fmaf(w, v.x, acc.x), acc.y = fmaf(w, v.y, acc.y);
+      acc.z = fmaf(w, v.z, acc.z), acc.w = fmaf(w, v.w, acc.w);
     }
     *reinterpret_cast<float4 *>(ol + qh * C + c) = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
   }
@@ -575,7 +576,9 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
          32 * 8 * MLA_MAXJ);
   CU_ARG("mla attention", max_len > 0 && max_len <= max_seq, "max_len %lld outside [1, %lld]", (long long)max_len,
          (long long)max_seq);
-  CU_ARG("mla attention", ((uintptr_t)kv_cache & 15) == 0 && ((uintptr_t)pe_cache & 15) == 0, "caches must be 16-byte aligned");
+  CU_ARG("mla attention",
+         ((uintptr_t)kv_cache & 15) == 0 && ((uintptr_t)pe_cache & 15) == 0 && ((uintptr_t)ol & 15) == 0,
+         "caches and output must be 16-byte aligned");
   if (nq <= 0) return 0;
   CU_ARG("mla attention", nq < (1ll << 31), "too many queries");
   /* the tensor-core kernel where its shapes fit (DSV3_MLA_TC=0: the CUDA-core one always) */

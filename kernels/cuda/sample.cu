@@ -163,8 +163,11 @@ __global__ void __launch_bounds__(1024) sample_kernel(int32_t *out, const float 
 }
 
 /* Without a nucleus (top_p = 1, the CLI's default) the row splits over SP_B blocks: each draws
- * its slice's best key l / T - log(E) (the same noise as above; no max subtracted, which the
- * argmax does not need), a second kernel takes the best of the slices (ties: the lower index).
+ * its slice's best key l / T - log(E) (the same noise as above), a second kernel takes the best
+ * of the slices (ties: the lower index).  No row max is subtracted (the argmax does not need
+ * it, a max would need a pass of its own): at temperatures near 0 the keys grow to l / T and
+ * the noise is rounded to their float resolution (T = 1e-5, logits ~30: steps of 0.25), which
+ * only decides between tokens of equal logits, there near-greedily.
  * One block a row took ~65 us on an H200 for DeepSeek-V3's 129280 logits.  The partial
  * results live in a device array of SP_ROWS x SP_B slots: rows go SP_ROWS at a time, and one
  * stream per device may sample at once (dsv3-run has one). */

@@ -278,6 +278,10 @@ int main(void) {
       int32_t seq[2] = {1, 0}, len[2] = {45, 200}; /* 20 heads: a partial head block; 5 k-steps over 4 warps */
       test_attention(ctx, "odd heads", 20, 64, 16, 2, 256, 2, seq, len, 200);
     }
+    {
+      int32_t seq[3] = {0, 0, 0}, len[3] = {1, 40, 64}; /* max_len <= 64: one split, normalised in the kernel */
+      test_attention(ctx, "one split", 16, 128, 32, 1, 64, 3, seq, len, 64);
+    }
   }
   unsetenv("DSV3_MLA_TC");
   /* tensor-core prefill: H, C, R, nseq, max_seq, seq, pos0, nq, score budget (bytes) */

@@ -1,5 +1,6 @@
 /* test_cuda_moe - routing against dsv3_route (sigmoid with bias and groups, softmax, bf16
- * rounding; with a shared-expert slot), the fused decode experts and the grouped prefill experts against the CPU ops. */
+ * rounding; with a shared-expert slot), the fused decode experts and the grouped prefill
+ * experts against the CPU ops. */
 #include "cuda_test.h"
 
 static void test_route(const char *what, dsv3_route_params p, int64_t T, int with_bias) {
@@ -35,7 +36,8 @@ static void test_route(const char *what, dsv3_route_params p, int64_t T, int wit
   int64_t bads = 0;
   for (int64_t t = 0; t < T; t++) {
     bads += si[t * (K + 1) + K] != E || sw[t * (K + 1) + K] != 1.f;
-    for (int64_t k = 0; k < K; k++) bads += si[t * (K + 1) + k] != gi[t * K + k] || sw[t * (K + 1) + k] != gw[t * K + k];
+    for (int64_t k = 0; k < K; k++)
+      bads += si[t * (K + 1) + k] != gi[t * K + k] || sw[t * (K + 1) + k] != gw[t * K + k];
   }
   CHECK(bads == 0, "route %s with a shared slot: %lld of %lld slots differ", what, (long long)bads,
         (long long)(T * (K + 1)));
