@@ -2,10 +2,13 @@
  * attn_impl="absorb"): the cache holds kv_norm(latent) [C] and rope(k_pe) [R] per position in
  * bf16, every head attends over the same rows, and scores/values are taken in latent space.
  *
- * Attention is split along the sequence (flash-decoding): blocks of (query, 8*HW heads,
- * split) each run an online softmax over `chunk` positions, a combine pass merges the splits.
- * A warp owns HW heads; a lane holds 8 consecutive latent values per 256-wide slice, so a
- * cache row is read with 16-byte loads once per warp and reused for HW heads. */
+ * Decode attention is split along the sequence (flash-decoding): blocks of (query, heads,
+ * split) each run an online softmax over their share of the query's positions, a combine pass
+ * merges the splits.  Two kernels: on the tensor cores (mla_attn_tc_kernel, 16 heads a block,
+ * for DeepSeek-V3's shapes), and on CUDA cores for the rest (a warp owns HW heads; a lane holds
+ * 8 consecutive latent values per 256-wide slice, so a cache row is read with 16-byte loads
+ * once per warp and reused for HW heads).  Prefill chunks take the non-absorbed form on
+ * cuBLAS (dsv3_cuda_mla_prefill, below). */
 #include <cublas_v2.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,8 +208,8 @@ __global__ void __launch_bounds__(256) mla_attn_kernel(float *po, float *pml, co
   const int q = blockIdx.x, hb = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, D = C + R;
   /* the splits share this query's length, not max_len: a graph captured for --max-seq-len
-   * keeps every split busy at short contexts (H200, 256 cached rows, 33 splits: the rows in 2
-   * splits took 41 us a layer, spread over 32 they take a few) */
+   * keeps every split busy at short contexts (H200, H = 128, 256 cached rows, 33 splits: the
+   * rows in 2 splits took 41 us a layer, spread over 32 28 us) */
   const int L = len[q], chunk = (int)cdiv(cdiv(L, nsplit), MLA_P) * MLA_P;
   const int s0 = split * chunk, s1 = min(L, s0 + chunk);
   const uint16_t *kvb = kvc + (int64_t)seq[q] * max_seq * C, *peb = pec + (int64_t)seq[q] * max_seq * R;
