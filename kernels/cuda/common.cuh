@@ -63,15 +63,15 @@ struct dsv3_cuda_ctx {
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
 
-/* Programmatic dependent launch (sm_90).  The decode GEMVs are launched with launch_pdl: a
- * GEMV's blocks may be scheduled while the kernel before it on the stream still runs; they
- * wait (pdl_wait, their first statement) for that kernel to finish and its writes to be
- * visible.  The launch and the blocks' start-up overlap the other kernel's tail (H200,
- * batch-1 decode of the 671B-width slice: 1.83 -> 1.63 ms a step).  Kernels on the decode
- * path call pdl_trigger() to let the next launch begin: once past their own pdl_wait, or at
- * their start when launched normally.  Prefetching a GEMV's weight rows into L2 before its
- * wait was tried and lost (16 KB a block: no change; 64 KB: +0.06 ms; whole rows: +0.15 ms).
- * DSV3_CUDA_PDL=0 launches everything normally. */
+/* Programmatic dependent launch (sm_90).  The decode-path kernels (GEMVs, norms, RoPE, MLA,
+ * routing, MoE, sampling) are launched with launch_pdl: a kernel's blocks may be scheduled
+ * while the kernel before it on the stream still runs; they wait (pdl_wait, before touching
+ * any memory) for that kernel to finish and its writes to be visible, then let the next
+ * launch begin (pdl_trigger).  Launch and block start-up overlap the previous kernel's tail
+ * (H200, batch-1 decode of the 671B-width slice: 1.65 -> 1.61-1.63 ms a step).  Kernels
+ * launched normally (cuBLAS, NCCL, the skinny GEMM) serialise as usual.  Prefetching a GEMV's
+ * weight rows into L2 before its wait was tried and lost (16 KB a block: no change; 64 KB:
+ * +0.06 ms; whole rows: +0.15 ms).  DSV3_CUDA_PDL=0 launches everything normally. */
 extern int dsv3_cuda_pdl;
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
