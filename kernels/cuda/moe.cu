@@ -175,8 +175,7 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
 static int combine(cudaStream_t st, float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int64_t topk,
                    int64_t D, int accumulate) {
   int64_t n = ntok * D;
-  launch_pdl(moe_combine_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, y, part, w, inv,
-             ntok, (int)topk, D, accumulate);
+  launch_pdl(moe_combine_kernel, grid_for(n), 256, 0, st, y, part, w, inv, ntok, (int)topk, D, accumulate);
   CU_LAUNCHED("moe combine");
   return 0;
 }
@@ -321,8 +320,7 @@ extern "C" int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *
       goto out;
     }
     int64_t n = np * dim;
-    moe_gather_kernel<<<(unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st>>>(xs, x, dperm, (int)topk, np,
-                                                                                              dim);
+    moe_gather_kernel<<<grid_for(n), 256, 0, st>>>(xs, x, dperm, (int)topk, np, dim);
     if (cudaGetLastError() != cudaSuccess) {
       dsv3_error_set("cuda: moe gather: launch failed");
       goto out;

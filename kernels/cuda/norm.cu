@@ -138,8 +138,8 @@ extern "C" int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_
   CU_ARG("rope", rope_dim > 0 && rope_dim % 2 == 0, "rope_dim %lld must be even", (long long)rope_dim);
   int64_t n = ntok * nvec * (rope_dim / 2);
   if (n <= 0) return 0;
-  launch_pdl(rope_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, x, ntok, nvec,
-             tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t, pos);
+  launch_pdl(rope_kernel, grid_for(n), 256, 0, st, x, ntok, nvec, tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t,
+             pos);
   CU_LAUNCHED("rope");
   return 0;
 }
@@ -161,13 +161,13 @@ __global__ void add_kernel(float *y, const float *x, int64_t n) {
 
 extern "C" int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;
-  launch_pdl(silu_mul_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, out, g, u, n);
+  launch_pdl(silu_mul_kernel, grid_for(n), 256, 0, st, out, g, u, n);
   CU_LAUNCHED("silu_mul");
   return 0;
 }
 extern "C" int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;
-  launch_pdl(add_kernel, (unsigned)(cdiv(n, 256) < 65536 ? cdiv(n, 256) : 65536), 256, 0, st, y, x, n);
+  launch_pdl(add_kernel, grid_for(n), 256, 0, st, y, x, n);
   CU_LAUNCHED("add");
   return 0;
 }

@@ -99,6 +99,10 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     tab[e] = ex[e].d;
   }
   dsv3_cuda_expert *dtab = t_dev(tab, (size_t)E * sizeof *tab);
+  /* the same table with the odd experts on another rank (NULL entries) */
+  dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
+  for (int64_t e = 0; e < E; e++) half[e] = e % 2 ? (dsv3_cuda_expert){0} : tab[e];
+  dsv3_cuda_expert *dhalf = t_dev(half, (size_t)E * sizeof *half);
   const char *dn = dt == DSV3_F8_E4M3 ? "fp8" : "bf16";
   const int64_t toks[] = {1, 3, 5, 40, 300};
   for (size_t ti = 0; ti < 5; ti++) {
@@ -142,17 +146,12 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       double e = t_rel(got, ref, (size_t)(T * D));
       CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
             (long long)D, (long long)I, (long long)T, e);
-      /* the odd experts on another rank (NULL entries): their pairs add nothing */
-      dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
-      for (int64_t k = 0; k < E; k++) half[k] = k % 2 ? (dsv3_cuda_expert){0} : tab[k];
-      dsv3_cuda_expert *dhalf = t_dev(half, (size_t)E * sizeof *half);
+      /* the odd experts on another rank: their pairs add nothing */
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dhalf, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       e = t_rel(got, ref_even, (size_t)(T * D));
       CHECK(e < 3e-5, "moe decode %s, odd experts elsewhere, T=%lld: rel err %.3g", dn, (long long)T, e);
-      cudaFree(dhalf);
-      free(half);
     }
     int64_t most = 0; /* tokens of the busiest expert */
     for (int64_t e = 0; e < E; e++) {
@@ -194,16 +193,11 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 0));
       int64_t nan = nan_count(got, dy, (size_t)(T * D));
       CHECK(nan == 0, "moe grouped %s overwrite T=%lld: %lld unwritten values", dn, (long long)T, (long long)nan);
-      dsv3_cuda_expert *half = t_xmalloc((size_t)E * sizeof *half);
-      for (int64_t e = 0; e < E; e++) half[e] = e % 2 ? (dsv3_cuda_expert){0} : tab[e];
-      dsv3_cuda_expert *dhalf = t_dev(half, (size_t)E * sizeof *half);
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dhalf, E, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       eg = t_rel(got, ref_even, (size_t)(T * D));
       CHECK(eg < 1e-2, "moe grouped %s, odd experts elsewhere, T=%lld: rel err %.3g", dn, (long long)T, eg);
-      cudaFree(dhalf);
-      free(half);
     } else {
       CHECK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1) != 0 &&
                 strstr(dsv3_error(), "multiples of 16"),
@@ -218,8 +212,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     cudaFree((void *)tab[e].w1), cudaFree((void *)tab[e].w2), cudaFree((void *)tab[e].w3);
     cudaFree((void *)tab[e].s1), cudaFree((void *)tab[e].s2), cudaFree((void *)tab[e].s3);
   }
-  cudaFree(dtab);
-  free(ex), free(tab);
+  cudaFree(dtab), cudaFree(dhalf);
+  free(ex), free(tab), free(half);
 }
 
 int main(void) {
