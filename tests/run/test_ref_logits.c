@@ -1,6 +1,7 @@
-/* The CPU forward pass against the OFFICIAL DeepSeek-V3 inference/model.py on models/dsv3-tiny.
+/* The CPU forward pass against the OFFICIAL DeepSeek-V3 inference/model.py on models/dsv3-tiny,
+ * run two ways: in bf16 on a GPU as the official demo runs, and in float32 on the CPU.
  *
- * Reference: tests/data/ref_logits.{safetensors,json}, made on an H100 by
+ * 1. bf16: tests/data/ref_logits.{safetensors,json}, made on an H100 by
  *   scripts/ref/gpu-reference.sh  (python3 scripts/ref/ref_logits.py INFERENCE_DIR models/dsv3-tiny
  *   MP1_FROM_OFFICIAL_CONVERT tests/data/heldout.json OUT)
  * i.e. official convert.py (mp1) + official Transformer with gemm_impl="bf16": FP8 weights
@@ -19,7 +20,22 @@
  *    128, margins 0.005 to 0.19 on logits near 12, where one bf16 ulp is 0.0625);
  *    free-running, the first 16 tokens agree up to the first such tie (2 of the 4 prompts
  *    have none in their 32 tokens and agree on all of them).
- *  - prefill in one pass equals token-by-token decode with the cache (relative 1e-4). */
+ *  - prefill in one pass equals token-by-token decode with the cache (relative 1e-4).
+ *
+ * 2. float32: tests/data/ref_logits_f32.{safetensors,json}, the same model.py, held-out text
+ *    and prompts with every activation in float32 (the bf16 weights of the official cast,
+ *    widened exactly), made on the CPU (2026-11-23, torch 2.15.0; no GPU needed) by
+ *      bash scripts/ref/cpu-reference.sh OUT  (dsv3-cast to BF16, its tensors checked against the
+ *      official cast's hashes in tests/data/ref_cast_bf16.tsv; the official convert.py, mp1;
+ *      python3 scripts/ref/ref_logits.py INFERENCE_DIR models/dsv3-tiny MP1 heldout.json OUT f32)
+ *    Our path is the same arithmetic up to summation order and libm, so the tolerances are
+ *    float32 ones: per position max|ours - ref| / max|ref| <= 1e-5 (seen: at most 9.4e-7, a few
+ *    float32 ulps after 4 layers; the slack is for other summation orders), median <= 5e-6
+ *    (seen 4.9e-7), every position's top-1 the same, mean NLL within 1e-4 nats (seen 1e-5),
+ *    and greedy continuations equal token for token for all 32 tokens of the 4 prompts,
+ *    free-running and teacher-forced.  The official code itself diverges between its bf16 and
+ *    float32 runs at step 8 of the two prompts where we diverge from the bf16 run: those are
+ *    bf16 rounding near-ties, not differences of the model. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
@@ -47,35 +63,25 @@ static int64_t ids_of(const cJSON *arr, int32_t *out, int64_t cap) {
   return n;
 }
 
-int main(void) {
-  const char *tiny = check_env("DSV3_TINY"), *data = check_env("DSV3_TESTDATA");
-  char p[4096];
-  snprintf(p, sizeof p, "%s/ref_logits.json", data);
-  char *js;
-  size_t jn;
-  if (dsv3_read_file(p, &js, &jn, 1 << 24) != 0) {
-    fprintf(stderr, "%s\n", dsv3_error());
-    return 1;
-  }
-  cJSON *ref = cJSON_Parse(js);
-  free(js);
-  snprintf(p, sizeof p, "%s/ref_logits.safetensors", data);
-  dsv3_st *st;
-  CHECK(dsv3_st_open(p, &st) == 0, "%s", dsv3_error());
-  dsv3_model *m;
-  CHECK(dsv3_model_load(tiny, NULL, 1024, &m) == 0, "%s", dsv3_error());
-  if (!ref || !st || !m) return check_done("ref_logits");
+typedef struct {
+  const char *base;     /* tests/data/<base>.{json,safetensors} */
+  float max_rel, med_rel; /* per-position max|ours - ref| / max|ref|: worst and median */
+  double agree, nll;    /* top-1 agreement (fraction of positions), |mean NLL - official| */
+  int strict;           /* greedy: every token equal (float32) instead of equal up to bf16 ties */
+} ref_spec;
+
+static void check_sequences(dsv3_model *m, const cJSON *ref, dsv3_st *st, const ref_spec *sp) {
   int64_t V = m->cfg.vocab_size;
   int32_t ids[1024];
-
   for (const cJSON *s = cJSON_GetObjectItem(ref, "sequences")->child; s; s = s->next) {
     const char *name = cJSON_GetObjectItem(s, "name")->valuestring;
     int64_t n = ids_of(cJSON_GetObjectItem(s, "ids"), ids, 1024);
     const dsv3_tensor *t = dsv3_st_find(st, name);
-    CHECK(t && t->dtype == DSV3_BF16 && t->shape[0] == n && t->shape[1] == V, "%s: reference tensor", name);
-    if (!t) continue;
+    CHECK(t && (t->dtype == DSV3_BF16 || t->dtype == DSV3_F32) && t->shape[0] == n && t->shape[1] == V,
+          "%s %s: reference tensor", sp->base, name);
+    if (!t || (t->dtype != DSV3_BF16 && t->dtype != DSV3_F32)) continue;
     float *lg = malloc((size_t)(n * V) * sizeof(float)), *rf = malloc((size_t)(n * V) * sizeof(float));
-    dsv3_to_f32(DSV3_BF16, t->data, rf, (size_t)(n * V));
+    dsv3_to_f32(t->dtype, t->data, rf, (size_t)(n * V));
     dsv3_cache *c = dsv3_cache_new(m, n);
     CHECK(dsv3_forward(m, c, ids, n, 0, lg, 1) == 0, "%s: forward: %s", name, dsv3_error());
     float *err = malloc((size_t)n * sizeof(float));
@@ -101,31 +107,37 @@ int main(void) {
     for (int64_t i = 0; i < n; i++) worst = fmaxf(worst, err[i]);
     qsort(err, (size_t)n, sizeof(float), cmp_f);
     double ref_nll = cJSON_GetObjectItem(s, "nll")->valuedouble;
-    printf("%s: %lld positions, rel err median %.4f max %.4f, top-1 agree %.3f, nll %.4f (official %.4f)\n", name,
-           (long long)n, err[n / 2], worst, (double)agree / (double)n, nll, ref_nll);
-    CHECK(worst <= 0.06f, "%s: max relative logit error %.4f", name, worst);
-    CHECK(err[n / 2] <= 0.012f, "%s: median relative logit error %.4f", name, err[n / 2]);
-    CHECK((double)agree / (double)n >= 0.95, "%s: top-1 agreement %d/%lld", name, agree, (long long)n);
-    CHECK(fabs(nll - ref_nll) <= 0.01, "%s: nll %.4f vs official %.4f", name, nll, ref_nll);
-    /* prefill == incremental decode through the latent cache */
-    dsv3_cache *c2 = dsv3_cache_new(m, n);
-    float *one = malloc((size_t)V * sizeof(float));
-    double maxd = 0;
-    for (int64_t i = 0; i < n; i++) {
-      CHECK(dsv3_forward(m, c2, ids + i, 1, i, one, 0) == 0, "decode step");
-      float mr = 0;
-      for (int64_t v = 0; v < V; v++) mr = fmaxf(mr, fabsf(lg[i * V + v]));
-      for (int64_t v = 0; v < V; v++) maxd = fmax(maxd, fabs(one[v] - lg[i * V + v]) / mr);
+    printf("%s %s: %lld positions, rel err median %.2g max %.2g, top-1 agree %.3f, nll %.5f (official %.5f)\n",
+           sp->base, name, (long long)n, err[n / 2], worst, (double)agree / (double)n, nll, ref_nll);
+    CHECK(worst <= sp->max_rel, "%s %s: max relative logit error %.3g", sp->base, name, worst);
+    CHECK(err[n / 2] <= sp->med_rel, "%s %s: median relative logit error %.3g", sp->base, name, err[n / 2]);
+    CHECK((double)agree / (double)n >= sp->agree, "%s %s: top-1 agreement %d/%lld", sp->base, name, agree,
+          (long long)n);
+    CHECK(fabs(nll - ref_nll) <= sp->nll, "%s %s: nll %.5f vs official %.5f", sp->base, name, nll, ref_nll);
+    if (!sp->strict) { /* prefill == incremental decode through the latent cache (once is enough) */
+      dsv3_cache *c2 = dsv3_cache_new(m, n);
+      float *one = malloc((size_t)V * sizeof(float));
+      double maxd = 0;
+      for (int64_t i = 0; i < n; i++) {
+        CHECK(dsv3_forward(m, c2, ids + i, 1, i, one, 0) == 0, "decode step");
+        float mr = 0;
+        for (int64_t v = 0; v < V; v++) mr = fmaxf(mr, fabsf(lg[i * V + v]));
+        for (int64_t v = 0; v < V; v++) maxd = fmax(maxd, fabs(one[v] - lg[i * V + v]) / mr);
+      }
+      CHECK(maxd <= 1e-4, "%s: decode differs from prefill by %.2g", name, maxd);
+      free(one);
+      dsv3_cache_free(m, c2);
     }
-    CHECK(maxd <= 1e-4, "%s: decode differs from prefill by %.2g", name, maxd);
-    free(one);
-    dsv3_cache_free(m, c2);
     dsv3_cache_free(m, c);
     free(lg);
     free(rf);
     free(err);
   }
+}
 
+static void check_prompts(dsv3_model *m, const cJSON *ref, const ref_spec *sp) {
+  int64_t V = m->cfg.vocab_size;
+  int32_t ids[1024];
   for (const cJSON *pr = cJSON_GetObjectItem(ref, "prompts")->child; pr; pr = pr->next) {
     int64_t np = ids_of(cJSON_GetObjectItem(pr, "ids"), ids, 512);
     int32_t greedy[64];
@@ -140,35 +152,70 @@ int main(void) {
       const float *row = lg + (np - 1 + k) * V;
       int top = argmax(row, V);
       if (top == greedy[k]) continue;
-      /* one bf16 ulp at the magnitude of the largest logit */
+      /* bf16: one bf16 ulp at the magnitude of the largest logit; float32: no slack */
       int e;
       frexpf(fabsf(row[top]), &e);
-      float tie = fmaxf(ldexpf(1.0f, e - 8), 0.02f * fabsf(row[top]));
-      CHECK(row[top] - row[greedy[k]] <= tie, "prompt %lld: step %lld: ours %d vs official %d, margin %.4f > %.4f",
-            (long long)np, (long long)k, top, greedy[k], row[top] - row[greedy[k]], tie);
+      float tie = sp->strict ? 0.f : fmaxf(ldexpf(1.0f, e - 8), 0.02f * fabsf(row[top]));
+      CHECK(row[top] - row[greedy[k]] <= tie, "%s: prompt %lld: step %lld: ours %d vs official %d, margin %.4g > %.4g",
+            sp->base, (long long)np, (long long)k, top, greedy[k], row[top] - row[greedy[k]], tie);
       if (k < first_tie) first_tie = (int)k;
     }
     dsv3_cache_free(m, c);
     free(lg);
-    /* free-running greedy */
-    c = dsv3_cache_new(m, np + 16);
+    /* free-running greedy over the whole official continuation */
+    c = dsv3_cache_new(m, np + ng);
     float *one = malloc((size_t)V * sizeof(float));
     dsv3_forward(m, c, ids, np, 0, one, 0);
     int same = 0;
-    for (int k = 0; k < 16; k++) {
+    for (int k = 0; k < ng; k++) {
       int32_t nx = argmax(one, V);
       if (nx != greedy[k]) break;
       same++;
       dsv3_forward(m, c, &nx, 1, np + k, one, 0);
     }
-    printf("prompt %s: free-running greedy agrees for %d of 16 (first tie at step %d)\n",
-           cJSON_GetObjectItem(pr, "text")->valuestring, same, first_tie);
-    CHECK(same >= (first_tie < 16 ? first_tie : 16), "greedy agreed for %d tokens, before the first tie at %d", same, first_tie);
+    printf("%s prompt %s: free-running greedy agrees for %d of %lld (first tie at step %d)\n", sp->base,
+           cJSON_GetObjectItem(pr, "text")->valuestring, same, (long long)ng, first_tie);
+    if (sp->strict) CHECK(same == ng && ng == 32, "%s: greedy agreed for %d of %lld tokens", sp->base, same, (long long)ng);
+    else
+      CHECK(same >= (first_tie < 16 ? first_tie : 16), "greedy agreed for %d tokens, before the first tie at %d", same,
+            first_tie);
     free(one);
     dsv3_cache_free(m, c);
   }
-  dsv3_model_free(m);
-  dsv3_st_close(st);
+}
+
+static void check_ref(dsv3_model *m, const char *data, const ref_spec *sp) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s/%s.json", data, sp->base);
+  char *js;
+  size_t jn;
+  if (dsv3_read_file(p, &js, &jn, 1 << 24) != 0) {
+    CHECK(0, "%s", dsv3_error());
+    return;
+  }
+  cJSON *ref = cJSON_Parse(js);
+  free(js);
+  snprintf(p, sizeof p, "%s/%s.safetensors", data, sp->base);
+  dsv3_st *st = NULL;
+  CHECK(ref != NULL, "%s.json: not JSON", sp->base);
+  CHECK(dsv3_st_open(p, &st) == 0, "%s", dsv3_error());
+  if (ref && st) {
+    check_sequences(m, ref, st, sp);
+    check_prompts(m, ref, sp);
+  }
+  if (st) dsv3_st_close(st);
   cJSON_Delete(ref);
+}
+
+int main(void) {
+  const char *tiny = check_env("DSV3_TINY"), *data = check_env("DSV3_TESTDATA");
+  dsv3_model *m;
+  CHECK(dsv3_model_load(tiny, NULL, 1024, &m) == 0, "%s", dsv3_error());
+  if (!m) return check_done("ref_logits");
+  const ref_spec bf16 = {"ref_logits", 0.06f, 0.012f, 0.95, 0.01, 0};
+  const ref_spec f32 = {"ref_logits_f32", 1e-5f, 5e-6f, 1.0, 1e-4, 1};
+  check_ref(m, data, &bf16);
+  check_ref(m, data, &f32);
+  dsv3_model_free(m);
   return check_done("ref_logits");
 }
