@@ -4,7 +4,7 @@
 # libraries come from elsewhere, e.g. the GPU machine's .deps/ folder).
 set -eu
 [ "${DSV3_SKIP_DEPS:-0}" = 1 ] && exit 0
-PKGS="build-essential cmake pkg-config python3 zstd libcjson-dev libzstd-dev libxxhash-dev libssl-dev libarchive-dev libonig-dev"
+PKGS="build-essential cmake pkg-config python3 python3-numpy zstd libcjson-dev libzstd-dev libxxhash-dev libssl-dev libarchive-dev libonig-dev"
 command -v dpkg-query >/dev/null 2>&1 || { echo "deps: not a Debian system; install: $PKGS (or set DSV3_SKIP_DEPS=1)" >&2; exit 0; }
 missing=""
 for p in $PKGS; do

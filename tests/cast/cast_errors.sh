@@ -3,6 +3,7 @@
 # stderr naming the file (and tensor), never a crash, and leaves no output shard behind.
 . "$SRC/tests/lib.sh"
 have_python || { echo "python3 needed to forge inputs"; exit 77; }
+"$PYTHON" -c 'import numpy' 2>/dev/null || { echo "numpy needed to forge inputs"; exit 77; }
 G="$PYTHON $SRC/tests/cast/gen_fp8.py"
 $G "$T/good" 2 2 300 260 || { echo "generator failed"; exit 1; }
 expect "good input casts" "$CAST" -q "$T/good" "$T/good-out"
