@@ -52,6 +52,10 @@ int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok,
                      int accumulate);
 extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
 extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at context creation) disables */
+/* 1: the GEMV (up to 2 tokens) and the MoE decode GEMVs through the cp.async ring variant
+ * (gemv.cuh), 8 rows a warp where the grid stays full; 2: 8 rows a warp always (tests); default 0
+ * until measured; DSV3_CUDA_GEMV_RING=1 or 2 at context creation */
+extern int dsv3_cuda_gemv_ring;
 /* The paths, explicitly.  gemv_mma needs cols % 64 == 0, FP8 or BF16 and 16-byte aligned data
  * (otherwise it runs the GEMV); the dispatcher uses it only for rows >= 16 * SMs (16-row tiles
  * would leave SMs idle on narrower matrices: the GEMV serves those). */

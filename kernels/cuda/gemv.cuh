@@ -73,6 +73,79 @@ __device__ __forceinline__ void deq16_bf16x2(const uint4 v, float s, uint32_t *p
 
 __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + __expf(-g)); }
 
+/* where a block's weights, tokens and output rows come from */
+struct GemvSrc {
+  const uint8_t *w1, *w3; /* GATEUP: W1 and W3 */
+  const float *s1, *s3, *x;
+  int nt, t0, yrow_moe; /* tokens of the tile and the first; MoE: the pair's output row */
+};
+
+/* The block's GemvSrc, for row block rb of nrows output rows.  false: the pair's expert lives on
+ * another rank (its down-projection rows are zeroed here): the block has nothing more to do. */
+template <int TT, int MODE>
+__device__ __forceinline__ bool gemv_src(const GemvArgs &a, int rb, int nrows, GemvSrc &g) {
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  g.w1 = a.w, g.w3 = a.w3, g.s1 = a.s, g.s3 = a.s3, g.x = a.x, g.t0 = 0, g.yrow_moe = 0;
+  if (MOE) {
+    const int pair = a.order ? a.order[blockIdx.x] : blockIdx.y;
+    const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
+    if (ex.w1 == nullptr) { /* an expert of another rank: contributes nothing here */
+      if (MODE == GEMV_MOE_DOWN)
+        for (int i = threadIdx.x; i < nrows; i += blockDim.x) {
+          int orow = rb * nrows + i;
+          if (orow < a.N) a.y[(int64_t)pair * a.ldy + orow] = 0.f;
+        }
+      return false;
+    }
+    if (MODE == GEMV_MOE_GATEUP) {
+      g.w1 = (const uint8_t *)ex.w1, g.w3 = (const uint8_t *)ex.w3, g.s1 = ex.s1, g.s3 = ex.s3;
+      g.x += (int64_t)(pair / a.topk) * a.ldx;
+    } else {
+      g.w1 = (const uint8_t *)ex.w2, g.s1 = ex.s2;
+      g.x += (int64_t)pair * a.ldx;
+    }
+    g.yrow_moe = pair;
+    g.nt = 1;
+  } else {
+    g.t0 = blockIdx.y * TT;
+    g.x += (int64_t)g.t0 * a.ldx;
+    g.nt = min(TT, a.ntok - g.t0);
+  }
+  return true;
+}
+
+/* Sums each warp's partial sums (acc) over the WK warps of its warp-row through red (8 x TT*R
+ * floats of shared memory) and writes y (or adds to it); GATEUP: silu(g) * u. */
+template <int TT, int R, int MODE>
+__device__ __forceinline__ void gemv_store(const GemvArgs &a, const float (&acc)[TT][R], float (*red)[TT * R], int rb,
+                                           int WR, int WK, const GemvSrc &g) {
+  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R;
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int t = 0; t < TT; t++)
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      float v = warp_sum(acc[t][r]);
+      if (lane == 0) red[warp][t * R + r] = v;
+    }
+  __syncthreads();
+  for (int i = threadIdx.x; i < WR * TT * RO; i += blockDim.x) {
+    int gi = i / (TT * RO), rem = i % (TT * RO), t = rem / RO, r = rem % RO;
+    int orow = rb * (WR * RO) + gi * RO + r;
+    if (orow >= a.N || t >= g.nt) continue;
+    float v = 0.f, u = 0.f;
+    for (int k = 0; k < WK; k++) {
+      v += red[gi * WK + k][t * R + r];
+      if (RO != R) u += red[gi * WK + k][t * R + r + RO];
+    }
+    if (RO != R) v = silu_f(v) * u;
+    int64_t yrow = MOE ? g.yrow_moe : g.t0 + t;
+    float *yp = a.y + yrow * a.ldy + orow;
+    *yp = a.accumulate ? *yp + v : v;
+  }
+}
+
 template <int TT, int R, bool FP8, int MODE>
 __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   constexpr int EPC = FP8 ? 16 : 8; /* elements per 16-byte chunk */
@@ -86,45 +159,18 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   const int orow0 = rb * (WR * RO) + wr * RO;              /* first output row of this warp */
   pdl_wait(); /* launched with launch_pdl: the kernel before may still be running */
   pdl_trigger();
-
-  /* where the weights and tokens of this block come from */
-  const uint8_t *W1 = a.w, *W3 = a.w3;
-  const float *S1 = a.s, *S3 = a.s3;
-  const float *x = a.x;
-  int nt, t0 = 0, yrow_moe = 0;
-  if (MOE) {
-    const int pair = a.order ? a.order[blockIdx.x] : blockIdx.y;
-    const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
-    if (ex.w1 == nullptr) { /* an expert of another rank: contributes nothing here */
-      if (MODE == GEMV_MOE_DOWN)
-        for (int i = threadIdx.x; i < WR * RO; i += blockDim.x) {
-          int orow = rb * (WR * RO) + i;
-          if (orow < a.N) a.y[(int64_t)pair * a.ldy + orow] = 0.f;
-        }
-      return;
-    }
-    if (MODE == GEMV_MOE_GATEUP) {
-      W1 = (const uint8_t *)ex.w1, W3 = (const uint8_t *)ex.w3, S1 = ex.s1, S3 = ex.s3;
-      x += (int64_t)(pair / a.topk) * a.ldx;
-    } else {
-      W1 = (const uint8_t *)ex.w2, S1 = ex.s2;
-      x += (int64_t)pair * a.ldx;
-    }
-    yrow_moe = pair;
-    nt = 1;
-  } else {
-    t0 = blockIdx.y * TT;
-    x += (int64_t)t0 * a.ldx;
-    nt = min(TT, a.ntok - t0);
-  }
+  GemvSrc g;
+  if (!gemv_src<TT, MODE>(a, rb, WR * RO, g)) return;
+  const float *x = g.x;
+  const int nt = g.nt;
 
   const uint8_t *wrow[R];
   const float *srow[R];
 #pragma unroll
   for (int r = 0; r < R; r++) {
     int orow = orow0 + (r % RO);
-    const uint8_t *W = (RO != R && r >= RO) ? W3 : W1;
-    const float *S = (RO != R && r >= RO) ? S3 : S1;
+    const uint8_t *W = (RO != R && r >= RO) ? g.w3 : g.w1;
+    const float *S = (RO != R && r >= RO) ? g.s3 : g.s1;
     wrow[r] = orow < a.N ? W + (int64_t)orow * K * (FP8 ? 1 : 2) : nullptr;
     srow[r] = FP8 && orow < a.N ? S + (int64_t)(orow >> 7) * nbk : nullptr;
   }
@@ -167,28 +213,124 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   }
 
   __shared__ float red[8][TT * R];
+  gemv_store<TT, R, MODE>(a, acc, red, rb, WR, WK, g);
+}
+
+/* ---------------------------------------------------------------- ring variant (opt-in)
+ * The same sums for up to 2 tokens, with the weight chunks brought in by cp.async (L2 only)
+ * through a per-thread ring of GEMV_RING_STAGES(R) stages in shared memory: while a thread
+ * dequantises chunk i, chunks i + 1 .. i + S - 1 of its rows are in flight whatever the
+ * registers and the dequantisation cost, and R can be 8 rows a warp (each x chunk, loaded once,
+ * serves 8 rows: half the x traffic from L2 of R = 4).  Each thread reads only the slots it
+ * filled, so cp.async.wait_group is the only synchronisation.  Per row, the products are summed
+ * in the same order as gemv_kernel: the two give the same bits.  Off by default until measured
+ * (DSV3_CUDA_GEMV_RING=1, dsv3_cuda_gemv_ring). */
+#ifndef DSV3_GEMV_RING_STAGES
+#define GEMV_RING_STAGES(R) ((R) >= 8 ? 2 : (R) == 4 ? 3 : 12 / (R))
+#else
+#define GEMV_RING_STAGES(R) (DSV3_GEMV_RING_STAGES)
+#endif
+/* the ring's shared memory: 64 KB at R = 8 (past the 48 KB default: the launch opts in), 48 KB
+ * below */
+static inline size_t gemv_ring_smem(int R) { return (size_t)GEMV_RING_STAGES(R) * R * 256 * 16; }
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+template <int TT, int R, bool FP8, int MODE>
+__global__ void __launch_bounds__(256) gemv_ring_kernel(GemvArgs a) {
+  static_assert(TT <= 2, "the ring variant keeps every token's x chunk in registers: up to 2 tokens");
+  constexpr int EPC = FP8 ? 16 : 8;
+  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R;
+  constexpr int S = GEMV_RING_STAGES(R);
+  static_assert(128 % RO == 0 && S >= 2, "a warp's rows of one matrix share their scale row");
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  const int WK = a.wk, WR = 8 / WK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wr = warp / WK, wkk = warp % WK;
+  const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
+  const int rb = MOE && a.order ? blockIdx.y : blockIdx.x;
+  const int orow0 = rb * (WR * RO) + wr * RO; /* a multiple of RO: rows orow0 .. + RO - 1 share a scale row */
+  pdl_wait();
+  pdl_trigger();
+  GemvSrc g;
+  if (!gemv_src<TT, MODE>(a, rb, WR * RO, g)) return;
+
+  /* warp rows r < RO: W1 row orow0 + r; r >= RO (GATEUP): W3 row orow0 + r - RO */
+  const int64_t rowb = (int64_t)K * (FP8 ? 1 : 2);
+  const int nvalid = min(RO, a.N - orow0); /* rows of each matrix that exist (<= 0: none) */
+  const uint8_t *b1 = g.w1 + (int64_t)orow0 * rowb, *b3 = RO != R ? g.w3 + (int64_t)orow0 * rowb : nullptr;
+  const float *sc1 = FP8 ? g.s1 + (int64_t)(orow0 >> 7) * nbk : nullptr;
+  const float *sc3 = FP8 && RO != R ? g.s3 + (int64_t)(orow0 >> 7) * nbk : nullptr;
+
+  /* stage st, row r of this thread at ring[(st * R + r) * 256]: consecutive threads, consecutive
+   * 16 bytes (no bank conflicts) */
+  extern __shared__ uint4 gemv_ring[];
+  uint4 *ring = gemv_ring + threadIdx.x;
+  const int kstride = WK * 32, c0 = wkk * 32 + lane;
+  const int niter = c0 < nc && nvalid > 0 ? (nc - 1 - c0) / kstride + 1 : 0;
+  auto issue = [&](int it) { /* chunk it of each row into stage it % S; one group either way */
+    if (it < niter) {
+      const int64_t off = (int64_t)(c0 + it * kstride) * 16;
+      uint4 *d = ring + (it % S) * (R * 256);
+#pragma unroll
+      for (int r = 0; r < R; r++)
+        if (r % RO < nvalid) cp_async16(d + r * 256, (r < RO ? b1 : b3) + (r % RO) * rowb + off, 16);
+    }
+    cp_async_commit();
+  };
+
+  float acc[TT][R];
 #pragma unroll
   for (int t = 0; t < TT; t++)
 #pragma unroll
+    for (int r = 0; r < R; r++) acc[t][r] = 0.f;
+#pragma unroll
+  for (int st = 0; st < S - 1; st++) issue(st);
+  for (int it = 0; it < niter; it++) {
+    issue(it + S - 1); /* refills the stage read in the previous iteration */
+    const int c = c0 + it * kstride;
+    float xv[TT][EPC];
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+      const float4 *xp = reinterpret_cast<const float4 *>(g.x + t * a.ldx + (int64_t)c * EPC);
+#pragma unroll
+      for (int q = 0; q < EPC / 4; q++) {
+        const float4 v = t < g.nt ? __ldg(xp + q) : make_float4(0.f, 0.f, 0.f, 0.f);
+        xv[t][4 * q] = v.x, xv[t][4 * q + 1] = v.y, xv[t][4 * q + 2] = v.z, xv[t][4 * q + 3] = v.w;
+      }
+    }
+    const float s1 = FP8 ? __ldg(sc1 + ((c * EPC) >> 7)) : 0.f;
+    const float s3 = FP8 && RO != R ? __ldg(sc3 + ((c * EPC) >> 7)) : 0.f;
+    cp_async_wait<S - 1>(); /* this thread's chunk it has landed */
+    const uint4 *src = ring + (it % S) * (R * 256);
+#pragma unroll
     for (int r = 0; r < R; r++) {
-      float v = warp_sum(acc[t][r]);
-      if (lane == 0) red[warp][t * R + r] = v;
+      if (r % RO >= nvalid) continue;
+      float w[EPC];
+      if (FP8) deq16(src[r * 256], r < RO ? s1 : s3, w);
+      else deq8(src[r * 256], w);
+#pragma unroll
+      for (int t = 0; t < TT; t++)
+#pragma unroll
+        for (int e = 0; e < EPC; e++) acc[t][r] = fmaf(w[e], xv[t][e], acc[t][r]);
     }
-  __syncthreads();
-  for (int i = threadIdx.x; i < WR * TT * RO; i += blockDim.x) {
-    int g = i / (TT * RO), rem = i % (TT * RO), t = rem / RO, r = rem % RO;
-    int orow = rb * (WR * RO) + g * RO + r;
-    if (orow >= a.N || t >= nt) continue;
-    float v = 0.f, u = 0.f;
-    for (int k = 0; k < WK; k++) {
-      v += red[g * WK + k][t * R + r];
-      if (RO != R) u += red[g * WK + k][t * R + r + RO];
-    }
-    if (RO != R) v = silu_f(v) * u;
-    int64_t yrow = MOE ? yrow_moe : t0 + t;
-    float *yp = a.y + yrow * a.ldy + orow;
-    *yp = a.accumulate ? *yp + v : v;
   }
+  /* the ring's memory holds the cross-warp sums once every thread is done reading it (no copy
+   * is in flight: chunks past niter are never issued) */
+  static_assert(8 * TT * R * 4 <= S * R * 256 * 16, "ring too small for the partial sums");
+  __syncthreads();
+  gemv_store<TT, R, MODE>(a, acc, reinterpret_cast<float(*)[TT * R]>(gemv_ring), rb, WR, WK, g);
+}
+
+template <int TT, int R, bool FP8, int MODE>
+static void gemv_ring_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
+  const size_t smem = gemv_ring_smem(R);
+  if (smem > 48 * 1024) /* per device, so at every launch (a graph captures the launch once) */
+    cudaFuncSetAttribute(gemv_ring_kernel<TT, R, FP8, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), smem, st, a);
 }
 
 /* Pick the split of K across warps (WK) and weight rows per warp (R: rbig or rsmall; a warp

@@ -12,6 +12,7 @@
 int dsv3_cuda_gemv_max_tokens = 2;
 int dsv3_cuda_mma_max_tokens = 64;
 int dsv3_cuda_pdl = 1;
+int dsv3_cuda_gemv_ring = 0;
 
 /* ---------------------------------------------------------------- context */
 extern "C" int dsv3_cuda_device_count(void) {
@@ -36,6 +37,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (pdl && !strcmp(pdl, "0")) dsv3_cuda_pdl = 0;
   const char *gm = getenv("DSV3_CUDA_GEMV_MAX"); /* the GEMV's token limit, 1..8 */
   if (gm && atoi(gm) >= 1 && atoi(gm) <= 8) dsv3_cuda_gemv_max_tokens = atoi(gm);
+  const char *gr = getenv("DSV3_CUDA_GEMV_RING"); /* the cp.async ring GEMV (gemv.cuh), opt-in */
+  if (gr) dsv3_cuda_gemv_ring = atoi(gr) == 1 || atoi(gr) == 2 ? atoi(gr) : 0;
   int dev = 0;
   cublasHandle_t h = NULL;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
@@ -231,17 +234,32 @@ static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
   default: launch_tt<8, R, FP8, MODE>(a, grid, st); break;
   }
 }
+/* the ring variant, 8 rows a warp (R = 2 / 1 for narrow matrices), up to 2 tokens */
+template <bool FP8, int MODE>
+static void launch_ring(const GemvArgs &a, int tt, int R, dim3 grid, cudaStream_t st) {
+  constexpr int RS = MODE == GEMV_GATEUP ? 2 : 1;
+  if (tt == 1 && R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, grid, st);
+  else if (tt == 1) gemv_ring_launch<1, RS, FP8, MODE>(a, grid, st);
+  else if (R == 8) gemv_ring_launch<2, 8, FP8, MODE>(a, grid, st);
+  else gemv_ring_launch<2, RS, FP8, MODE>(a, grid, st);
+}
 
 /* PLAIN or GATEUP over a token-tiled grid; the caller has checked shapes and alignment. */
 static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const char *op) {
   int tt = a.ntok <= 1 ? 1 : a.ntok <= 2 ? 2 : a.ntok <= 4 ? 4 : 8;
   int64_t yb = cdiv(a.ntok, tt);
+  const bool ring = dsv3_cuda_gemv_ring && tt <= 2;
   int R, WK, rodiv = mode == GEMV_GATEUP ? 2 : 1;
-  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
+  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, ring ? 8 : 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
+  if (ring && dsv3_cuda_gemv_ring == 2) R = 8; /* tests: 8 rows a warp whatever the shape */
   a.wk = WK;
   dim3 grid((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / rodiv)), (unsigned)yb);
   cudaStream_t st = ctx->stream;
-  if (mode == GEMV_PLAIN) {
+  if (ring) {
+    if (mode == GEMV_PLAIN)
+      fp8 ? launch_ring<true, GEMV_PLAIN>(a, tt, R, grid, st) : launch_ring<false, GEMV_PLAIN>(a, tt, R, grid, st);
+    else fp8 ? launch_ring<true, GEMV_GATEUP>(a, tt, R, grid, st) : launch_ring<false, GEMV_GATEUP>(a, tt, R, grid, st);
+  } else if (mode == GEMV_PLAIN) {
     if (fp8) R == 4 ? launch_r<4, true, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, true, GEMV_PLAIN>(a, tt, grid, st);
     else R == 4 ? launch_r<4, false, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, false, GEMV_PLAIN>(a, tt, grid, st);
   } else {

@@ -102,6 +102,23 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
     t_host(y, dy, (size_t)(T * N) * 4);
     e = t_rel(y, refacc, (size_t)(T * N));
     CHECK(e < 2e-5, "gemv accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    /* the cp.async ring variant (up to 2 tokens; 1: its own row count, 2: 8 rows a warp) */
+    for (int ring = 1; ring <= 2 && T <= 2; ring++) {
+      dsv3_cuda_gemv_ring = ring;
+      CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
+      OK(dsv3_cuda_gemv(ctx, dy, dx, T, &w.d, 0));
+      t_host(y, dy, (size_t)(T * N) * 4);
+      e = t_rel(y, ref, (size_t)(T * N));
+      CHECK(e < 2e-5, "gemv ring %d %s N=%lld K=%lld T=%lld%s: rel err %.3g", ring, dn, (long long)N, (long long)K,
+            (long long)T, misalign ? " misaligned" : "", e);
+      CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_gemv(ctx, dy, dx, T, &w.d, 1));
+      t_host(y, dy, (size_t)(T * N) * 4);
+      e = t_rel(y, refacc, (size_t)(T * N));
+      CHECK(e < 2e-5, "gemv ring %d accumulate %s N=%lld K=%lld T=%lld: rel err %.3g", ring, dn, (long long)N,
+            (long long)K, (long long)T, e);
+      dsv3_cuda_gemv_ring = 0;
+    }
     /* tensor-core skinny GEMM: activations rounded to bf16 (falls back to the GEMV where its
      * tiles do not fit: then the GEMV tolerance holds too); errors against |W| |x| */
     CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
@@ -137,8 +154,8 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
 
 static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
   wpair w1 = make_w(dt, I, D), w2 = make_w(dt, D, I), w3 = make_w(dt, I, D);
-  const int64_t toks[] = {1, 3, 8, 20};
-  for (size_t ti = 0; ti < 4; ti++) {
+  const int64_t toks[] = {1, 2, 3, 8, 20};
+  for (size_t ti = 0; ti < 5; ti++) {
     int64_t T = toks[ti];
     float *x = t_xmalloc((size_t)(T * D) * 4), *g = t_xmalloc((size_t)(T * I) * 4), *u = t_xmalloc((size_t)(T * I) * 4);
     float *ref = t_xmalloc((size_t)(T * D) * 4), *y = t_xmalloc((size_t)(T * D) * 4);
@@ -148,11 +165,16 @@ static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
     dsv3_silu_mul(g, g, u, T * I);
     dsv3_linear(ref, g, T, &w2.h);
     float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_poison((size_t)(T * D) * 4);
-    OK(dsv3_cuda_mlp(ctx, dy, dx, T, &w1.d, &w2.d, &w3.d, 0));
-    t_host(y, dy, (size_t)(T * D) * 4);
-    double e = t_rel(y, ref, (size_t)(T * D));
-    CHECK(e < (T <= dsv3_cuda_gemv_max_tokens ? 3e-5 : 1.5e-2), "mlp %s D=%lld I=%lld T=%lld: rel err %.3g",
-          dt == DSV3_F8_E4M3 ? "fp8" : "bf16", (long long)D, (long long)I, (long long)T, e);
+    for (int ring = 0; ring <= (T <= 2 ? 2 : 0); ring++) { /* ring: the cp.async ring GEMV (1, 2: 8 rows a warp) */
+      dsv3_cuda_gemv_ring = ring;
+      CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
+      OK(dsv3_cuda_mlp(ctx, dy, dx, T, &w1.d, &w2.d, &w3.d, 0));
+      t_host(y, dy, (size_t)(T * D) * 4);
+      double e = t_rel(y, ref, (size_t)(T * D));
+      CHECK(e < (T <= dsv3_cuda_gemv_max_tokens ? 3e-5 : 1.5e-2), "mlp %s D=%lld I=%lld T=%lld ring %d: rel err %.3g",
+            dt == DSV3_F8_E4M3 ? "fp8" : "bf16", (long long)D, (long long)I, (long long)T, ring, e);
+      dsv3_cuda_gemv_ring = 0;
+    }
     cudaFree(dx), cudaFree(dy);
     free(x), free(g), free(u), free(ref), free(y);
   }

@@ -139,19 +139,22 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       }
     float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_dev(NULL, (size_t)(T * D) * 4), *dw = t_dev(w, (size_t)(T * K) * 4);
     int32_t *di = t_dev(idx, (size_t)(T * K) * 4);
-    if (T * K < 65536) {
+    /* ring: the GEMVs through the cp.async ring variant (1; 2: 8 rows a warp), for few tokens */
+    for (int ring = 0; ring <= (T <= 5 ? 2 : 0) && T * K < 65536; ring++) {
+      dsv3_cuda_gemv_ring = ring;
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dtab, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       double e = t_rel(got, ref, (size_t)(T * D));
-      CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E, (long long)K,
-            (long long)D, (long long)I, (long long)T, e);
+      CHECK(e < 3e-5, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld ring %d: rel err %.3g", dn, (long long)E,
+            (long long)K, (long long)D, (long long)I, (long long)T, ring, e);
       /* the odd experts on another rank: their pairs add nothing */
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dhalf, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       e = t_rel(got, ref_even, (size_t)(T * D));
-      CHECK(e < 3e-5, "moe decode %s, odd experts elsewhere, T=%lld: rel err %.3g", dn, (long long)T, e);
+      CHECK(e < 3e-5, "moe decode %s, odd experts elsewhere, T=%lld ring %d: rel err %.3g", dn, (long long)T, ring, e);
+      dsv3_cuda_gemv_ring = 0;
     }
     int64_t most = 0; /* tokens of the busiest expert */
     for (int64_t e = 0; e < E; e++) {
