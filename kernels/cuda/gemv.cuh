@@ -328,7 +328,10 @@ __global__ void __launch_bounds__(256) gemv_ring_kernel(GemvArgs a) {
 template <int TT, int R, bool FP8, int MODE>
 static void gemv_ring_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
   const size_t smem = gemv_ring_smem(R);
-  if (smem > 48 * 1024) /* per device, so at every launch (a graph captures the launch once) */
+  /* past 48 KB the kernel must opt in, per device: at every launch outside a graph capture (a
+   * capture follows an eager run of the same step on the same device, which has set it) */
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (smem > 48 * 1024 && cudaStreamIsCapturing(st, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone)
     cudaFuncSetAttribute(gemv_ring_kernel<TT, R, FP8, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), smem, st, a);
 }
