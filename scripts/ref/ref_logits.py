@@ -25,20 +25,22 @@ inf_dir, hf_dir, mp1_dir, heldout, out_dir = sys.argv[1:6]
 f32 = sys.argv[6:7] == ["f32"]
 dev = "cpu" if f32 else "cuda"
 sys.path.insert(0, inf_dir)
-src = open(os.path.join(inf_dir, "model.py")).read()
-patched = src.replace("if self.dim == 7168 else None", "if True else None")
-assert patched != src, "model.py no longer has the dim == 7168 bias condition"
-mod = type(sys)("model")
-mod.__file__ = os.path.join(inf_dir, "model.py")
-exec(compile(patched, mod.__file__, "exec"), mod.__dict__)
-sys.modules["model"] = mod
+
+def load_patched(name, old, new, why):
+    """inf_dir/NAME.py as module NAME with OLD replaced by NEW (documented above), in memory"""
+    src = open(os.path.join(inf_dir, name + ".py")).read()
+    patched = src.replace(old, new)
+    assert patched != src, "%s.py no longer has %s" % (name, why)
+    mod = type(sys)(name)
+    mod.__file__ = os.path.join(inf_dir, name + ".py")
+    sys.modules[name] = mod
+    exec(compile(patched, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
+mod = load_patched("model", "if self.dim == 7168 else None", "if True else None", "the dim == 7168 bias condition")
 if f32:  # official generate(), its tensors on the CPU
-    gsrc = open(os.path.join(inf_dir, "generate.py")).read()
-    gpatched = gsrc.replace('device="cuda"', 'device="cpu"')
-    assert gpatched != gsrc, "generate.py no longer has device=\"cuda\""
-    gen = type(sys)("generate")
-    gen.__file__ = os.path.join(inf_dir, "generate.py")
-    exec(compile(gpatched, gen.__file__, "exec"), gen.__dict__)
+    gen = load_patched("generate", 'device="cuda"', 'device="cpu"', 'device="cuda"')
 else:
     import generate as gen  # official generate(); imports our patched `model`
 
