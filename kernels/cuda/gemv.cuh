@@ -325,15 +325,60 @@ __global__ void __launch_bounds__(256) gemv_ring_kernel(GemvArgs a) {
   gemv_store<TT, R, MODE>(a, acc, reinterpret_cast<float(*)[TT * R]>(gemv_ring), rb, WR, WK, g);
 }
 
+/* Blocks of gemv_ring_kernel<TT, R, FP8, MODE> that fit an SM at once (its shared memory and
+ * registers), after opting into its shared memory.  Both are done outside a graph capture only:
+ * a capture follows an eager run of the same step on the same device, which has done them. */
 template <int TT, int R, bool FP8, int MODE>
-static void gemv_ring_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
+static int gemv_ring_resident(cudaStream_t st) {
+  static int resident = 0;
   const size_t smem = gemv_ring_smem(R);
-  /* past 48 KB the kernel must opt in, per device: at every launch outside a graph capture (a
-   * capture follows an eager run of the same step on the same device, which has set it) */
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  if (smem > 48 * 1024 && cudaStreamIsCapturing(st, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone)
-    cudaFuncSetAttribute(gemv_ring_kernel<TT, R, FP8, MODE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), smem, st, a);
+  if (cudaStreamIsCapturing(st, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone) {
+    /* per device, so every time; a failure shows as the launch's */
+    if (smem > 48 * 1024 && cudaFuncSetAttribute(gemv_ring_kernel<TT, R, FP8, MODE>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
+      (void)cudaGetLastError();
+    int n = 0;
+    if (!resident) {
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_ring_kernel<TT, R, FP8, MODE>, 256, smem) == cudaSuccess)
+        resident = n;
+      else
+        (void)cudaGetLastError();
+    }
+  }
+  return resident > 0 ? resident : 1;
+}
+
+/* The ring variant's split of K over the warps (WK), for `rows` warp-rows of work a tile and yb
+ * tiles, blocks of 8 / WK warp-rows, `slots` blocks resident on the GPU at once.  The blocks of
+ * a wave take about as long each, so a last wave a quarter full costs about a whole one (the
+ * register kernel's o_proj on an H200: 448 blocks, 2-3 waves, 46.9 us; 1792 blocks 40.6 us).
+ * The smallest WK (fewest, largest blocks) whose waves end at least 85% full, else the fullest;
+ * WK > 1 keeps two 16-byte chunks a thread at least.  A guess until measured. */
+static inline int gemv_ring_wk(int64_t rows, int nc, int64_t yb, int64_t slots) {
+  int best = 1;
+  double bestq = 1e30;
+  for (int wk = 1; wk <= 8; wk *= 2) {
+    if (wk > 1 && nc < 64 * wk) break;
+    const double w = (double)(cdiv(rows, 8 / wk) * yb) / (double)slots; /* waves of work */
+    const double q = ceil(w) / w;                                        /* waves of time per wave of work */
+    if (q <= 1.0 / 0.85) return wk;
+    if (q < bestq) best = wk, bestq = q;
+  }
+  return best;
+}
+
+/* Launch the ring variant for a.N rows (R / 2 per matrix and warp in the gate/up modes) and yb
+ * token tiles or MoE pairs (pair_major: grid.x walks the pairs, as with a.order). */
+template <int TT, int R, bool FP8, int MODE>
+static void gemv_ring_launch(GemvArgs a, int64_t yb, bool pair_major, int sms, cudaStream_t st) {
+  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R;
+  const int64_t slots = (int64_t)gemv_ring_resident<TT, R, FP8, MODE>(st) * sms;
+  const int64_t warps_rows = cdiv(a.N, RO); /* warp-rows of work a tile */
+  a.wk = gemv_ring_wk(warps_rows, a.K / (FP8 ? 16 : 8), yb, slots);
+  const unsigned rb = (unsigned)cdiv(a.N, (int64_t)(8 / a.wk) * RO);
+  const dim3 grid = pair_major ? dim3((unsigned)yb, rb) : dim3(rb, (unsigned)yb);
+  launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), gemv_ring_smem(R), st, a);
 }
 
 /* Pick the split of K across warps (WK) and weight rows per warp (R: rbig or rsmall; a warp

@@ -234,14 +234,14 @@ static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
   default: launch_tt<8, R, FP8, MODE>(a, grid, st); break;
   }
 }
-/* the ring variant, 8 rows a warp (R = 2 / 1 for narrow matrices), up to 2 tokens */
+/* the ring variant, R = 8 rows a warp or RS for narrow matrices, up to 2 tokens */
 template <bool FP8, int MODE>
-static void launch_ring(const GemvArgs &a, int tt, int R, dim3 grid, cudaStream_t st) {
+static void launch_ring(const GemvArgs &a, int tt, int R, int64_t yb, int sms, cudaStream_t st) {
   constexpr int RS = MODE == GEMV_GATEUP ? 2 : 1;
-  if (tt == 1 && R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, grid, st);
-  else if (tt == 1) gemv_ring_launch<1, RS, FP8, MODE>(a, grid, st);
-  else if (R == 8) gemv_ring_launch<2, 8, FP8, MODE>(a, grid, st);
-  else gemv_ring_launch<2, RS, FP8, MODE>(a, grid, st);
+  if (tt == 1 && R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, yb, false, sms, st);
+  else if (tt == 1) gemv_ring_launch<1, RS, FP8, MODE>(a, yb, false, sms, st);
+  else if (R == 8) gemv_ring_launch<2, 8, FP8, MODE>(a, yb, false, sms, st);
+  else gemv_ring_launch<2, RS, FP8, MODE>(a, yb, false, sms, st);
 }
 
 /* PLAIN or GATEUP over a token-tiled grid; the caller has checked shapes and alignment. */
@@ -251,15 +251,18 @@ static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const
   const bool ring = dsv3_cuda_gemv_ring && tt <= 2;
   int R, WK, rodiv = mode == GEMV_GATEUP ? 2 : 1;
   gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, ring ? 8 : 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
-  if (ring && dsv3_cuda_gemv_ring == 2) R = 8; /* tests: 8 rows a warp whatever the shape */
+  cudaStream_t st = ctx->stream;
+  if (ring) { /* R from gemv_shape (or 8 forced, for the tests); its own WK */
+    if (dsv3_cuda_gemv_ring == 2) R = 8;
+    const auto go = mode == GEMV_PLAIN ? (fp8 ? launch_ring<true, GEMV_PLAIN> : launch_ring<false, GEMV_PLAIN>)
+                                       : (fp8 ? launch_ring<true, GEMV_GATEUP> : launch_ring<false, GEMV_GATEUP>);
+    go(a, tt, R, yb, ctx->sms, st);
+    CU_LAUNCHED(op);
+    return 0;
+  }
   a.wk = WK;
   dim3 grid((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / rodiv)), (unsigned)yb);
-  cudaStream_t st = ctx->stream;
-  if (ring) {
-    if (mode == GEMV_PLAIN)
-      fp8 ? launch_ring<true, GEMV_PLAIN>(a, tt, R, grid, st) : launch_ring<false, GEMV_PLAIN>(a, tt, R, grid, st);
-    else fp8 ? launch_ring<true, GEMV_GATEUP>(a, tt, R, grid, st) : launch_ring<false, GEMV_GATEUP>(a, tt, R, grid, st);
-  } else if (mode == GEMV_PLAIN) {
+  if (mode == GEMV_PLAIN) {
     if (fp8) R == 4 ? launch_r<4, true, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, true, GEMV_PLAIN>(a, tt, grid, st);
     else R == 4 ? launch_r<4, false, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, false, GEMV_PLAIN>(a, tt, grid, st);
   } else {

@@ -202,13 +202,12 @@ template <int R, bool FP8, int MODE>
 static void moe_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
   launch_pdl(gemv_kernel<1, R, FP8, MODE>, grid, dim3(256), 0, st, a);
 }
-/* R: rsmall, 4 (gemv_kernel) or 8 (the ring variant) */
+/* the ring variant: R = 8 rows a warp or RS (rsmall) */
 template <bool FP8, int MODE>
-static void moe_gemv(const GemvArgs &a, int R, dim3 grid, cudaStream_t st) {
+static void moe_ring(const GemvArgs &a, int R, int64_t np, bool pair_major, int sms, cudaStream_t st) {
   constexpr int RS = MODE == GEMV_MOE_GATEUP ? 2 : 1;
-  if (R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, grid, st);
-  else if (dsv3_cuda_gemv_ring) gemv_ring_launch<1, RS, FP8, MODE>(a, grid, st);
-  else R == 4 ? moe_launch<4, FP8, MODE>(a, grid, st) : moe_launch<RS, FP8, MODE>(a, grid, st);
+  if (R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, np, pair_major, sms, st);
+  else gemv_ring_launch<1, RS, FP8, MODE>(a, np, pair_major, sms, st);
 }
 
 extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
@@ -243,24 +242,33 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
   a.y = h, a.x = x, a.experts = experts, a.idx = idx, a.order = order, a.ldx = dim, a.ldy = inter;
   a.N = (int)inter, a.K = (int)dim, a.ntok = 1, a.topk = (int)topk;
   int R, WK;
-  const int rbig = dsv3_cuda_gemv_ring ? 8 : 4;
-  gemv_shape(a.N, a.K, epc, np, ctx->sms, rbig, 2, 2, &R, &WK);
-  if (dsv3_cuda_gemv_ring == 2) R = 8; /* tests */
-  a.wk = WK;
-  const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
-  const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
-  fp8 ? moe_gemv<true, GEMV_MOE_GATEUP>(a, R, g1, st) : moe_gemv<false, GEMV_MOE_GATEUP>(a, R, g1, st);
+  const int ring = dsv3_cuda_gemv_ring; /* the ring variant: R from gemv_shape (8 forced for the tests), its own WK */
+  gemv_shape(a.N, a.K, epc, np, ctx->sms, ring ? 8 : 4, 2, 2, &R, &WK);
+  if (ring) {
+    (fp8 ? moe_ring<true, GEMV_MOE_GATEUP> : moe_ring<false, GEMV_MOE_GATEUP>)(a, ring == 2 ? 8 : R, np, sorted,
+                                                                                ctx->sms, st);
+  } else {
+    a.wk = WK;
+    const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
+    const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
+    if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
+    else R == 4 ? moe_launch<4, false, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, false, GEMV_MOE_GATEUP>(a, g1, st);
+  }
   CU_LAUNCHED("moe gate/up");
 
   GemvArgs b = {};
   b.y = part, b.x = h, b.experts = experts, b.idx = idx, b.order = order, b.ldx = inter, b.ldy = dim;
   b.N = (int)dim, b.K = (int)inter, b.ntok = 1, b.topk = (int)topk;
-  gemv_shape(b.N, b.K, epc, np, ctx->sms, rbig, 1, 1, &R, &WK);
-  if (dsv3_cuda_gemv_ring == 2) R = 8;
-  b.wk = WK;
-  const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
-  const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
-  fp8 ? moe_gemv<true, GEMV_MOE_DOWN>(b, R, g2, st) : moe_gemv<false, GEMV_MOE_DOWN>(b, R, g2, st);
+  gemv_shape(b.N, b.K, epc, np, ctx->sms, ring ? 8 : 4, 1, 1, &R, &WK);
+  if (ring) {
+    (fp8 ? moe_ring<true, GEMV_MOE_DOWN> : moe_ring<false, GEMV_MOE_DOWN>)(b, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
+  } else {
+    b.wk = WK;
+    const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
+    const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
+    if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
+    else R == 4 ? moe_launch<4, false, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, false, GEMV_MOE_DOWN>(b, g2, st);
+  }
   CU_LAUNCHED("moe down");
   return combine(st, y, part, weight, NULL, ntok, topk, dim, accumulate);
 }
