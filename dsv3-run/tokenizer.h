@@ -31,8 +31,10 @@ int64_t dsv3_tok_encode(const dsv3_tokenizer *t, const char *text, size_t len, i
  * applies from_utf8_lossy on top, which changes nothing when they are valid UTF-8. */
 char *dsv3_tok_decode(const dsv3_tokenizer *t, const int32_t *ids, size_t n, int skip_special,
                       size_t *out_len);
-/* Bytes of one token (for streaming output; their concatenation is dsv3_tok_decode without
- * skip_special).  Writes at most cap bytes and returns how many it wrote; 0 for a bad id. */
+/* Bytes of one token (for streaming output; with the ByteLevel decoder, DeepSeek-V3's, their
+ * concatenation is dsv3_tok_decode without skip_special; a tokenizer.json without a decoder
+ * decodes to the tokens joined by spaces).  Writes at most cap bytes and returns how many it
+ * wrote; 0 for a bad id. */
 size_t dsv3_tok_token_bytes(const dsv3_tokenizer *t, int32_t id, char *buf, size_t cap);
 int32_t dsv3_tok_id(const dsv3_tokenizer *t, const char *token); /* added first, then model; -1 */
 int dsv3_tok_is_special(const dsv3_tokenizer *t, int32_t id);

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Builds the safetensors fuzz target with clang's libFuzzer (+ASan+UBSan) and runs it for
-# SECONDS on a corpus seeded from the tiny model's headers and crafted cases, with a dictionary
-# of the header's tokens.  Exit 0: no crash; non-zero: a crash (the reproducer is left in
-# build-fuzz/, see fuzz.log); exit 0 with a message when clang/libFuzzer is missing and cannot
-# be installed (not root).
+# Builds the fuzz targets with clang's libFuzzer (+ASan+UBSan) and runs each for SECONDS:
+# fuzz_safetensors on a corpus seeded from the tiny model's headers and crafted cases, with a
+# dictionary of the header's tokens; fuzz_tokenizer (dsv3-run's tokenizer: texts through the tiny
+# model's tokenizer.json, and hostile tokenizer.json files) on crafted seeds.  Exit 0: no crash;
+# non-zero: a crash (the reproducer is left in build-fuzz/, see fuzz.log / fuzz_tokenizer.log);
+# exit 0 with a message when clang/libFuzzer is missing and cannot be installed (not root).
 # Usage: tests/fuzz/run.sh [SECONDS]     (make fuzz FUZZ_SECONDS=N)
 set -eu
 secs=${1:-60}
@@ -31,11 +32,16 @@ if [ -z "$CC" ]; then
     exit 0
   fi
 fi
-mkdir -p "$out/corpus"
+mkdir -p "$out/corpus" "$out/corpus_tok"
 echo "fuzz: building with $CC"
 $CC -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
   -I"$root/format" "$root/tests/fuzz/fuzz_safetensors.c" "$root/format/safetensors.c" "$root/format/util.c" \
   "$root/format/dtype.c" -lcjson -lm -lpthread -o "$out/fuzz_safetensors"
+onig_inc=$(pkg-config --cflags oniguruma 2>/dev/null || true)
+onig_lib=$(pkg-config --libs oniguruma 2>/dev/null || echo -lonig)
+$CC -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE $onig_inc \
+  -I"$root/format" -I"$root/dsv3-run" "$root/tests/fuzz/fuzz_tokenizer.c" "$root/dsv3-run/tokenizer.c" \
+  "$root/format/util.c" -lcjson $onig_lib -lm -lpthread -o "$out/fuzz_tokenizer"
 
 # seeds: each tiny shard's header (data cut: the fuzzer learns the length rules from them)
 for f in "$root"/models/dsv3-tiny/*.safetensors; do
@@ -83,14 +89,83 @@ cat > "$out/st.dict" <<'DICT'
 "-1"
 "1e3"
 DICT
+# tokenizer seeds: texts (first byte even: 0) and tokenizer.json files (first byte odd: 1)
+tseed() { { printf '%s' "$2"; cat; } > "$out/corpus_tok/$1"; }
+printf 'def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1)  # 12345\n' | tseed code 0
+printf '  \t\r\n\n  x  \xe4\xbd\xa0\xe5\xa5\xbd\xe3\x81\x93 \xf0\x9f\x98\x80 3.14159 \xff\xfe\xc0\xaf' | tseed mixed 0
+printf '<\xef\xbd\x9cbegin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>Hi<\xef\xbd\x9cUser\xef\xbd\x9c>' | tseed special 0
+# small tokenizer.json files (the tiny model's own, 120 KB, would make every run slow), one per
+# feature family: Split behaviours, ByteLevel, normalizers, added-token flags, unk and byte
+# fallback, subword affixes, the other pre-tokenizers
+V='"vocab":{"a":0,"b":1,"c":2,"ab":3,"abc":4,"\u0120":5,"\u0120a":6,"<unk>":7}'
+printf '{"version":"1.0","model":{"type":"BPE",%s,"merges":["a b","ab c","\u0120 a"]},"pre_tokenizer":{"type":"Split","pattern":{"Regex":"(a|b)+"},"behavior":"Isolated","invert":false},"added_tokens":[{"id":8,"content":"<s>","special":true}]}' "$V" | tseed split_json 1
+printf '{"version":"1.0","model":{"type":"BPE",%s,"merges":[["a","b"],["ab","c"]],"ignore_merges":true},"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"String":" "},"behavior":"MergedWithNext","invert":true},{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true}]},"decoder":{"type":"ByteLevel"}}' "$V" | tseed bytelevel_json 1
+printf '{"version":"1.0","normalizer":{"type":"Sequence","normalizers":[{"type":"Strip","strip_left":true,"strip_right":false},{"type":"Replace","pattern":{"Regex":"[0-9]{2}"},"content":"#"},{"type":"Prepend","prepend":"\u2581"}]},"model":{"type":"BPE",%s,"merges":["a b"],"unk_token":"<unk>","fuse_unk":true,"byte_fallback":true},"pre_tokenizer":{"type":"WhitespaceSplit"},"added_tokens":[{"id":9,"content":"ab","special":false,"normalized":true,"lstrip":true,"rstrip":true,"single_word":true},{"id":10,"content":"<|x|>","special":true,"normalized":false}]}' "$V" | tseed norm_json 1
+printf '{"version":"1.0","model":{"type":"BPE",%s,"merges":[],"continuing_subword_prefix":"##","end_of_word_suffix":"</w>","unk_token":"<unk>"},"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Whitespace"},{"type":"Digits","individual_digits":true},{"type":"Punctuation","behavior":"Contiguous"},{"type":"Split","pattern":{"Regex":"\\b|x*|(?=[A-Z])"},"behavior":"Removed","invert":false}]}}' "$V" | tseed affix_json 1
+cat > "$out/tok.dict" <<'DICT'
+"\"type\":"
+"\"BPE\""
+"\"Split\""
+"\"Sequence\""
+"\"ByteLevel\""
+"\"Regex\":"
+"\"String\":"
+"\"behavior\":"
+"\"Isolated\""
+"\"Removed\""
+"\"MergedWithPrevious\""
+"\"MergedWithNext\""
+"\"Contiguous\""
+"\"invert\":true"
+"\"pretokenizers\":"
+"\"normalizers\":"
+"\"added_tokens\":"
+"\"special\":true"
+"\"lstrip\":true"
+"\"rstrip\":true"
+"\"single_word\":true"
+"\"normalized\":true"
+"\"unk_token\":"
+"\"byte_fallback\":true"
+"\"fuse_unk\":true"
+"\"merges\":"
+"\"vocab\":"
+"\"add_prefix_space\":true"
+"\"use_regex\":true"
+"\"Whitespace\""
+"\"WhitespaceSplit\""
+"\"Digits\""
+"\"Punctuation\""
+"\"Strip\""
+"\"Replace\""
+"\"Prepend\""
+"\"content\":"
+"\"pattern\":"
+"\"id\":"
+"<0x41>"
+"(?="
+"\\p{L}"
+"[^"
+"{1,3}"
+DICT
+
+run() { # NAME CORPUS LOG [ARGS...]
+  name=$1 corpus=$2 log=$3
+  shift 3
+  r=0
+  "$out/$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$out/" -print_final_stats=1 \
+    "$@" "$corpus" > "$log" 2>&1 || r=$?
+  grep -E "^#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::peak_rss" "$log" | tail -3
+  if [ $r -eq 0 ]; then
+    echo "fuzz: $name: no crash in ${secs}s ($(ls "$corpus" | wc -l) corpus files)"
+  else
+    tail -40 "$log"
+    echo "fuzz: $name FAILED (exit $r): see $log and the crash-* file in $out"
+  fi
+  return $r
+}
 rc=0
-"$out/fuzz_safetensors" -max_total_time="$secs" -max_len=80000 -timeout=10 -rss_limit_mb=2048 \
-  -dict="$out/st.dict" -artifact_prefix="$out/" -print_final_stats=1 "$out/corpus" > "$out/fuzz.log" 2>&1 || rc=$?
-grep -E "^#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::peak_rss" "$out/fuzz.log" | tail -3
-if [ $rc -eq 0 ]; then
-  echo "fuzz: no crash in ${secs}s ($(ls "$out/corpus" | wc -l) corpus files)"
-else
-  tail -40 "$out/fuzz.log"
-  echo "fuzz: FAILED (exit $rc): see $out/fuzz.log and the crash-* file in $out"
-fi
+run fuzz_safetensors "$out/corpus" "$out/fuzz.log" -max_len=80000 -dict="$out/st.dict" || rc=$?
+export FUZZ_TOKENIZER="$root/models/dsv3-tiny/tokenizer.json"
+run fuzz_tokenizer "$out/corpus_tok" "$out/fuzz_tokenizer.log" -max_len=4096 -dict="$out/tok.dict" || rc=$?
 exit $rc
