@@ -41,8 +41,8 @@ static void get_i64(rd *r, const char *key, int64_t *dst) {
 static void get_f64(rd *r, const char *key, double *dst) {
   const cJSON *v = item(r, key);
   if (!v || cJSON_IsNull(v)) return;
-  if (!cJSON_IsNumber(v)) {
-    if (!r->err) dsv3_error_set("%s: field \"%s%s\" must be a number", r->label, pfx(r), key);
+  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) { /* 1e999 parses as inf */
+    if (!r->err) dsv3_error_set("%s: field \"%s%s\" must be a finite number", r->label, pfx(r), key);
     r->err = 1;
     return;
   }

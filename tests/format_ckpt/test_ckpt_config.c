@@ -137,6 +137,9 @@ int main(void) {
   reject("{\"scoring_func\": \"relu\"}", "\"scoring_func\"", "relu");
   reject("{\"rms_norm_eps\": 0}", "\"rms_norm_eps\"", NULL);
   reject("{\"rope_theta\": -1}", "\"rope_theta\"", NULL);
+  reject("{\"rope_theta\": 1e999}", "\"rope_theta\"", "finite");
+  reject("{\"routed_scaling_factor\": -1e400}", "\"routed_scaling_factor\"", "finite");
+  reject("{\"rope_scaling\": {\"type\": \"yarn\", \"beta_fast\": 1e999}}", "\"rope_scaling.beta_fast\"", "finite");
   reject("{\"norm_topk_prob\": 1}", "\"norm_topk_prob\"", "true or false");
   reject("{\"model_type\": 7}", "\"model_type\"", "string");
   reject("{\"rope_scaling\": 3}", "\"rope_scaling\"", NULL);
