@@ -1,5 +1,6 @@
 /* dsv3-run - smoke-test generation with a DeepSeek-V3 checkpoint (CPU reference path). */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -511,6 +512,7 @@ int main(int argc, char **argv) {
             .timeout = 300, .batch = 8};
   int c;
   char *end;
+  opterr = 0;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
     case O_CKPT: o.ckpt = optarg; break;
@@ -520,18 +522,25 @@ int main(int argc, char **argv) {
     case O_RAW: o.raw = 1; break;
     case O_IDS: o.ids = optarg; break;
     case O_MAXNEW:
+      errno = 0;
       o.max_new = strtoll(optarg, &end, 10);
-      if (*end || o.max_new < 0) dsv3_die(PROG, 2, "--max-new-tokens needs a non-negative integer");
+      if (*end || !*optarg || errno || o.max_new < 0) dsv3_die(PROG, 2, "--max-new-tokens needs a non-negative integer");
+      if (o.max_new > (1 << 24)) o.max_new = 1 << 24; /* --max-seq-len caps it anyway; no overflow in np + max_new */
       break;
     case O_TEMP:
       o.temperature = strtod(optarg, &end);
-      if (*end || o.temperature < 0) dsv3_die(PROG, 2, "--temperature needs a number >= 0");
+      if (*end || !*optarg || !(o.temperature >= 0 && isfinite(o.temperature)))
+        dsv3_die(PROG, 2, "--temperature needs a finite number >= 0");
       break;
     case O_TOPP:
       o.top_p = strtod(optarg, &end);
-      if (*end || o.top_p <= 0 || o.top_p > 1) dsv3_die(PROG, 2, "--top-p needs a number in (0, 1]");
+      if (*end || !*optarg || !(o.top_p > 0 && o.top_p <= 1)) dsv3_die(PROG, 2, "--top-p needs a number in (0, 1]");
       break;
-    case O_SEED: o.seed = strtoull(optarg, NULL, 10); break;
+    case O_SEED:
+      errno = 0;
+      o.seed = strtoull(optarg, &end, 10);
+      if (*end || !*optarg || errno || optarg[0] == '-') dsv3_die(PROG, 2, "--seed needs a non-negative integer");
+      break;
     case O_EOS: o.ignore_eos = 1; break;
     case O_MAXSEQ:
       o.max_seq = strtoll(optarg, &end, 10);
@@ -575,7 +584,7 @@ int main(int argc, char **argv) {
 #endif
       printf(")\n");
       return 0;
-    default: usage(stderr); return 2;
+    default: dsv3_die_badopt(PROG, argc, argv);
     }
   }
   if (optind != argc || !o.ckpt) {

@@ -27,4 +27,12 @@ printf 'hello\n/clear\nhi again\n/exit\n' | "$RUN" --ckpt "$M" --max-new-tokens 
 expect_error "no checkpoint" "no such file or directory" "$RUN" --ckpt "$T/none" --prompt hi
 expect_error "bad id" "token id 99999 out of the vocabulary" "$RUN" --ckpt "$M" --ids "0 99999" -q
 expect_error "too long" "does not fit --max-seq-len 8" "$RUN" --ckpt "$M" --raw --prompt "$(printf 'word %.0s' $(seq 40))" --max-seq-len 8 -q
+# option values out of range, not numbers, NaN or overflowing: usage errors, one line
+expect_error "NaN temperature" "--temperature needs" "$RUN" --ckpt "$M" --prompt hi --temperature nan -q
+expect_error "infinite temperature" "--temperature needs" "$RUN" --ckpt "$M" --prompt hi --temperature inf -q
+expect_error "NaN top-p" "--top-p needs" "$RUN" --ckpt "$M" --prompt hi --top-p nan -q
+expect_error "seed not a number" "--seed needs" "$RUN" --ckpt "$M" --prompt hi --seed abc -q
+expect_error "negative seed" "--seed needs" "$RUN" --ckpt "$M" --prompt hi --seed -1 -q
+expect_error "max-new-tokens overflow" "--max-new-tokens needs" "$RUN" --ckpt "$M" --prompt hi --max-new-tokens 99999999999999999999 -q
+expect "max-new-tokens past the cache: capped" "$RUN" --ckpt "$M" --raw --prompt "x = " --max-seq-len 16 --max-new-tokens 9223372036854775807 -q
 finish
