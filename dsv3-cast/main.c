@@ -360,8 +360,7 @@ int main(int argc, char **argv) {
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("dsv3-cast %s\n", DSV3_VERSION); return 0;
-    default: /* one line, ours (opterr = 0) */
-      dsv3_die(PROG, 2, "unknown option or missing value: %s (see --help)", argv[optind - 1 < argc ? optind - 1 : argc - 1]);
+    default: dsv3_die_badopt(PROG, argc, argv); /* one line, ours (opterr = 0) */
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];

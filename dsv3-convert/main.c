@@ -497,6 +497,7 @@ int main(int argc, char **argv) {
       {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
   opts o = {.memory = 256u << 20};
   int c;
+  opterr = 0;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
     case O_MP:
@@ -533,7 +534,7 @@ int main(int argc, char **argv) {
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("dsv3-convert %s\n", DSV3_VERSION); return 0;
-    default: usage(stderr); return 2;
+    default: dsv3_die_badopt(PROG, argc, argv);
     }
   }
   if (!o.in && optind < argc) o.in = argv[optind++];

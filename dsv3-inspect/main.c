@@ -43,7 +43,7 @@ static void usage(FILE *f) {
 }
 
 static void usage_error(const char *msg) {
-  fprintf(stderr, "%s: %s (see --help)\n", DSV3I_PROG, msg);
+  fprintf(stderr, "%s: error: %s (see --help)\n", DSV3I_PROG, msg);
   exit(2);
 }
 
@@ -88,6 +88,7 @@ int main(int argc, char **argv) {
   const char *other = NULL;
   int sub_diff = mode == M_DIFF;
   int c;
+  opterr = 0;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
     case O_TENSORS: set_mode(&mode, M_TENSORS); break;
@@ -113,7 +114,7 @@ int main(int argc, char **argv) {
     case 'q': o.quiet = 1; break;
     case 'h': usage(stdout); return 0;
     case O_VERSION: printf("dsv3-inspect %s\n", DSV3_VERSION); return 0;
-    default: fprintf(stderr, "%s: see --help\n", DSV3I_PROG); return 2;
+    default: dsv3_die_badopt(DSV3I_PROG, argc, argv);
     }
   }
   int npos = argc - optind;

@@ -119,11 +119,16 @@ int dsv3i_cmd_verify(int argc, char **argv) {
   const char *shafile = NULL;
   int json = 0, quiet = 0, threads = 0, c;
   optind = 1;
+  opterr = 0;
   while ((c = getopt_long(argc, argv, "qh", lo, NULL)) != -1) {
     switch (c) {
     case O_SHA: shafile = optarg; break;
     case O_JSON: json = 1; break;
-    case O_THREADS: threads = atoi(optarg); break;
+    case O_THREADS:
+      threads = atoi(optarg);
+      if (threads < 1 || threads > 4096 || strspn(optarg, "0123456789") != strlen(optarg))
+        dsv3_die(PROG, 2, "--threads needs a number from 1 to 4096 (see --help)");
+      break;
     case 'q': quiet = 1; break;
     case 'h':
       printf("usage: dsv3-inspect verify [--sha256 LIST] [--json] [--threads N] CKPT\n"
@@ -131,7 +136,7 @@ int dsv3i_cmd_verify(int argc, char **argv) {
              "the Hugging Face download etags under .cache/huggingface/download, and a sha256sum list.\n"
              "Exit 1 naming each bad file (and tensor, with a manifest).\n");
       return 0;
-    default: return 2;
+    default: dsv3_die_badopt(PROG, argc, argv);
     }
   }
   if (optind != argc - 1) {

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -54,6 +55,10 @@ void dsv3_die(const char *prog, int code, const char *fmt, ...) {
   va_end(ap);
   fputc('\n', stderr);
   exit(code);
+}
+
+void dsv3_die_badopt(const char *prog, int argc, char *const argv[]) {
+  dsv3_die(prog, 2, "unknown option or missing value: %s (see --help)", argv[optind - 1 < argc ? optind - 1 : argc - 1]);
 }
 
 /* ---- memory ---- */

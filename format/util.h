@@ -32,6 +32,8 @@ const char *dsv3_error(void);
 void dsv3_error_print(const char *prog);
 /* Print "PROG: error: <formatted>" and exit(code). */
 void dsv3_die(const char *prog, int code, const char *fmt, ...) DSV3_PRINTF(3, 4) __attribute__((noreturn));
+/* getopt_long returned '?' (run with opterr = 0): one line naming the argument, exit 2 */
+void dsv3_die_badopt(const char *prog, int argc, char *const argv[]) __attribute__((noreturn));
 
 /* ---- memory (abort with a message on OOM: allocation failure is not an input error) ---- */
 void *dsv3_xmalloc(size_t n);
