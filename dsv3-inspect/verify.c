@@ -139,10 +139,7 @@ int dsv3i_cmd_verify(int argc, char **argv) {
     default: dsv3_die_badopt(PROG, argc, argv);
     }
   }
-  if (optind != argc - 1) {
-    fprintf(stderr, "usage: dsv3-inspect verify [--sha256 LIST] [--json] CKPT\n");
-    return 2;
-  }
+  if (optind != argc - 1) dsv3_die(PROG, 2, "needs one checkpoint directory (see --help)");
   const char *dir = argv[optind];
   if (!dsv3_is_dir(dir)) dsv3_die(PROG, 1, "%s: not a checkpoint directory", dir);
   expect_t *E = NULL;

@@ -25,4 +25,5 @@ for tool in "$CAST" "$CONVERT" "$INSPECT" "$RUN"; do
 done
 expect_usage "inspect verify unknown option" "^dsv3-inspect verify: error: unknown option" "$INSPECT" verify --bar x
 expect_usage "inspect verify bad --threads" "^dsv3-inspect verify: error: --threads needs" "$INSPECT" verify --threads 0 x
+expect_usage "inspect verify without a checkpoint" "^dsv3-inspect verify: error: needs one checkpoint" "$INSPECT" verify
 finish
