@@ -65,18 +65,27 @@ static void fp8_row_lut(const uint8_t *src, int64_t cols, const float *srow, flo
  * subnormal codes alike; vcvtph2ps makes that an exact float; times (s * 2^8) is one rounding
  * of the exact product e4m3 * s, as in the reference; then bf16 round-to-nearest-even by
  * integer arithmetic.  NaN codes (S.1111.111) and scales whose * 2^8 could overflow go to the
- * table path.  Here: 8 codes (widened to u16, no NaN code among them) times the scale. */
+ * table path.  Here: 8 codes sign-extended to 16 bits (no NaN code among them) times the scale:
+ * shifted left by 7, the sign lands on bits 15 and 14, and clearing bit 14 leaves the f16. */
 __attribute__((target("avx2,f16c"))) static inline __m256 fp8x8_avx2(__m128i b, __m256 s8) {
-  const __m128i m80 = _mm_set1_epi16(0x80), m7f = _mm_set1_epi16(0x7f);
-  __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, m80), 8), _mm_slli_epi16(_mm_and_si128(b, m7f), 7));
+  __m128i h = _mm_and_si128(_mm_slli_epi16(b, 7), _mm_set1_epi16((short)0xbfff));
   __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_cvtph_ps(h), s8));
   u = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
   return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32((int)0xffff0000u)));
 }
-/* 8 codes at src: 1 when one of them is a NaN code (S.1111.111) */
-__attribute__((target("avx2,f16c"))) static inline int fp8x8_nan(__m128i b) {
-  const __m128i m7f = _mm_set1_epi16(0x7f);
-  return _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(b, m7f), m7f)) != 0;
+/* 8 codes at p, sign-extended to 16 bits (fp8x8_avx2's input) */
+__attribute__((target("avx2,f16c"))) static inline __m128i fp8x8_load(const uint8_t *p) {
+  return _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p));
+}
+/* 1 when one of the n (8 or 32) codes at p is a NaN code (S.1111.111) */
+__attribute__((target("avx2,f16c"))) static inline int fp8_has_nan(const uint8_t *p, int n) {
+  if (n == 32) {
+    const __m256i m7f = _mm256_set1_epi8(0x7f);
+    const __m256i v = _mm256_loadu_si256((const __m256i *)p);
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(v, m7f), m7f)) != 0;
+  }
+  const __m128i m7f = _mm_set1_epi8(0x7f);
+  return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(_mm_loadl_epi64((const __m128i *)p), m7f), m7f)) & 0xff;
 }
 
 __attribute__((target("avx2,f16c"))) static void fp8_row_avx2(const uint8_t *src, int64_t cols, const float *srow,
@@ -91,12 +100,16 @@ __attribute__((target("avx2,f16c"))) static void fp8_row_avx2(const uint8_t *src
     const __m256 s8 = _mm256_set1_ps(sc * 256.0f);
     int64_t c = c0;
     for (; c + 8 <= c1; c += 8) {
-      __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + c)));
-      if (fp8x8_nan(b)) { /* a NaN code among the 8 */
+      if (((c - c0) & 31) == 0 && c + 32 <= c1 && !fp8_has_nan(src + c, 32)) { /* 32 codes, none NaN */
+        for (int k = 0; k < 32; k += 8) _mm256_storeu_ps(out + c + k, fp8x8_avx2(fp8x8_load(src + c + k), s8));
+        c += 24;
+        continue;
+      }
+      if (fp8_has_nan(src + c, 8)) { /* a NaN code among the 8 */
         fp8_row_lut(src + c, 8, &sc, out + c);
         continue;
       }
-      _mm256_storeu_ps(out + c, fp8x8_avx2(b, s8));
+      _mm256_storeu_ps(out + c, fp8x8_avx2(fp8x8_load(src + c), s8));
     }
     if (c < c1) fp8_row_lut(src + c, c1 - c, &sc, out + c);
   }
@@ -123,79 +136,108 @@ static void fp8_row(const uint8_t *src, int64_t cols, const float *srow, float *
   fp8_row_lut(src, cols, srow, out);
 }
 
-/* the 8 partial sums of every dot below, always added in this order */
+/* Every dot below keeps 16 partial sums: 8 lanes for the even groups of 8 products (i / 8 even)
+ * and 8 for the odd ones, each summed in index order; then the odd lanes are added to the even
+ * ones and the 8 results summed in this order, then the tail.  Two independent chains let the
+ * AVX2 paths issue an add every 2 cycles instead of every 4 (their latency). */
 static inline float sum8(const float *s) { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); }
+static inline float sum16(const float *s0, const float *s1) {
+  float s[8];
+  for (int k = 0; k < 8; k++) s[k] = s0[k] + s1[k];
+  return sum8(s);
+}
 
-/* 8-way unrolled dot product (vectorises without -ffast-math). */
+/* 16-way unrolled dot product (vectorises without -ffast-math). */
 static float dot(const float *a, const float *b, int64_t n) {
-  float s[8] = {0};
+  float s[2][8] = {{0}};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
-  float t = sum8(s);
+    for (int k = 0; k < 8; k++) s[(i >> 3) & 1][k] += a[i + k] * b[i + k];
+  float t = sum16(s[0], s[1]);
   for (; i < n; i++) t += a[i] * b[i];
   return t;
 }
 
 #ifdef DSV3_OPS_AVX2
-/* dot() with its 8 partial sums in one AVX register: the same additions in the same order, so
+/* an AVX accumulator pair's sum as sum16 makes it */
+__attribute__((target("avx2"))) static inline float hsum16(__m256 a0, __m256 a1) {
+  float s[8];
+  _mm256_storeu_ps(s, _mm256_add_ps(a0, a1));
+  return sum8(s);
+}
+/* dot() with its 16 partial sums in two AVX registers: the same additions in the same order, so
  * the same result bit for bit (no FMA: target avx2 alone, nothing to contract into). */
 __attribute__((target("avx2"))) static float dot_avx2(const float *a, const float *b, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-  float s[8];
-  _mm256_storeu_ps(s, acc);
-  float t = sum8(s);
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+  }
+  if (i + 8 <= n) a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i))), i += 8;
+  float t = hsum16(a0, a1);
   for (; i < n; i++) t += a[i] * b[i];
   return t;
 }
 
 /* dot(a, FP8 row) for one token: the row's values as fp8_row_avx2 makes them, consumed 8 at a
  * time by the same sum as dot_avx2 (the 8-chunks never straddle a 128-column block), so the
- * result equals fp8_row then dot, bit for bit, without writing the row out. */
+ * result equals fp8_row then dot, bit for bit, without writing the row out.  A whole 128-block
+ * without NaN codes and with a plain scale takes the tight loop (its 16 groups alternate between
+ * the two accumulators, starting with the even one: 128 / 8 is even). */
 __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, const uint8_t *src, const float *srow,
                                                                int64_t n) {
   const float *e4 = dsv3_e4m3_table();
-  __m256 acc = _mm256_setzero_ps();
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t i = 0;
   for (int64_t bc = 0; bc * B < n; bc++) {
     const int64_t c1 = bc * B + B < n ? bc * B + B : n;
     const float sc = srow[bc];
     const int plain = fabsf(sc) < 0x1p100f;
     const __m256 s8 = _mm256_set1_ps(sc * 256.0f);
-    for (i = bc * B; i + 8 <= c1; i += 8) {
-      __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(src + i)));
+    i = bc * B;
+    if (plain && c1 - i == B && !fp8_has_nan(src + i, 32) && !fp8_has_nan(src + i + 32, 32) &&
+        !fp8_has_nan(src + i + 64, 32) && !fp8_has_nan(src + i + 96, 32)) {
+      for (int k = 0; k < B; k += 16) {
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i + k), fp8x8_avx2(fp8x8_load(src + i + k), s8)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + k + 8), fp8x8_avx2(fp8x8_load(src + i + k + 8), s8)));
+      }
+      i += B;
+      continue;
+    }
+    for (; i + 8 <= c1; i += 8) {
       __m256 wv;
-      if (!plain || fp8x8_nan(b)) { /* the reference's values, one by one */
+      if (!plain || fp8_has_nan(src + i, 8)) { /* the reference's values, one by one */
         float tmp[8];
         for (int k = 0; k < 8; k++) tmp[k] = bf16_round(e4[src[i + k]] * sc);
         wv = _mm256_loadu_ps(tmp);
       } else {
-        wv = fp8x8_avx2(b, s8);
+        wv = fp8x8_avx2(fp8x8_load(src + i), s8);
       }
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), wv));
+      const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(a + i), wv);
+      if ((i >> 3) & 1) a1 = _mm256_add_ps(a1, p);
+      else a0 = _mm256_add_ps(a0, p);
     }
   }
-  float s[8];
-  _mm256_storeu_ps(s, acc);
-  float t = sum8(s);
+  float t = hsum16(a0, a1);
   for (; i < n; i++) t += a[i] * bf16_round(e4[src[i]] * srow[i / B]);
   return t;
 }
 
+/* 8 bf16 values widened to float (exact) */
+__attribute__((target("avx2"))) static inline __m256 bf16x8(const uint16_t *w) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
+}
 /* dot(a, bf16 row w): the row widened 8 at a time (exact) inside the same sum as dot_avx2 */
 __attribute__((target("avx2"))) static float dot_bf16_avx2(const float *a, const uint16_t *w, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 wv = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i))), 16));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), wv));
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), bf16x8(w + i)));
+    a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), bf16x8(w + i + 8)));
   }
-  float s[8];
-  _mm256_storeu_ps(s, acc);
-  float t = sum8(s);
+  if (i + 8 <= n) a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i), bf16x8(w + i))), i += 8;
+  float t = hsum16(a0, a1);
   for (; i < n; i++) t += a[i] * dsv3_bf16_to_f32(w[i]);
   return t;
 }
