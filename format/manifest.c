@@ -139,6 +139,16 @@ int dsv3_manifest_write(const dsv3_manifest *m, const char *path) {
   return rc;
 }
 
+/* a JSON number that is a whole count in [0, max] (a double outside the integer range would
+ * make the conversion undefined) */
+static int json_count(const cJSON *v, double max, uint64_t *out) {
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= max) ||
+      v->valuedouble != (double)(uint64_t)v->valuedouble)
+    return -1;
+  *out = (uint64_t)v->valuedouble;
+  return 0;
+}
+
 int dsv3_manifest_load(const char *path, dsv3_manifest *m) {
   memset(m, 0, sizeof *m);
   char *buf;
@@ -158,16 +168,25 @@ int dsv3_manifest_load(const char *path, dsv3_manifest *m) {
   if ((s = cJSON_GetStringValue(cJSON_GetObjectItem(j, "arguments")))) m->args = dsv3_xstrdup(s);
   for (int pass = 0; pass < 2; pass++) {
     const cJSON *arr = cJSON_GetObjectItem(j, pass ? "inputs" : "files");
+    if (arr && !cJSON_IsObject(arr)) {
+      dsv3_error_set("%s: \"%s\" must be an object of files", path, pass ? "inputs" : "files");
+      goto fail;
+    }
     for (const cJSON *fo = arr ? arr->child : NULL; fo; fo = fo->next) {
       dsv3_manifest_file *f = dsv3_manifest_add_file(m, fo->string, pass);
-      const cJSON *sz = cJSON_GetObjectItem(fo, "size");
-      if (!cJSON_IsNumber(sz) || dsv3_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(fo, "sha256")), f->sha256, 32) != 0 ||
-          strchr(fo->string, '/')) {
+      uint64_t size;
+      if (!cJSON_IsObject(fo) || json_count(cJSON_GetObjectItem(fo, "size"), 0x1p62, &size) != 0 ||
+          dsv3_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(fo, "sha256")), f->sha256, 32) != 0 ||
+          strchr(fo->string, '/') || !fo->string[0]) {
         dsv3_error_set("%s: file %.200s: needs a plain name, a size and a 64-digit sha256", path, fo->string);
         goto fail;
       }
-      f->size = (uint64_t)sz->valuedouble;
+      f->size = size;
       const cJSON *to = cJSON_GetObjectItem(fo, "tensors");
+      if (to && !cJSON_IsObject(to)) {
+        dsv3_error_set("%s: file %.200s: \"tensors\" must be an object", path, fo->string);
+        goto fail;
+      }
       for (const cJSON *e = to ? to->child : NULL; e; e = e->next) {
         f->t = dsv3_xrealloc(f->t, (f->ntensors + 1) * sizeof *f->t);
         dsv3_manifest_tensor *t = &f->t[f->ntensors++];
@@ -175,9 +194,15 @@ int dsv3_manifest_load(const char *path, dsv3_manifest *m) {
         t->name = dsv3_xstrdup(e->string);
         t->dtype = dsv3_dtype_from_name(cJSON_GetStringValue(cJSON_GetObjectItem(e, "dtype")));
         const cJSON *sh = cJSON_GetObjectItem(e, "shape");
-        for (const cJSON *d = sh ? sh->child : NULL; d && t->ndim < 8; d = d->next) t->shape[t->ndim++] = (int64_t)d->valuedouble;
-        if (dsv3_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(e, "xxh3_128")), t->xxh3, 16) != 0) {
-          dsv3_error_set("%s: tensor %.200s: needs a 32-digit xxh3_128", path, e->string);
+        int bad = !cJSON_IsObject(e) || (sh && !cJSON_IsArray(sh)) || cJSON_GetArraySize(sh) > 8;
+        for (const cJSON *d = sh ? sh->child : NULL; d && !bad && t->ndim < 8; d = d->next) {
+          uint64_t dim = 0;
+          bad = json_count(d, 0x1p62, &dim) != 0;
+          t->shape[t->ndim++] = (int64_t)dim;
+        }
+        if (bad || dsv3_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(e, "xxh3_128")), t->xxh3, 16) != 0) {
+          dsv3_error_set("%s: tensor %.200s: needs a dtype, a shape of up to 8 whole dimensions and a 32-digit xxh3_128",
+                         path, e->string);
           goto fail;
         }
       }

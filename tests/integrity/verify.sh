@@ -70,4 +70,21 @@ expect_error "malformed list" "line 1 is not" "$INSPECT" verify --sha256 "$T/bad
 expect_error "nothing to verify" "nothing to verify" "$INSPECT" verify "$DSV3_TINY"
 echo '{"files": {"../x": {"size": 1, "sha256": "00"}}}' > "$T/v/dsv3-manifest.json"
 expect_error "hostile manifest" "needs a plain name" "$INSPECT" verify "$T/v"
+# hostile manifests of other shapes (these crashed the loader): one line, exit 1, never a crash
+Z=$(printf '%064d' 0) X=$(printf '%032d' 0)
+i=0
+for m in '{"files": {"a": {"size": 1, "sha256": "'$Z'"}}, "inputs": [{"size": 1}]}' \
+         '{"files": {"a": {"size": 1, "sha256": "'$Z'", "tensors": [{"dtype": "F32"}]}}}' \
+         '{"files": {"a": {"size": 1e300, "sha256": "'$Z'"}}}' \
+         '{"files": {"a": {"size": -5, "sha256": "'$Z'"}}}' \
+         '{"files": {"a": {"size": 1.5, "sha256": "'$Z'"}}}' \
+         '{"files": {"a": 7}}' \
+         '{"files": {"": {"size": 1, "sha256": "'$Z'"}}}' \
+         '{"files": {"a": {"size": 1, "sha256": "'$Z'", "tensors": {"t": {"shape": [1e300], "xxh3_128": "'$X'"}}}}}' \
+         '{"files": {"a": {"size": 1, "sha256": "'$Z'", "tensors": {"t": {"shape": 3, "xxh3_128": "'$X'"}}}}}' \
+         '{"files": {"a": {"size": 1, "sha256": "'$Z'", "tensors": {"t": {"shape": [1,1,1,1,1,1,1,1,1], "xxh3_128": "'$X'"}}}}}'; do
+  i=$((i + 1))
+  printf '%s' "$m" > "$T/v/dsv3-manifest.json"
+  expect_error "hostile manifest $i" "dsv3-manifest.json" "$INSPECT" verify "$T/v"
+done
 finish
