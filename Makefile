@@ -32,7 +32,7 @@ test-asan: deps
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS)
 
-# libFuzzer on the safetensors header parser and on the tokenizer, FUZZ_SECONDS each (needs clang).
+# libFuzzer on the safetensors header parser, the tokenizer and the JSON readers, FUZZ_SECONDS each (needs clang).
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
