@@ -3,7 +3,7 @@
 # fuzz_safetensors on a corpus seeded from the tiny model's headers and crafted cases, with a
 # dictionary of the header's tokens; fuzz_tokenizer (dsv3-run's tokenizer: texts through the tiny
 # model's tokenizer.json, and hostile tokenizer.json files) on crafted seeds; fuzz_json
-# (config.json and dsv3-manifest.json).  Exit 0: no crash; non-zero: a crash (the reproducer is
+# (config.json, dsv3-manifest.json, and model.safetensors.index.json beside the tiny shards).  Exit 0: no crash; non-zero: a crash (the reproducer is
 # left in build-fuzz/, see fuzz.log / fuzz_tokenizer.log / fuzz_json.log);
 # exit 0 with a message when clang/libFuzzer is missing and cannot be installed (not root).
 # Usage: tests/fuzz/run.sh [SECONDS]     (make fuzz FUZZ_SECONDS=N)
@@ -91,14 +91,15 @@ cat > "$out/st.dict" <<'DICT'
 "1e3"
 DICT
 $CC -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
-  -I"$root/format" "$root/tests/fuzz/fuzz_json.c" "$root/format/config.c" "$root/format/manifest.c" \
-  "$root/format/util.c" "$root/format/dtype.c" -lcjson -lxxhash -lcrypto -lm -lpthread -o "$out/fuzz_json"
-# JSON seeds: the tiny model's config.json and the official demo's (first byte even: 0), and a
-# manifest written by dsv3-cast's format (first byte odd: 1)
+  -I"$root/format" "$root/tests/fuzz/fuzz_json.c" "$root"/format/*.c \
+  -lcjson -lxxhash -lcrypto -larchive -lzstd -lm -lpthread -o "$out/fuzz_json"
+# JSON seeds (the first byte mod 3 picks the reader): the tiny model's config.json and the
+# official demo's (0), a manifest in dsv3-cast's format (1), the tiny model's index (2)
 mkdir -p "$out/corpus_json"
 { printf 0; cat "$root/models/dsv3-tiny/config.json"; } > "$out/corpus_json/tiny_config"
 { printf 0; cat "$root/tests/data/config_671B_demo.json"; } > "$out/corpus_json/demo_config"
 Z=$(printf '%064d' 0) X=$(printf '%032d' 0)
+{ printf 2; cat "$root/models/dsv3-tiny/model.safetensors.index.json"; } > "$out/corpus_json/tiny_index"
 printf '1{"format":"dsv3-manifest/1","tool":"dsv3-cast","version":"1","arguments":"a b","files":{"model-00001-of-00001.safetensors":{"size":123,"sha256":"%s","tensors":{"w":{"dtype":"BF16","shape":[2,3],"xxh3_128":"%s"}}}},"inputs":{"x.safetensors":{"size":1,"sha256":"%s"}}}' "$Z" "$X" "$Z" > "$out/corpus_json/manifest"
 # tokenizer seeds: texts (first byte even: 0) and tokenizer.json files (first byte odd: 1)
 tseed() { { printf '%s' "$2"; cat; } > "$out/corpus_tok/$1"; }
@@ -179,5 +180,6 @@ rc=0
 run fuzz_safetensors "$out/corpus" "$out/fuzz.log" -max_len=80000 -dict="$out/st.dict" || rc=$?
 export FUZZ_TOKENIZER="$root/models/dsv3-tiny/tokenizer.json"
 run fuzz_tokenizer "$out/corpus_tok" "$out/fuzz_tokenizer.log" -max_len=4096 -dict="$out/tok.dict" || rc=$?
-run fuzz_json "$out/corpus_json" "$out/fuzz_json.log" -max_len=8192 || rc=$?
+export FUZZ_TINY="$root/models/dsv3-tiny"
+run fuzz_json "$out/corpus_json" "$out/fuzz_json.log" -max_len=32768 || rc=$?
 exit $rc
