@@ -638,17 +638,22 @@ int main(int argc, char **argv) {
   }
   /* --input-file: every prompt up front (the GPU decodes them --batch at a time) */
   char **texts = NULL;
-  int64_t ntexts = 0;
+  int64_t ntexts = 0, *lineno = NULL; /* the file line of each prompt, for errors */
   if (!o.ids && !o.prompt && o.input_file) {
     FILE *f = fopen(o.input_file, "r");
     if (!f) dsv3_die(PROG, 1, "%s: cannot open", o.input_file);
     char *line = NULL;
     size_t cap = 0;
     ssize_t l;
+    int64_t ln = 0;
     while ((l = getline(&line, &cap, f)) >= 0) {
+      ln++;
       while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r')) line[--l] = 0;
       if (!l) continue;
+      if (memchr(line, 0, (size_t)l)) dsv3_die(PROG, 1, "%s: line %lld: a NUL byte in a prompt", o.input_file, (long long)ln);
       texts = dsv3_xrealloc(texts, (size_t)(ntexts + 1) * sizeof *texts);
+      lineno = dsv3_xrealloc(lineno, (size_t)(ntexts + 1) * sizeof *lineno);
+      lineno[ntexts] = ln;
       texts[ntexts++] = dsv3_xstrdup(line);
     }
     free(line);
@@ -797,6 +802,11 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; !batched && i < ntexts && !rc; i++) {
       if (!o.json) printf("Prompt: %s\nCompletion: ", texts[i]);
       rc = run_one(m, tok, &o, texts[i], NULL, 0, o.dump_logits ? &dump : NULL, &rng);
+      if (rc) { /* name the file and line */
+        char why[512];
+        snprintf(why, sizeof why, "%s", dsv3_error());
+        dsv3_error_set("%s: line %lld: %s", o.input_file, (long long)lineno[i], why);
+      }
     }
   } else {
     rc = chat(m, tok, &o, &rng);
@@ -810,6 +820,7 @@ int main(int argc, char **argv) {
   free(dump.ids);
   for (int64_t i = 0; i < ntexts; i++) free(texts[i]);
   free(texts);
+  free(lineno);
 #ifdef DSV3_HAVE_CUDA
   dsv3_gpu_finish(gpu);
   dsv3_gpu_free(gpu);

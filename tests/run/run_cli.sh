@@ -27,6 +27,12 @@ printf 'hello\n/clear\nhi again\n/exit\n' | "$RUN" --ckpt "$M" --max-new-tokens 
 expect_error "no checkpoint" "no such file or directory" "$RUN" --ckpt "$T/none" --prompt hi
 expect_error "bad id" "token id 99999 out of the vocabulary" "$RUN" --ckpt "$M" --ids "0 99999" -q
 expect_error "too long" "does not fit --max-seq-len 8" "$RUN" --ckpt "$M" --raw --prompt "$(printf 'word %.0s' $(seq 40))" --max-seq-len 8 -q
+# --input-file errors name the file and line: a prompt too long for the cache, a NUL byte
+{ echo hello; printf 'word %.0s' $(seq 40); echo; } > "$T/long"
+expect_error "input file: too long" "long: line 2: prompt of .* does not fit --max-seq-len 16" \
+  "$RUN" --ckpt "$M" --input-file "$T/long" --raw --max-new-tokens 2 --max-seq-len 16 --device cpu -q
+printf 'a\nb\x00c\n' > "$T/nul"
+expect_error "input file: NUL byte" "nul: line 2: a NUL byte" "$RUN" --ckpt "$M" --input-file "$T/nul" --device cpu -q
 # option values out of range, not numbers, NaN or overflowing: usage errors, one line
 expect_error "NaN temperature" "--temperature needs" "$RUN" --ckpt "$M" --prompt hi --temperature nan -q
 expect_error "infinite temperature" "--temperature needs" "$RUN" --ckpt "$M" --prompt hi --temperature inf -q
