@@ -44,11 +44,8 @@ void dsv3_xxh3_128(const void *p, size_t n, uint8_t out[16]) {
 }
 
 int dsv3_sha256_file(const char *path, uint8_t out[32], struct dsv3_progress *pg) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    dsv3_error_set("%s: %s", path, strerror(errno));
-    return -1;
-  }
+  int fd = dsv3_open_regular(path, NULL);
+  if (fd < 0) return -1;
   posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);

@@ -415,17 +415,9 @@ int dsv3_st_open_header(const void *buf, size_t len, uint64_t file_size, const c
 }
 
 int dsv3_st_open(const char *path, dsv3_st **out) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    dsv3_error_set("%s: %s", path, strerror(errno));
-    return -1;
-  }
   struct stat s;
-  if (fstat(fd, &s) != 0 || !S_ISREG(s.st_mode)) {
-    dsv3_error_set("%s: not a regular file", path);
-    close(fd);
-    return -1;
-  }
+  int fd = dsv3_open_regular(path, &s);
+  if (fd < 0) return -1;
   dsv3_st *st = st_new(path);
   st->file_size = (uint64_t)s.st_size;
   if (s.st_size < 8) {

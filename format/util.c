@@ -95,18 +95,28 @@ int dsv3_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
 }
 
 /* ---- files ---- */
-int dsv3_read_file(const char *path, char **out, size_t *len, size_t max_len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+int dsv3_open_regular(const char *path, struct stat *st) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     dsv3_error_set("%s: %s", path, strerror(errno));
     return -1;
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  struct stat s;
+  if (fstat(fd, &s) != 0 || !S_ISREG(s.st_mode)) {
     dsv3_error_set("%s: not a regular file", path);
     close(fd);
     return -1;
   }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  if (st) *st = s;
+  return fd;
+}
+
+int dsv3_read_file(const char *path, char **out, size_t *len, size_t max_len) {
+  struct stat st;
+  int fd = dsv3_open_regular(path, &st);
+  if (fd < 0) return -1;
   if ((uint64_t)st.st_size > max_len) {
     dsv3_error_set("%s: file is %lld bytes, more than the %zu allowed", path, (long long)st.st_size,
                    max_len);
@@ -353,11 +363,8 @@ int dsv3_write_file_atomic(const char *path, const void *buf, size_t n) {
 }
 
 int dsv3_copy_file(const char *src, const char *dst) {
-  int in = open(src, O_RDONLY | O_CLOEXEC);
-  if (in < 0) {
-    dsv3_error_set("%s: %s", src, strerror(errno));
-    return -1;
-  }
+  int in = dsv3_open_regular(src, NULL);
+  if (in < 0) return -1;
   dsv3_outfile f;
   if (dsv3_outfile_open(&f, dst) != 0) {
     close(in);

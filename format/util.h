@@ -46,6 +46,10 @@ int dsv3_add_u64(uint64_t a, uint64_t b, uint64_t *out);
 
 /* ---- files ---- */
 /* Read a whole (small) file into a NUL-terminated buffer; *len excludes the NUL. */
+/* Open PATH read-only if it is a regular file: a FIFO or device is refused without blocking
+ * (open() on a FIFO waits for a writer); st may be NULL.  -1 with dsv3_error set otherwise. */
+struct stat;
+int dsv3_open_regular(const char *path, struct stat *st);
 int dsv3_read_file(const char *path, char **out, size_t *len, size_t max_len);
 /* Join a directory and a name into a malloc'd path. */
 char *dsv3_path_join(const char *dir, const char *name);

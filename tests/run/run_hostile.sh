@@ -47,6 +47,11 @@ bad_config cfg_score 's/"scoring_func": "sigmoid"/"scoring_func": "relu"/' "unkn
 # tokenizer.json
 d=$(mk tok_trunc); swap "$d" tokenizer.json; head -c 5000 "$M/tokenizer.json" > "$d/tokenizer.json"
 bad "truncated tokenizer" "tok_trunc/tokenizer.json: not a JSON object" "$d"
+# a FIFO where a file belongs: refused at once (open() on a FIFO blocks until a writer comes;
+# it hung dsv3-run before); `timeout` turns a hang into a failure
+d=$(mk tok_fifo); rm "$d/tokenizer.json"; mkfifo "$d/tokenizer.json"
+expect_error "tokenizer.json a FIFO" "tok_fifo/tokenizer.json: not a regular file" \
+  timeout 20 "$RUN" --ckpt "$d" --raw --prompt "def f():" --max-new-tokens 3 -q
 d=$(mk tok_merge); swap "$d" tokenizer.json; sed -i '0,/"merges": \[/s//"merges": ["zzzq yyyq", /' "$d/tokenizer.json"
 bad "merge of unknown tokens" "tokenizer.json: model.merges\[0\]: zzzq yyyq is not in the vocabulary" "$d"
 
