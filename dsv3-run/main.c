@@ -608,6 +608,7 @@ int main(int argc, char **argv) {
   }
 #endif
   if (!dsv3_file_exists(o.ckpt)) dsv3_die(PROG, 1, "%s: no such file or directory", o.ckpt);
+  if (!dsv3_is_dir(o.ckpt)) dsv3_die(PROG, 1, "%s: not a directory (--ckpt takes the checkpoint's directory)", o.ckpt);
   dsv3_tokenizer *tok = NULL;
   char *tp = dsv3_path_join(o.ckpt, "tokenizer.json");
   if (dsv3_file_exists(tp) && dsv3_tok_load(tp, &tok) != 0) {

@@ -25,6 +25,7 @@ expect "input file json" "$RUN" --ckpt "$M" --input-file "$T/prompts" --max-new-
 [ "$(grep -c '"completion"' "$T/out")" = 2 ] && ok || fail "--input-file --json: $(cat "$T/out")"
 printf 'hello\n/clear\nhi again\n/exit\n' | "$RUN" --ckpt "$M" --max-new-tokens 4 --temperature 0 -q > "$T/chat" 2>&1 && ok || fail "chat over stdin"
 expect_error "no checkpoint" "no such file or directory" "$RUN" --ckpt "$T/none" --prompt hi
+expect_error "checkpoint is a file" "config.json: not a directory" "$RUN" --ckpt "$M/config.json" --prompt hi
 expect_error "bad id" "token id 99999 out of the vocabulary" "$RUN" --ckpt "$M" --ids "0 99999" -q
 expect_error "too long" "does not fit --max-seq-len 8" "$RUN" --ckpt "$M" --raw --prompt "$(printf 'word %.0s' $(seq 40))" --max-seq-len 8 -q
 # --input-file errors name the file and line: a prompt too long for the cache, a NUL byte
