@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "inspect.h"
 #include "manifest.h"
 #include "safetensors.h"
 #include "util.h"
@@ -125,8 +126,7 @@ int dsv3i_cmd_verify(int argc, char **argv) {
     case O_SHA: shafile = optarg; break;
     case O_JSON: json = 1; break;
     case O_THREADS:
-      threads = atoi(optarg);
-      if (threads < 1 || threads > 4096 || strspn(optarg, "0123456789") != strlen(optarg))
+      if ((threads = dsv3i_parse_threads(optarg)) < 0)
         dsv3_die(PROG, 2, "--threads needs a number from 1 to 4096 (see --help)");
       break;
     case 'q': quiet = 1; break;

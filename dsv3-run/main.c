@@ -803,11 +803,7 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; !batched && i < ntexts && !rc; i++) {
       if (!o.json) printf("Prompt: %s\nCompletion: ", texts[i]);
       rc = run_one(m, tok, &o, texts[i], NULL, 0, o.dump_logits ? &dump : NULL, &rng);
-      if (rc) { /* name the file and line */
-        char why[512];
-        snprintf(why, sizeof why, "%s", dsv3_error());
-        dsv3_error_set("%s: line %lld: %s", o.input_file, (long long)lineno[i], why);
-      }
+      if (rc) dsv3_error_prefix("%s: line %lld", o.input_file, (long long)lineno[i]);
     }
   } else {
     rc = chat(m, tok, &o, &rng);
