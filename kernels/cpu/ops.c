@@ -77,12 +77,17 @@ __attribute__((target("avx2,f16c"))) static inline __m256 fp8x8_avx2(__m128i b, 
 __attribute__((target("avx2,f16c"))) static inline __m128i fp8x8_load(const uint8_t *p) {
   return _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)p));
 }
-/* 1 when one of the n (8 or 32) codes at p is a NaN code (S.1111.111) */
+/* 1 when one of the n (8, or a multiple of 32) codes at p is a NaN code (S.1111.111) */
 __attribute__((target("avx2,f16c"))) static inline int fp8_has_nan(const uint8_t *p, int n) {
-  if (n == 32) {
+  if (n >= 32) {
     const __m256i m7f = _mm256_set1_epi8(0x7f);
-    const __m256i v = _mm256_loadu_si256((const __m256i *)p);
-    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(v, m7f), m7f)) != 0;
+    __m256i any = _mm256_setzero_si256();
+#pragma GCC unroll 4
+    for (int k = 0; k < n; k += 32) {
+      const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + k)), m7f);
+      any = _mm256_or_si256(any, _mm256_cmpeq_epi8(v, m7f));
+    }
+    return _mm256_movemask_epi8(any) != 0;
   }
   const __m128i m7f = _mm_set1_epi8(0x7f);
   return _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(_mm_loadl_epi64((const __m128i *)p), m7f), m7f)) & 0xff;
@@ -196,8 +201,7 @@ __attribute__((target("avx2,f16c"))) static float dot_fp8_avx2(const float *a, c
     const int plain = fabsf(sc) < 0x1p100f;
     const __m256 s8 = _mm256_set1_ps(sc * 256.0f);
     i = bc * B;
-    if (plain && c1 - i == B && !fp8_has_nan(src + i, 32) && !fp8_has_nan(src + i + 32, 32) &&
-        !fp8_has_nan(src + i + 64, 32) && !fp8_has_nan(src + i + 96, 32)) {
+    if (plain && c1 - i == B && !fp8_has_nan(src + i, B)) {
       for (int k = 0; k < B; k += 16) {
         a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(a + i + k), fp8x8_avx2(fp8x8_load(src + i + k), s8)));
         a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(a + i + k + 8), fp8x8_avx2(fp8x8_load(src + i + k + 8), s8)));
