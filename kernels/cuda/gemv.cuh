@@ -381,6 +381,14 @@ static void gemv_ring_launch(GemvArgs a, int64_t yb, bool pair_major, int sms, c
   launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), gemv_ring_smem(R), st, a);
 }
 
+/* The ring variant with R = 8 rows a warp, or the narrow matrices' 1 (2 in the gate/up modes) */
+template <int TT, bool FP8, int MODE>
+static void gemv_ring_go(const GemvArgs &a, int R, int64_t yb, bool pair_major, int sms, cudaStream_t st) {
+  constexpr int RS = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? 2 : 1;
+  if (R == 8) gemv_ring_launch<TT, 8, FP8, MODE>(a, yb, pair_major, sms, st);
+  else gemv_ring_launch<TT, RS, FP8, MODE>(a, yb, pair_major, sms, st);
+}
+
 /* Pick the split of K across warps (WK) and weight rows per warp (R: rbig or rsmall; a warp
  * writes R / rodiv output rows) so that the grid has at least two blocks per multiprocessor
  * (eight where splitting K allows), keeping at least two chunks per thread where possible. */

@@ -237,11 +237,7 @@ static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
 /* the ring variant, R = 8 rows a warp or RS for narrow matrices, up to 2 tokens */
 template <bool FP8, int MODE>
 static void launch_ring(const GemvArgs &a, int tt, int R, int64_t yb, int sms, cudaStream_t st) {
-  constexpr int RS = MODE == GEMV_GATEUP ? 2 : 1;
-  if (tt == 1 && R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, yb, false, sms, st);
-  else if (tt == 1) gemv_ring_launch<1, RS, FP8, MODE>(a, yb, false, sms, st);
-  else if (R == 8) gemv_ring_launch<2, 8, FP8, MODE>(a, yb, false, sms, st);
-  else gemv_ring_launch<2, RS, FP8, MODE>(a, yb, false, sms, st);
+  (tt == 1 ? gemv_ring_go<1, FP8, MODE> : gemv_ring_go<2, FP8, MODE>)(a, R, yb, false, sms, st);
 }
 
 /* PLAIN or GATEUP over a token-tiled grid; the caller has checked shapes and alignment. */

@@ -202,13 +202,6 @@ template <int R, bool FP8, int MODE>
 static void moe_launch(const GemvArgs &a, dim3 grid, cudaStream_t st) {
   launch_pdl(gemv_kernel<1, R, FP8, MODE>, grid, dim3(256), 0, st, a);
 }
-/* the ring variant: R = 8 rows a warp or RS (rsmall) */
-template <bool FP8, int MODE>
-static void moe_ring(const GemvArgs &a, int R, int64_t np, bool pair_major, int sms, cudaStream_t st) {
-  constexpr int RS = MODE == GEMV_MOE_GATEUP ? 2 : 1;
-  if (R == 8) gemv_ring_launch<1, 8, FP8, MODE>(a, np, pair_major, sms, st);
-  else gemv_ring_launch<1, RS, FP8, MODE>(a, np, pair_major, sms, st);
-}
 
 extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                                     const float *weight, int64_t topk, const dsv3_cuda_expert *experts, dsv3_dtype wdt,
@@ -245,8 +238,8 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
   const int ring = dsv3_cuda_gemv_ring; /* the ring variant: R from gemv_shape (8 forced for the tests), its own WK */
   gemv_shape(a.N, a.K, epc, np, ctx->sms, ring ? 8 : 4, 2, 2, &R, &WK);
   if (ring) {
-    (fp8 ? moe_ring<true, GEMV_MOE_GATEUP> : moe_ring<false, GEMV_MOE_GATEUP>)(a, ring == 2 ? 8 : R, np, sorted,
-                                                                                ctx->sms, st);
+    const auto go = fp8 ? gemv_ring_go<1, true, GEMV_MOE_GATEUP> : gemv_ring_go<1, false, GEMV_MOE_GATEUP>;
+    go(a, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
   } else {
     a.wk = WK;
     const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
@@ -261,7 +254,8 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
   b.N = (int)dim, b.K = (int)inter, b.ntok = 1, b.topk = (int)topk;
   gemv_shape(b.N, b.K, epc, np, ctx->sms, ring ? 8 : 4, 1, 1, &R, &WK);
   if (ring) {
-    (fp8 ? moe_ring<true, GEMV_MOE_DOWN> : moe_ring<false, GEMV_MOE_DOWN>)(b, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
+    const auto go = fp8 ? gemv_ring_go<1, true, GEMV_MOE_DOWN> : gemv_ring_go<1, false, GEMV_MOE_DOWN>;
+    go(b, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
   } else {
     b.wk = WK;
     const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
