@@ -166,17 +166,14 @@ typedef struct {
   float *x, *y;
   int64_t T;
   int path; /* 0 gemv, 1 gemm (dequant + cuBLAS), 2 gemm_bf16 on pre-dequantised weights, 3 gemv_mma, 4 the
-               gemv's cp.async ring variant */
+               tensor-core GEMV (gemv_tcore) */
   uint16_t *wb, *xb;
 } lin_arg;
 static void f_lin(void *v, int it) {
   lin_arg *a = v;
   const dsv3_wmat *w = &a->w[it % a->ncopy];
-  if (a->path == 0 || a->path == 4) {
-    dsv3_cuda_gemv_ring = a->path == 4;
-    OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
-    dsv3_cuda_gemv_ring = 0;
-  }
+  if (a->path == 0) OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
+  else if (a->path == 4) OK(dsv3_cuda_gemv_tcore(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 1) OK(dsv3_cuda_gemm(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 3) OK(dsv3_cuda_gemv_mma(ctx, a->y, a->x, a->T, w, 0));
   else OK(dsv3_cuda_gemm_bf16(ctx, a->y, a->xb, a->T, a->wb, w->rows, w->cols, 0));
@@ -212,14 +209,14 @@ static void bench_gemv(const char *name, dsv3_dtype dt, int64_t N, int64_t K) {
     a.x = dev_random((size_t)(a.T * K) * 4, 1);
     CU(cudaMalloc((void **)&a.y, (size_t)(a.T * N) * 4));
     for (int path = 0; path <= 4; path++) {
-      if (path == 1 || path == 2 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) || (path == 4 && a.T > 2))
+      if (path == 1 || path == 2 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) || (path == 4 && (a.T > 8 || dt != DSV3_F8_E4M3)))
         continue;
       a.path = path;
       double s = timeit(f_lin, &a, quick ? 5 : 20);
       char shape[64], nm[64];
       snprintf(shape, sizeof shape, "%s %lldx%lld T=%lld", dt == DSV3_BF16 ? "bf16" : "fp8", (long long)N, (long long)K,
                (long long)a.T);
-      snprintf(nm, sizeof nm, "%s%s", name, path == 3 ? "(mma)" : path == 4 ? "(ring)" : "");
+      snprintf(nm, sizeof nm, "%s%s", name, path == 3 ? "(mma)" : path == 4 ? "(tc)" : "");
       row_bw(nm, shape, s, wbytes_of(&a.w[0]) + (double)a.T * (K + N) * 4);
     }
     cudaFree(a.x), cudaFree(a.y);
@@ -440,12 +437,13 @@ static void bench_moe(void) {
     char shape[80];
     snprintf(shape, sizeof shape, "top8 %lldx%lld T=%lld (%lld experts)", (long long)I, (long long)D, (long long)a.T,
              (long long)distinct);
-    for (int ring = 0; ring < 2; ring++) { /* ring: the GEMVs' cp.async ring variant */
-      dsv3_cuda_gemv_ring = ring;
+    const int keep_tc = dsv3_cuda_gemv_tc;
+    for (int tc = 0; tc < 2; tc++) { /* tc: the tensor-core GEMVs (from 1 token) */
+      dsv3_cuda_gemv_tc = tc ? 2 : 0;
       double s = timeit(f_moe, &a, quick ? 5 : 20);
-      dsv3_cuda_gemv_ring = 0;
+      dsv3_cuda_gemv_tc = keep_tc;
       /* floor: every distinct expert read once (the kernel re-reads shared ones per pair) */
-      row_bw(ring ? "moe_decode(ring)" : "moe_decode", shape, s, (double)distinct * 3 * (I * D + 16 * 56 * 4));
+      row_bw(tc ? "moe_decode(tc)" : "moe_decode", shape, s, (double)distinct * 3 * (I * D + 16 * 56 * 4));
     }
     cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y);
     free(idx);

@@ -48,6 +48,7 @@ enum {
   DSV3_SCR_MOE2,
   DSV3_SCR_MLA,
   DSV3_SCR_MLA_PREFILL, /* its own slot: decode graphs hold DSV3_SCR_MLA, prefill growth must not move it */
+  DSV3_SCR_XH,          /* the tensor-core GEMV's f16 copy of x (used and done within one GEMV) */
   DSV3_SCR_N
 };
 struct dsv3_cuda_ctx {

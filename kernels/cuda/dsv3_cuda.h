@@ -44,23 +44,30 @@ int dsv3_cuda_device_count(void);
 
 /* ---------------------------------------------------------------- linear (linear.cu) */
 /* y[t, n] (+)= sum_k x[t, k] * W[n, k] for t < ntok.  accumulate: add to y instead of
- * overwriting it (residual adds).  Dispatch: ntok <= dsv3_cuda_gemv_max_tokens (2): the GEMV
- * (float32 x); ntok <= dsv3_cuda_mma_max_tokens (64): the tensor-core skinny GEMM (x rounded to
- * bf16; falls back to the GEMV for shapes it does not cover); above: dequantise + cuBLAS BF16
- * GEMM (needs scratch: capturable only after a first run of the same shape). */
+ * overwriting it (residual adds).  Dispatch: 2 to 8 tokens and an FP8 weight with cols % 64 ==
+ * 0: the tensor-core GEMV (dsv3_cuda_gemv_tc: the official fp8_gemm order, x as f16); else
+ * ntok <= dsv3_cuda_gemv_max_tokens (2): the GEMV (float32 x); ntok <= dsv3_cuda_mma_max_tokens
+ * (64): the tensor-core skinny GEMM (x rounded to bf16; falls back to the GEMV for shapes it
+ * does not cover); above: dequantise + cuBLAS BF16 GEMM (needs scratch: capturable only after a
+ * first run of the same shape). */
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
 extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
 extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at context creation) disables */
-/* 1: the GEMV (up to 2 tokens) and the MoE decode GEMVs through the cp.async ring variant
- * (gemv.cuh), 8 rows a warp where the grid stays full; 2: 8 rows a warp always (tests); default 0
- * until measured; DSV3_CUDA_GEMV_RING=1 or 2 at context creation */
-extern int dsv3_cuda_gemv_ring;
+/* 1 (default): decode GEMVs of FP8 weights from 2 tokens (linear and MLP up to 8 tokens, the MoE
+ * decode) through the tensor-core variant; 2: from 1 token too; 0: never (the float32 GEMV and
+ * the skinny GEMM, whose sums use the bf16-rounded weights of the reference).
+ * DSV3_CUDA_GEMV_TC=0/1/2 at context creation. */
+extern int dsv3_cuda_gemv_tc;
 /* The paths, explicitly.  gemv_mma needs cols % 64 == 0, FP8 or BF16 and 16-byte aligned data
  * (otherwise it runs the GEMV); the dispatcher uses it only for rows >= 16 * SMs (16-row tiles
- * would leave SMs idle on narrower matrices: the GEMV serves those). */
+ * would leave SMs idle on narrower matrices: the GEMV serves those).  gemv_tcore: per 128-wide K
+ * block, the e4m3 codes dotted with x (f16, scaled per row by a power of two) on the tensor
+ * cores in float32, times the block scale; FP8 with cols % 64 == 0 and 16-byte alignment
+ * (otherwise the GEMV); any ntok, in tiles of 8 tokens. */
 int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 int dsv3_cuda_gemv_mma(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+int dsv3_cuda_gemv_tcore(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 /* y = x * W^T with W already bf16 [rows, cols] (e.g. from dsv3_cuda_dequant) and x bf16. */
 int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,

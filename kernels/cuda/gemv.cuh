@@ -27,6 +27,8 @@ struct GemvArgs {
   const int32_t *order; /* MoE, optional: the pairs sorted by expert; then blockIdx.x walks them and
                            blockIdx.y the row blocks, so the pairs of one expert run side by side
                            and the second reads the weights the first brought into L2 */
+  const __half *xh;   /* tensor-core variant: x as f16 [rows, K] times 1 / xinv[row] */
+  const float *xinv;
   int64_t ldx, ldy;
   int N, K, ntok, topk, wk;
   int accumulate;
@@ -76,7 +78,8 @@ __device__ __forceinline__ float silu_f(float g) { return g / (1.0f + __expf(-g)
 /* where a block's weights, tokens and output rows come from */
 struct GemvSrc {
   const uint8_t *w1, *w3; /* GATEUP: W1 and W3 */
-  const float *s1, *s3, *x;
+  const float *s1, *s3;
+  int64_t xrow; /* the row of x (of xh) of its first token */
   int nt, t0, yrow_moe; /* tokens of the tile and the first; MoE: the pair's output row */
 };
 
@@ -85,7 +88,7 @@ struct GemvSrc {
 template <int TT, int MODE>
 __device__ __forceinline__ bool gemv_src(const GemvArgs &a, int rb, int nrows, GemvSrc &g) {
   constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
-  g.w1 = a.w, g.w3 = a.w3, g.s1 = a.s, g.s3 = a.s3, g.x = a.x, g.t0 = 0, g.yrow_moe = 0;
+  g.w1 = a.w, g.w3 = a.w3, g.s1 = a.s, g.s3 = a.s3, g.xrow = 0, g.t0 = 0, g.yrow_moe = 0;
   if (MOE) {
     const int pair = a.order ? a.order[blockIdx.x] : blockIdx.y;
     const dsv3_cuda_expert ex = a.experts[a.idx[pair]];
@@ -99,16 +102,16 @@ __device__ __forceinline__ bool gemv_src(const GemvArgs &a, int rb, int nrows, G
     }
     if (MODE == GEMV_MOE_GATEUP) {
       g.w1 = (const uint8_t *)ex.w1, g.w3 = (const uint8_t *)ex.w3, g.s1 = ex.s1, g.s3 = ex.s3;
-      g.x += (int64_t)(pair / a.topk) * a.ldx;
+      g.xrow = pair / a.topk;
     } else {
       g.w1 = (const uint8_t *)ex.w2, g.s1 = ex.s2;
-      g.x += (int64_t)pair * a.ldx;
+      g.xrow = pair;
     }
     g.yrow_moe = pair;
     g.nt = 1;
   } else {
     g.t0 = blockIdx.y * TT;
-    g.x += (int64_t)g.t0 * a.ldx;
+    g.xrow = g.t0;
     g.nt = min(TT, a.ntok - g.t0);
   }
   return true;
@@ -161,7 +164,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   pdl_trigger();
   GemvSrc g;
   if (!gemv_src<TT, MODE>(a, rb, WR * RO, g)) return;
-  const float *x = g.x;
+  const float *x = a.x + g.xrow * a.ldx;
   const int nt = g.nt;
 
   const uint8_t *wrow[R];
@@ -216,178 +219,205 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   gemv_store<TT, R, MODE>(a, acc, red, rb, WR, WK, g);
 }
 
-/* ---------------------------------------------------------------- ring variant (opt-in)
- * The same sums for up to 2 tokens, with the weight chunks brought in by cp.async (L2 only)
- * through a per-thread ring of GEMV_RING_STAGES(R) stages in shared memory: while a thread
- * dequantises chunk i, chunks i + 1 .. i + S - 1 of its rows are in flight whatever the
- * registers and the dequantisation cost, and R can be 8 rows a warp (each x chunk, loaded once,
- * serves 8 rows: half the x traffic from L2 of R = 4).  Each thread reads only the slots it
- * filled, so cp.async.wait_group is the only synchronisation.  Per row, the products are summed
- * in the same order as gemv_kernel: the two give the same bits.  Off by default until measured
- * (DSV3_CUDA_GEMV_RING=1, dsv3_cuda_gemv_ring). */
-#ifndef DSV3_GEMV_RING_STAGES
-#define GEMV_RING_STAGES(R) ((R) >= 8 ? 2 : (R) == 4 ? 3 : 12 / (R))
-#else
-#define GEMV_RING_STAGES(R) (DSV3_GEMV_RING_STAGES)
-#endif
-/* the ring's shared memory: 64 KB at R = 8 (past the 48 KB default: the launch opts in), 48 KB
- * below */
-static inline size_t gemv_ring_smem(int R) { return (size_t)GEMV_RING_STAGES(R) * R * 256 * 16; }
+/* ---------------------------------------------------------------- tensor-core variant
+ * The decode GEMV with the official fp8_gemm's order of operations, on the tensor cores: for each
+ * 128-wide K block, the dot product of the raw e4m3 codes (converted exactly to f16, one
+ * instruction per two) with x, accumulated in float32 by mma.sync.m16n8k16, then multiplied by
+ * the block's scale and added up in float32.  The register GEMV above spends about five
+ * instructions per weight (e4m3 -> f16 -> f32, the scale, bf16 rounding, the FMA) and was
+ * bound by instruction issue (FP8 GEMVs 3.0-3.2 TB/s where the BF16 head reads 4.6 TB/s); here
+ * a weight costs half a conversion and a sixteenth of an mma issue.
+ *
+ * x: f16, scaled per row by a power of two (x_f16_kernel) so its largest magnitude lies in
+ * [2^14, 2^15): no overflow, and 11 significant bits where bf16 keeps 8; the power of two is
+ * divided out at the end.  The weights are not rounded to bf16 after scaling, as the official
+ * bf16 path (weight_dequant) does: each product differs from it by at most 2^-9 relative, the
+ * rounding of a bf16 weight (tests: against |W| |x|).
+ *
+ * Layout: a warp owns a 16-row tile (GATEUP: 8 output rows, W1 in tile rows 0-7 and W3 in rows
+ * 8-15, so the gate and up sums of a row land in the same lane) and walks K in 128-wide blocks,
+ * the block's WK warps taking every WK-th.  Lane (g = lane / 4, t = lane % 4) loads the 16 bytes
+ * at 16t and at 64 + 16t of rows g and g + 8 (128 contiguous bytes per row and four lanes), and
+ * the same 32 positions of x for token g; mma j takes the j-th 4-byte word of each: a K order
+ * permuted identically for A and B, so nothing is shuffled.  Up to 8 tokens (the n of the mma);
+ * the next block's loads are issued before the current block's mmas. */
+struct GemvTcFrag {
+  uint4 a0, a1, b0, b1; /* rows g (a) and g + 8 (b): bytes 16t.. and 64 + 16t.. of the K block */
+  uint4 x0, x1, x2, x3; /* x of token g at the same positions (f16) */
+};
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+__device__ __forceinline__ uint32_t e4m3x2_f16x2(uint32_t u) {
+  __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(u & 0xffffu), __NV_E4M3);
+  return (uint32_t)h.x | ((uint32_t)h.y << 16);
+}
+/* c = a (16x16, row) * b (16x8, col), f16 in, f32 accumulate; not volatile: no side effects, the
+ * compiler may schedule the next block's loads around it */
+__device__ __forceinline__ void mma16816_f16(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                             uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-template <int TT, int R, bool FP8, int MODE>
-__global__ void __launch_bounds__(256) gemv_ring_kernel(GemvArgs a) {
-  static_assert(TT <= 2, "the ring variant keeps every token's x chunk in registers: up to 2 tokens");
-  constexpr int EPC = FP8 ? 16 : 8;
-  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R;
-  constexpr int S = GEMV_RING_STAGES(R);
-  static_assert(128 % RO == 0 && S >= 2, "a warp's rows of one matrix share their scale row");
-  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
-  const int WK = a.wk, WR = 8 / WK;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int wr = warp / WK, wkk = warp % WK;
-  const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
-  const int rb = MOE && a.order ? blockIdx.y : blockIdx.x;
-  const int orow0 = rb * (WR * RO) + wr * RO; /* a multiple of RO: rows orow0 .. + RO - 1 share a scale row */
+/* x [rows, ldx] float32 -> xh [rows, K] f16 times 2^e (largest |x| of the row in [2^14, 2^15),
+ * e clamped to [-126, 120]), inv[row] = 2^-e.  One block of 512 a row, its loads unrolled so a
+ * 16K-wide row takes one round trip a pass; K % 4 == 0, x 16-byte aligned. */
+static __global__ void __launch_bounds__(512) x_f16_kernel(__half *xh, float *inv, const float *x, int64_t ldx, int K) {
   pdl_wait();
   pdl_trigger();
-  GemvSrc g;
-  if (!gemv_src<TT, MODE>(a, rb, WR * RO, g)) return;
+  const float4 *xr = reinterpret_cast<const float4 *>(x + blockIdx.x * ldx);
+  float m = 0.f;
+#pragma unroll 8
+  for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
+    const float4 v = xr[i];
+    m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  }
+  m = block_max(m);
+  int e = 0;
+  if (m > 0.f && m <= 3.4e38f) {
+    (void)frexpf(m, &e); /* m < 2^e */
+    e = min(max(15 - e, -126), 120);
+  }
+  const float sc = ldexpf(1.f, e);
+  __half2 *o = reinterpret_cast<__half2 *>(xh + (int64_t)blockIdx.x * K);
+#pragma unroll 8
+  for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
+    const float4 v = xr[i];
+    o[2 * i] = __floats2half2_rn(v.x * sc, v.y * sc);
+    o[2 * i + 1] = __floats2half2_rn(v.z * sc, v.w * sc);
+  }
+  if (threadIdx.x == 0) inv[blockIdx.x] = ldexpf(1.f, -e);
+}
 
-  /* warp rows r < RO: W1 row orow0 + r; r >= RO (GATEUP): W3 row orow0 + r - RO */
-  const int64_t rowb = (int64_t)K * (FP8 ? 1 : 2);
-  const int nvalid = min(RO, a.N - orow0); /* rows of each matrix that exist (<= 0: none) */
-  const uint8_t *b1 = g.w1 + (int64_t)orow0 * rowb, *b3 = RO != R ? g.w3 + (int64_t)orow0 * rowb : nullptr;
-  const float *sc1 = FP8 ? g.s1 + (int64_t)(orow0 >> 7) * nbk : nullptr;
-  const float *sc3 = FP8 && RO != R ? g.s3 + (int64_t)(orow0 >> 7) * nbk : nullptr;
-
-  /* stage st, row r of this thread at ring[(st * R + r) * 256]: consecutive threads, consecutive
-   * 16 bytes (no bank conflicts) */
-  extern __shared__ uint4 gemv_ring[];
-  uint4 *ring = gemv_ring + threadIdx.x;
-  const int kstride = WK * 32, c0 = wkk * 32 + lane;
-  const int niter = c0 < nc && nvalid > 0 ? (nc - 1 - c0) / kstride + 1 : 0;
-  auto issue = [&](int it) { /* chunk it of each row into stage it % S; one group either way */
-    if (it < niter) {
-      const int64_t off = (int64_t)(c0 + it * kstride) * 16;
-      uint4 *d = ring + (it % S) * (R * 256);
-#pragma unroll
-      for (int r = 0; r < R; r++)
-        if (r % RO < nvalid) cp_async16(d + r * 256, (r < RO ? b1 : b3) + (r % RO) * rowb + off, 16);
-    }
-    cp_async_commit();
+template <int MODE>
+__global__ void __launch_bounds__(256) gemv_tc_kernel(GemvArgs a) {
+  constexpr bool GU = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP;
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  constexpr int RO = GU ? 8 : 16; /* output rows per warp */
+  const int WK = a.wk, WR = 8 / WK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int wr = warp / WK, wkk = warp % WK;
+  const int K = a.K, nbk = (K + 127) >> 7;
+  const int rb = MOE && a.order ? blockIdx.y : blockIdx.x;
+  const int orow0 = rb * (WR * RO) + wr * RO;
+  /* the MoE's expert table and pairs come from the kernels before: wait first.  The plain and
+   * gate/up weights are constant: the first K block's weight loads go out before the wait, in
+   * the shadow of the kernel that writes x (x_f16_kernel). */
+  if (MOE) pdl_wait();
+  GemvSrc s;
+  if (!gemv_src<8, MODE>(a, rb, WR * RO, s)) {
+    if (!MOE) pdl_wait();
+    pdl_trigger();
+    return;
+  }
+  const int ra = orow0 + g, rbw = GU ? orow0 + g : orow0 + g + 8;
+  const bool va = ra < a.N, vb = rbw < a.N;
+  const uint8_t *pa = va ? s.w1 + (int64_t)ra * K + 16 * t : nullptr;
+  const uint8_t *pb = vb ? (GU ? s.w3 : s.w1) + (int64_t)rbw * K + 16 * t : nullptr;
+  const float *sa = va ? s.s1 + (int64_t)(ra >> 7) * nbk : nullptr;
+  const float *sb = vb ? (GU ? s.s3 : s.s1) + (int64_t)(rbw >> 7) * nbk : nullptr;
+  const uint4 z = make_uint4(0, 0, 0, 0);
+  auto wload = [&](int kb, GemvTcFrag &f) {
+    const int k0 = kb * 128;
+    const bool h2 = k0 + 64 < K; /* the block's second half (K % 128 == 64: not in the last block) */
+    f.a0 = va ? ld_stream(pa + k0) : z;
+    f.b0 = vb ? ld_stream(pb + k0) : z;
+    f.a1 = va && h2 ? ld_stream(pa + k0 + 64) : z;
+    f.b1 = vb && h2 ? ld_stream(pb + k0 + 64) : z;
   };
-
-  float acc[TT][R];
+  GemvTcFrag cur, nxt;
+  int kb = wkk;
+  if (kb < nbk) wload(kb, cur);
+  if (!MOE) pdl_wait();
+  pdl_trigger();
+  const bool vx = g < s.nt;
+  const __half *px = vx ? a.xh + (s.xrow + g) * (int64_t)K + 16 * t : nullptr;
+  auto xload = [&](int kb, GemvTcFrag &f) {
+    const int k0 = kb * 128;
+    const bool h2 = k0 + 64 < K;
+    const uint4 *xp = reinterpret_cast<const uint4 *>(px + k0);
+    f.x0 = vx ? __ldg(xp) : z;
+    f.x1 = vx ? __ldg(xp + 1) : z;
+    f.x2 = vx && h2 ? __ldg(xp + 8) : z;
+    f.x3 = vx && h2 ? __ldg(xp + 9) : z;
+  };
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  if (kb < nbk) xload(kb, cur);
+  for (; kb < nbk; kb += WK) {
+    if (kb + WK < nbk) wload(kb + WK, nxt), xload(kb + WK, nxt);
+    const uint32_t wa[8] = {cur.a0.x, cur.a0.y, cur.a0.z, cur.a0.w, cur.a1.x, cur.a1.y, cur.a1.z, cur.a1.w};
+    const uint32_t wb[8] = {cur.b0.x, cur.b0.y, cur.b0.z, cur.b0.w, cur.b1.x, cur.b1.y, cur.b1.z, cur.b1.w};
+    const uint32_t xv[16] = {cur.x0.x, cur.x0.y, cur.x0.z, cur.x0.w, cur.x1.x, cur.x1.y, cur.x1.z, cur.x1.w,
+                             cur.x2.x, cur.x2.y, cur.x2.z, cur.x2.w, cur.x3.x, cur.x3.y, cur.x3.z, cur.x3.w};
+    float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f}; /* two chains: half the mma latency */
 #pragma unroll
-  for (int t = 0; t < TT; t++)
-#pragma unroll
-    for (int r = 0; r < R; r++) acc[t][r] = 0.f;
-#pragma unroll
-  for (int st = 0; st < S - 1; st++) issue(st);
-  for (int it = 0; it < niter; it++) {
-    issue(it + S - 1); /* refills the stage read in the previous iteration */
-    const int c = c0 + it * kstride;
-    float xv[TT][EPC];
-#pragma unroll
-    for (int t = 0; t < TT; t++) {
-      const float4 *xp = reinterpret_cast<const float4 *>(g.x + t * a.ldx + (int64_t)c * EPC);
-#pragma unroll
-      for (int q = 0; q < EPC / 4; q++) {
-        const float4 v = t < g.nt ? __ldg(xp + q) : make_float4(0.f, 0.f, 0.f, 0.f);
-        xv[t][4 * q] = v.x, xv[t][4 * q + 1] = v.y, xv[t][4 * q + 2] = v.z, xv[t][4 * q + 3] = v.w;
-      }
-    }
-    const float s1 = FP8 ? __ldg(sc1 + ((c * EPC) >> 7)) : 0.f;
-    const float s3 = FP8 && RO != R ? __ldg(sc3 + ((c * EPC) >> 7)) : 0.f;
-    cp_async_wait<S - 1>(); /* this thread's chunk it has landed */
-    const uint4 *src = ring + (it % S) * (R * 256);
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-      if (r % RO >= nvalid) continue;
-      float w[EPC];
-      if (FP8) deq16(src[r * 256], r < RO ? s1 : s3, w);
-      else deq8(src[r * 256], w);
-#pragma unroll
-      for (int t = 0; t < TT; t++)
-#pragma unroll
-        for (int e = 0; e < EPC; e++) acc[t][r] = fmaf(w[e], xv[t][e], acc[t][r]);
-    }
+    for (int j = 0; j < 8; j++)
+      mma16816_f16(j & 1 ? c1 : c0, e4m3x2_f16x2(wa[j]), e4m3x2_f16x2(wb[j]), e4m3x2_f16x2(wa[j] >> 16),
+                   e4m3x2_f16x2(wb[j] >> 16), xv[2 * j], xv[2 * j + 1]);
+    const float ska = va ? __ldg(sa + kb) : 0.f, skb = vb ? __ldg(sb + kb) : 0.f;
+    acc[0] = fmaf(c0[0] + c1[0], ska, acc[0]);
+    acc[1] = fmaf(c0[1] + c1[1], ska, acc[1]);
+    acc[2] = fmaf(c0[2] + c1[2], skb, acc[2]);
+    acc[3] = fmaf(c0[3] + c1[3], skb, acc[3]);
+    cur = nxt;
   }
-  /* the ring's memory holds the cross-warp sums once every thread is done reading it (no copy
-   * is in flight: chunks past niter are never issued) */
-  static_assert(8 * TT * R * 4 <= S * R * 256 * 16, "ring too small for the partial sums");
+
+  /* lane (g, t) holds rows g (acc 0, 1) and g + 8 (acc 2, 3) for tokens 2t and 2t + 1 */
+  __shared__ float red[8][4][32];
+#pragma unroll
+  for (int c = 0; c < 4; c++) red[warp][c][lane] = acc[c];
   __syncthreads();
-  gemv_store<TT, R, MODE>(a, acc, reinterpret_cast<float(*)[TT * R]>(gemv_ring), rb, WR, WK, g);
-}
-
-/* Blocks of gemv_ring_kernel<TT, R, FP8, MODE> that fit an SM at once (its shared memory and
- * registers), after opting into its shared memory.  Both are done outside a graph capture only:
- * a capture follows an eager run of the same step on the same device, which has done them. */
-template <int TT, int R, bool FP8, int MODE>
-static int gemv_ring_resident(cudaStream_t st) {
-  static int resident = 0;
-  const size_t smem = gemv_ring_smem(R);
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(st, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone) {
-    /* per device, so every time; a failure shows as the launch's */
-    if (smem > 48 * 1024 && cudaFuncSetAttribute(gemv_ring_kernel<TT, R, FP8, MODE>,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess)
-      (void)cudaGetLastError();
-    int n = 0;
-    if (!resident) {
-      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_ring_kernel<TT, R, FP8, MODE>, 256, smem) == cudaSuccess)
-        resident = n;
-      else
-        (void)cudaGetLastError();
+  for (int i = threadIdx.x; i < WR * RO * 8; i += blockDim.x) {
+    const int w = i / (RO * 8), r = (i / 8) % RO, tok = i % 8;
+    const int orow = rb * (WR * RO) + w * RO + r;
+    if (orow >= a.N || tok >= s.nt) continue;
+    const int l = (r & 7) * 4 + tok / 2, c = (r >= 8 ? 2 : 0) + (tok & 1);
+    float v = 0.f, u = 0.f;
+    for (int k = 0; k < WK; k++) {
+      v += red[w * WK + k][c][l];
+      if (GU) u += red[w * WK + k][c + 2][l];
     }
+    const float xi = a.xinv[s.xrow + tok];
+    v *= xi;
+    if (GU) v = silu_f(v) * (u * xi);
+    const int64_t yrow = MOE ? s.yrow_moe : s.t0 + tok;
+    float *yp = a.y + yrow * a.ldy + orow;
+    *yp = a.accumulate ? *yp + v : v;
   }
-  return resident > 0 ? resident : 1;
 }
 
-/* The ring variant's split of K over the warps (WK), for `rows` warp-rows of work a tile and yb
- * tiles, blocks of 8 / WK warp-rows, `slots` blocks resident on the GPU at once.  The blocks of
- * a wave take about as long each, so a last wave a quarter full costs about a whole one (the
- * register kernel's o_proj on an H200: 448 blocks, 2-3 waves, 46.9 us; 1792 blocks 40.6 us).
- * The smallest WK (fewest, largest blocks) whose waves end at least 85% full, else the fullest;
- * WK > 1 keeps two 16-byte chunks a thread at least.  A guess until measured. */
-static inline int gemv_ring_wk(int64_t rows, int nc, int64_t yb, int64_t slots) {
-  int best = 1;
-  double bestq = 1e30;
-  for (int wk = 1; wk <= 8; wk *= 2) {
-    if (wk > 1 && nc < 64 * wk) break;
-    const double w = (double)(cdiv(rows, 8 / wk) * yb) / (double)slots; /* waves of work */
-    const double q = ceil(w) / w;                                        /* waves of time per wave of work */
-    if (q <= 1.0 / 0.85) return wk;
-    if (q < bestq) best = wk, bestq = q;
-  }
-  return best;
+/* K split of the tensor-core variant: the fewest warps per tile (1, 2, 4, 8) that give the
+ * grid 4 blocks a multiprocessor, keeping 2 K blocks a warp */
+static inline int gemv_tc_wk(int64_t tiles, int K, int64_t yblocks, int sms) {
+  const int nbk = (K + 127) / 128;
+  int wk = 1;
+  while (wk < 8 && cdiv(tiles, 8 / wk) * yblocks < 4 * (int64_t)sms && nbk >= 4 * wk) wk *= 2;
+  return wk;
 }
 
-/* Launch the ring variant for a.N rows (R / 2 per matrix and warp in the gate/up modes) and yb
- * token tiles or MoE pairs (pair_major: grid.x walks the pairs, as with a.order). */
-template <int TT, int R, bool FP8, int MODE>
-static void gemv_ring_launch(GemvArgs a, int64_t yb, bool pair_major, int sms, cudaStream_t st) {
-  constexpr int RO = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? R / 2 : R;
-  const int64_t slots = (int64_t)gemv_ring_resident<TT, R, FP8, MODE>(st) * sms;
-  const int64_t warps_rows = cdiv(a.N, RO); /* warp-rows of work a tile */
-  a.wk = gemv_ring_wk(warps_rows, a.K / (FP8 ? 16 : 8), yb, slots);
-  const unsigned rb = (unsigned)cdiv(a.N, (int64_t)(8 / a.wk) * RO);
-  const dim3 grid = pair_major ? dim3((unsigned)yb, rb) : dim3(rb, (unsigned)yb);
-  launch_pdl(gemv_ring_kernel<TT, R, FP8, MODE>, grid, dim3(256), gemv_ring_smem(R), st, a);
+/* Convert a.x rows [0, xrows) (leading dimension a.ldx, K = a.K) into xh / xinv and launch
+ * gemv_tc_kernel<MODE> over yb token tiles or pairs (pair_major: the MoE's expert-sorted grid). */
+template <int MODE>
+static void gemv_tc_launch(GemvArgs a, int64_t xrows, __half *xh, float *xinv, int64_t yb, bool pair_major, int sms,
+                           cudaStream_t st) {
+  launch_pdl(x_f16_kernel, dim3((unsigned)xrows), dim3(512), 0, st, xh, xinv, a.x, a.ldx, a.K);
+  a.xh = xh, a.xinv = xinv;
+  const int RO = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP ? 8 : 16;
+  const int64_t tiles = cdiv(a.N, RO);
+  a.wk = gemv_tc_wk(tiles, a.K, yb, sms);
+  const unsigned nrb = (unsigned)cdiv(tiles, 8 / a.wk);
+  const dim3 grid = pair_major ? dim3((unsigned)yb, nrb) : dim3(nrb, (unsigned)yb);
+  launch_pdl(gemv_tc_kernel<MODE>, grid, dim3(256), 0, st, a);
 }
 
-/* The ring variant with R = 8 rows a warp, or the narrow matrices' 1 (2 in the gate/up modes) */
-template <int TT, bool FP8, int MODE>
-static void gemv_ring_go(const GemvArgs &a, int R, int64_t yb, bool pair_major, int sms, cudaStream_t st) {
-  constexpr int RS = (MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP) ? 2 : 1;
-  if (R == 8) gemv_ring_launch<TT, 8, FP8, MODE>(a, yb, pair_major, sms, st);
-  else gemv_ring_launch<TT, RS, FP8, MODE>(a, yb, pair_major, sms, st);
+/* whether ntok tokens (up to most) take the tensor-core variant (dsv3_cuda_gemv_tc: 1 from 2
+ * tokens, 2 from 1) */
+static inline bool dsv3_cuda_tc_tokens(int64_t ntok, int64_t most) {
+  return ntok <= most && (dsv3_cuda_gemv_tc == 2 || (dsv3_cuda_gemv_tc == 1 && ntok >= 2));
 }
+
+/* linear.cu: x into scratch as f16, then gemv_tc_kernel<mode> (mode: GEMV_*) */
+int dsv3_gemv_tc_run(dsv3_cuda_ctx *ctx, GemvArgs a, int mode, int64_t xrows, int64_t yb, bool pair_major, const char *op);
 
 /* Pick the split of K across warps (WK) and weight rows per warp (R: rbig or rsmall; a warp
  * writes R / rodiv output rows) so that the grid has at least two blocks per multiprocessor

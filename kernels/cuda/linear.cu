@@ -12,7 +12,7 @@
 int dsv3_cuda_gemv_max_tokens = 2;
 int dsv3_cuda_mma_max_tokens = 64;
 int dsv3_cuda_pdl = 1;
-int dsv3_cuda_gemv_ring = 0;
+int dsv3_cuda_gemv_tc = 1;
 
 /* ---------------------------------------------------------------- context */
 extern "C" int dsv3_cuda_device_count(void) {
@@ -37,8 +37,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (pdl && !strcmp(pdl, "0")) dsv3_cuda_pdl = 0;
   const char *gm = getenv("DSV3_CUDA_GEMV_MAX"); /* the GEMV's token limit, 1..8 */
   if (gm && atoi(gm) >= 1 && atoi(gm) <= 8) dsv3_cuda_gemv_max_tokens = atoi(gm);
-  const char *gr = getenv("DSV3_CUDA_GEMV_RING"); /* the cp.async ring GEMV (gemv.cuh), opt-in */
-  if (gr) dsv3_cuda_gemv_ring = atoi(gr) == 1 || atoi(gr) == 2 ? atoi(gr) : 0;
+  const char *tc = getenv("DSV3_CUDA_GEMV_TC"); /* the tensor-core GEMV (gemv.cuh): 0, 1, 2 */
+  if (tc && (!strcmp(tc, "0") || !strcmp(tc, "1") || !strcmp(tc, "2"))) dsv3_cuda_gemv_tc = atoi(tc);
   int dev = 0;
   cublasHandle_t h = NULL;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
@@ -234,28 +234,13 @@ static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
   default: launch_tt<8, R, FP8, MODE>(a, grid, st); break;
   }
 }
-/* the ring variant, R = 8 rows a warp or RS for narrow matrices, up to 2 tokens */
-template <bool FP8, int MODE>
-static void launch_ring(const GemvArgs &a, int tt, int R, int64_t yb, int sms, cudaStream_t st) {
-  (tt == 1 ? gemv_ring_go<1, FP8, MODE> : gemv_ring_go<2, FP8, MODE>)(a, R, yb, false, sms, st);
-}
-
 /* PLAIN or GATEUP over a token-tiled grid; the caller has checked shapes and alignment. */
 static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const char *op) {
   int tt = a.ntok <= 1 ? 1 : a.ntok <= 2 ? 2 : a.ntok <= 4 ? 4 : 8;
   int64_t yb = cdiv(a.ntok, tt);
-  const bool ring = dsv3_cuda_gemv_ring && tt <= 2;
   int R, WK, rodiv = mode == GEMV_GATEUP ? 2 : 1;
-  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, ring ? 8 : 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
+  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
   cudaStream_t st = ctx->stream;
-  if (ring) { /* R from gemv_shape (or 8 forced, for the tests); its own WK */
-    if (dsv3_cuda_gemv_ring == 2) R = 8;
-    const auto go = mode == GEMV_PLAIN ? (fp8 ? launch_ring<true, GEMV_PLAIN> : launch_ring<false, GEMV_PLAIN>)
-                                       : (fp8 ? launch_ring<true, GEMV_GATEUP> : launch_ring<false, GEMV_GATEUP>);
-    go(a, tt, R, yb, ctx->sms, st);
-    CU_LAUNCHED(op);
-    return 0;
-  }
   a.wk = WK;
   dim3 grid((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / rodiv)), (unsigned)yb);
   if (mode == GEMV_PLAIN) {
@@ -267,6 +252,30 @@ static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const
   }
   CU_LAUNCHED(op);
   return 0;
+}
+
+/* The tensor-core variant (gemv_tc_kernel): x converted to f16 into scratch (xrows rows of a.K),
+ * then the GEMV over yb token tiles of 8 (MoE: pairs; pair_major: the expert-sorted grid). */
+int dsv3_gemv_tc_run(dsv3_cuda_ctx *ctx, GemvArgs a, int mode, int64_t xrows, int64_t yb, bool pair_major, const char *op) {
+  const size_t xb = ((size_t)(xrows * a.K) * 2 + 15) & ~(size_t)15;
+  char *buf = (char *)dsv3_cuda_scratch(ctx, DSV3_SCR_XH, xb + (size_t)xrows * 4);
+  if (!buf) return -1;
+  __half *xh = (__half *)buf;
+  float *xinv = (float *)(buf + xb);
+  switch (mode) {
+  case GEMV_PLAIN: gemv_tc_launch<GEMV_PLAIN>(a, xrows, xh, xinv, yb, pair_major, ctx->sms, ctx->stream); break;
+  case GEMV_GATEUP: gemv_tc_launch<GEMV_GATEUP>(a, xrows, xh, xinv, yb, pair_major, ctx->sms, ctx->stream); break;
+  case GEMV_MOE_GATEUP: gemv_tc_launch<GEMV_MOE_GATEUP>(a, xrows, xh, xinv, yb, pair_major, ctx->sms, ctx->stream); break;
+  default: gemv_tc_launch<GEMV_MOE_DOWN>(a, xrows, xh, xinv, yb, pair_major, ctx->sms, ctx->stream); break;
+  }
+  CU_LAUNCHED(op);
+  return 0;
+}
+
+/* shapes the tensor-core variant covers: FP8 with scales, K a multiple of 64, 16-byte aligned */
+static bool tc_ok(const dsv3_wmat *w, const void *x) {
+  return w->dtype == DSV3_F8_E4M3 && w->scale && w->cols % 64 == 0 && ((uintptr_t)w->data & 15) == 0 &&
+         ((uintptr_t)x & 15) == 0;
 }
 
 static bool vec_ok(const dsv3_wmat *w, const void *x) {
@@ -290,6 +299,18 @@ extern "C" int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int6
   a.y = y, a.x = x, a.w = (const uint8_t *)w->data, a.s = w->scale, a.ldx = w->cols, a.ldy = w->rows;
   a.N = (int)w->rows, a.K = (int)w->cols, a.ntok = (int)ntok, a.accumulate = accumulate;
   return gemv_launch(ctx, a, w->dtype == DSV3_F8_E4M3, GEMV_PLAIN, "gemv");
+}
+
+extern "C" int dsv3_cuda_gemv_tcore(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                                      int accumulate) {
+  if (check_w("gemv tc", w)) return -1;
+  if (ntok <= 0) return 0;
+  if (!tc_ok(w, x)) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  CU_ARG("gemv tc", ntok < 65536 * 8, "too many tokens (%lld)", (long long)ntok);
+  GemvArgs a = {};
+  a.y = y, a.x = x, a.w = (const uint8_t *)w->data, a.s = w->scale, a.ldx = w->cols, a.ldy = w->rows;
+  a.N = (int)w->rows, a.K = (int)w->cols, a.ntok = (int)ntok, a.accumulate = accumulate;
+  return dsv3_gemv_tc_run(ctx, a, GEMV_PLAIN, ntok, cdiv(ntok, 8), false, "gemv tc");
 }
 
 /* ---------------------------------------------------------------- GEMM (prefill) */
@@ -324,6 +345,7 @@ extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int6
 
 extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                                 int accumulate) {
+  if (dsv3_cuda_tc_tokens(ntok, 8) && tc_ok(w, x)) return dsv3_cuda_gemv_tcore(ctx, y, x, ntok, w, accumulate);
   if (ntok <= dsv3_cuda_gemv_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
   /* the mma tiles are 16 rows: narrow matrices would leave SMs idle, the GEMV does better */
   if (ntok <= dsv3_cuda_mma_max_tokens && cdiv(w->rows, 16) >= ctx->sms)
@@ -345,12 +367,15 @@ extern "C" int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64
          (long long)w2->cols, (long long)w3->rows, (long long)w3->cols);
   float *h = (float *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLP, (size_t)(2 * ntok * I) * sizeof(float));
   if (!h) return -1;
-  if (ntok <= dsv3_cuda_gemv_max_tokens && vec_ok(w1, x) && vec_ok(w3, x) && ((uintptr_t)w3->data & 15) == 0) {
+  const bool tc = dsv3_cuda_tc_tokens(ntok, 8) && tc_ok(w1, x) && tc_ok(w3, x);
+  if (tc || (ntok <= dsv3_cuda_gemv_max_tokens && vec_ok(w1, x) && vec_ok(w3, x) && ((uintptr_t)w3->data & 15) == 0)) {
     GemvArgs a = {};
     a.y = h, a.x = x, a.w = (const uint8_t *)w1->data, a.w3 = (const uint8_t *)w3->data, a.s = w1->scale,
     a.s3 = w3->scale;
     a.ldx = D, a.ldy = I, a.N = (int)I, a.K = (int)D, a.ntok = (int)ntok;
-    if (gemv_launch(ctx, a, w1->dtype == DSV3_F8_E4M3, GEMV_GATEUP, "mlp gate/up")) return -1;
+    if (tc ? dsv3_gemv_tc_run(ctx, a, GEMV_GATEUP, ntok, cdiv(ntok, 8), false, "mlp gate/up")
+           : gemv_launch(ctx, a, w1->dtype == DSV3_F8_E4M3, GEMV_GATEUP, "mlp gate/up"))
+      return -1;
   } else {
     float *u = h + ntok * I;
     if (dsv3_cuda_linear(ctx, h, x, ntok, w1, 0) || dsv3_cuda_linear(ctx, u, x, ntok, w3, 0) ||

@@ -234,35 +234,30 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
   GemvArgs a = {};
   a.y = h, a.x = x, a.experts = experts, a.idx = idx, a.order = order, a.ldx = dim, a.ldy = inter;
   a.N = (int)inter, a.K = (int)dim, a.ntok = 1, a.topk = (int)topk;
-  int R, WK;
-  const int ring = dsv3_cuda_gemv_ring; /* the ring variant: R from gemv_shape (8 forced for the tests), its own WK */
-  gemv_shape(a.N, a.K, epc, np, ctx->sms, ring ? 8 : 4, 2, 2, &R, &WK);
-  if (ring) {
-    const auto go = fp8 ? gemv_ring_go<1, true, GEMV_MOE_GATEUP> : gemv_ring_go<1, false, GEMV_MOE_GATEUP>;
-    go(a, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
-  } else {
-    a.wk = WK;
-    const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
-    const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
-    if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
-    else R == 4 ? moe_launch<4, false, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, false, GEMV_MOE_GATEUP>(a, g1, st);
-  }
-  CU_LAUNCHED("moe gate/up");
-
   GemvArgs b = {};
   b.y = part, b.x = h, b.experts = experts, b.idx = idx, b.order = order, b.ldx = inter, b.ldy = dim;
   b.N = (int)dim, b.K = (int)inter, b.ntok = 1, b.topk = (int)topk;
-  gemv_shape(b.N, b.K, epc, np, ctx->sms, ring ? 8 : 4, 1, 1, &R, &WK);
-  if (ring) {
-    const auto go = fp8 ? gemv_ring_go<1, true, GEMV_MOE_DOWN> : gemv_ring_go<1, false, GEMV_MOE_DOWN>;
-    go(b, ring == 2 ? 8 : R, np, sorted, ctx->sms, st);
-  } else {
-    b.wk = WK;
-    const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
-    const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
-    if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
-    else R == 4 ? moe_launch<4, false, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, false, GEMV_MOE_DOWN>(b, g2, st);
+  if (dsv3_cuda_tc_tokens(ntok, INT64_MAX) && fp8 && dim % 64 == 0 && inter % 64 == 0) { /* the tensor-core variant (gemv.cuh) */
+    if (dsv3_gemv_tc_run(ctx, a, GEMV_MOE_GATEUP, ntok, np, sorted, "moe gate/up") ||
+        dsv3_gemv_tc_run(ctx, b, GEMV_MOE_DOWN, np, np, sorted, "moe down"))
+      return -1;
+    return combine(st, y, part, weight, NULL, ntok, topk, dim, accumulate);
   }
+  int R, WK;
+  gemv_shape(a.N, a.K, epc, np, ctx->sms, 4, 2, 2, &R, &WK);
+  a.wk = WK;
+  const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
+  const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
+  if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
+  else R == 4 ? moe_launch<4, false, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, false, GEMV_MOE_GATEUP>(a, g1, st);
+  CU_LAUNCHED("moe gate/up");
+
+  gemv_shape(b.N, b.K, epc, np, ctx->sms, 4, 1, 1, &R, &WK);
+  b.wk = WK;
+  const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
+  const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
+  if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
+  else R == 4 ? moe_launch<4, false, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, false, GEMV_MOE_DOWN>(b, g2, st);
   CU_LAUNCHED("moe down");
   return combine(st, y, part, weight, NULL, ntok, topk, dim, accumulate);
 }

@@ -29,7 +29,7 @@ if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDSV3_CUDA=ON $deps > "$
   status "configure" "FAILED (configure.log)"; tail -20 "$out/configure.log"; exit 1
 fi
 targets="dsv3_cuda cuda_bench"
-for t in linear norm mla moe sample; do targets="$targets test_cuda_$t"; done
+for t in linear norm mla moe sample forward; do targets="$targets test_cuda_$t"; done
 if [ "${DSV3_GPU_FULL:-0}" = 1 ]; then targets=all; fi
 if ! cmake --build "$build" -j"$jobs" --target $targets > "$out/build.log" 2>&1; then
   status "build" "FAILED (build.log)"; grep -E "error|Error" "$out/build.log" | head -30; exit 1
