@@ -259,17 +259,15 @@ __device__ __forceinline__ void mma16816_f16(float *c, uint32_t a0, uint32_t a1,
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-/* x [rows, ldx] float32 -> xh [rows, K] f16 times 2^e (largest |x| of the row in [2^14, 2^15),
- * e clamped to [-126, 120]), inv[row] = 2^-e.  One block of 512 a row, its loads unrolled so a
- * 16K-wide row takes one round trip a pass; K % 4 == 0, x 16-byte aligned. */
-static __global__ void __launch_bounds__(512) x_f16_kernel(__half *xh, float *inv, const float *x, int64_t ldx, int K) {
-  pdl_wait();
-  pdl_trigger();
-  const float4 *xr = reinterpret_cast<const float4 *>(x + blockIdx.x * ldx);
+/* One row of K values (quads of float4, row(i) for i < K / 4) -> out [K] f16 times 2^e (the
+ * row's largest magnitude in [2^14, 2^15), e clamped to [-126, 120]), *inv = 2^-e; by a whole
+ * block, loads unrolled so a 16K-wide row takes one round trip a pass. */
+template <typename F>
+__device__ __forceinline__ void row_to_f16(__half *out, float *inv, int K, F row) {
   float m = 0.f;
 #pragma unroll 8
   for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
-    const float4 v = xr[i];
+    const float4 v = row(i);
     m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
   }
   m = block_max(m);
@@ -279,14 +277,24 @@ static __global__ void __launch_bounds__(512) x_f16_kernel(__half *xh, float *in
     e = min(max(15 - e, -126), 120);
   }
   const float sc = ldexpf(1.f, e);
-  __half2 *o = reinterpret_cast<__half2 *>(xh + (int64_t)blockIdx.x * K);
+  __half2 *o = reinterpret_cast<__half2 *>(out);
 #pragma unroll 8
   for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
-    const float4 v = xr[i];
+    const float4 v = row(i);
     o[2 * i] = __floats2half2_rn(v.x * sc, v.y * sc);
     o[2 * i + 1] = __floats2half2_rn(v.z * sc, v.w * sc);
   }
-  if (threadIdx.x == 0) inv[blockIdx.x] = ldexpf(1.f, -e);
+  if (threadIdx.x == 0) *inv = ldexpf(1.f, -e);
+}
+
+/* x [rows, ldx] float32 -> xh [rows, K] f16 (row_to_f16), one block of 512 a row, row src[r]
+ * of x (src NULL: row r).  K % 4 == 0, x 16-byte aligned. */
+static __global__ void __launch_bounds__(512) x_f16_kernel(__half *xh, float *inv, const float *x, int64_t ldx, int K,
+                                                           const int32_t *src) {
+  pdl_wait();
+  pdl_trigger();
+  const float4 *xr = reinterpret_cast<const float4 *>(x + (src ? src[blockIdx.x] : blockIdx.x) * ldx);
+  row_to_f16(xh + (int64_t)blockIdx.x * K, inv + blockIdx.x, K, [&](int i) { return xr[i]; });
 }
 
 template <int MODE>
@@ -400,7 +408,7 @@ static inline int gemv_tc_wk(int64_t tiles, int K, int64_t yblocks, int sms) {
 template <int MODE>
 static void gemv_tc_launch(GemvArgs a, int64_t xrows, __half *xh, float *xinv, int64_t yb, bool pair_major, int sms,
                            cudaStream_t st) {
-  launch_pdl(x_f16_kernel, dim3((unsigned)xrows), dim3(512), 0, st, xh, xinv, a.x, a.ldx, a.K);
+  launch_pdl(x_f16_kernel, dim3((unsigned)xrows), dim3(512), 0, st, xh, xinv, a.x, a.ldx, a.K, (const int32_t *)nullptr);
   a.xh = xh, a.xinv = xinv;
   const int RO = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP ? 8 : 16;
   const int64_t tiles = cdiv(a.N, RO);

@@ -360,20 +360,22 @@ out:
  *   count pairs per expert -> offsets and a table of tiles (expert, first row, tokens <= GB_N)
  *   -> each pair's row in expert order (atomics: the order inside an expert is arbitrary, the
  *   values are not, since every output row depends on its own input row only) -> x gathered
- *   as bf16 -> W1 and W3 (one launch, grid.z) -> bf16(silu(g) * u) -> W2 -> weighted sum.
+ *   (FP8 experts: f16 rows times a power of two, x_f16_kernel; BF16: bf16) -> W1 and W3 (one
+ *   launch, grid.z) -> silu(g) * u (f16 rows likewise, or bf16) -> W2 -> weighted sum.
  * A block computes 256 weight rows x 64 tokens of one tile: 8 warps of 32 rows x 64 tokens
- * (each weight dequantised once), a 4-stage cp.async pipeline of 64-wide K slices (weights as
- * stored, x as bf16), weights dequantised from shared memory straight to bf16x2 pairs of
- * bf16(e4m3 * scale) (one scale per warp and slice: 32 rows x 64 columns sit in one scale
- * block) and fed to mma.sync.m16n8k16 with the k order permuted alike for both operands, as
- * skinny.cu.  Shared memory rows of 128 bytes (x, BF16 weights) swap their 16-byte halves on
+ * (each weight converted once), a 4-stage cp.async pipeline of 64-wide K slices (weights as
+ * stored), FP8 weights converted from shared memory to f16x2 pairs of f16(e4m3 * scale * 2^ew)
+ * (one scale per warp and slice: 32 rows x 64 columns sit in one scale block; 2^ew per warp,
+ * divided out at the end) and fed to mma.sync.m16n8k16 (f16; BF16 weights: bf16) with the k
+ * order permuted alike for both operands, as skinny.cu.  Shared memory rows of 128 bytes (x, BF16 weights) swap their 16-byte halves on
  * odd rows so a quarter-warp's two rows never share banks.  256 rows of x per block halve the
  * x re-reads of 128 (x is bf16, twice the bytes of an FP8 weight). */
 enum { GB_M = 256, GB_N = 64, GB_K = 64, GB_ST = 4, GB_THREADS = 256 };
 
 struct GroupedArgs {
   float *y, *y3;          /* [np, N] in expert order (y3: the W3 product of the gate/up launch) */
-  const uint16_t *x;      /* bf16 [np, K] in expert order */
+  const uint16_t *x;      /* [np, K] in expert order: bf16 (BF16 weights), f16 times 1 / xinv (FP8) */
+  const float *xinv;      /* FP8: [np] */
   const dsv3_cuda_expert *experts;
   const int4 *tiles;      /* (expert, first row, rows, 0) */
   const int *ntiles;
@@ -386,7 +388,7 @@ struct GroupedArgs {
  * accumulators of a warp are independent between two dependent mma. */
 template <bool FP8, int NT>
 __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw, const uint16_t *X,
-                                             float *Y, int N, int K, int row0, int cnt) {
+                                             const float *Xinv, float *Y, int N, int K, int row0, int cnt) {
   constexpr int WROW = FP8 ? GB_K : 2 * GB_K; /* bytes of a weight row per stage */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int nk = (K + GB_K - 1) / GB_K;
@@ -410,6 +412,21 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
   for (int i = 0; i < 2; i++)
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+  /* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
+   * possible weight (448 times its largest scale) in [2^13, 2^14): 11 significant bits, no
+   * overflow; divided out with x's power of two at the end */
+  int ew = 0;
+  if (FP8) {
+    float sm = 0.f;
+    for (int i = lane; i < (K + 127) >> 7; i += 32) sm = fmaxf(sm, fabsf(__ldg(Sw + i)));
+    sm = warp_max(sm) * 448.f;
+    if (sm > 0.f && sm <= 3.4e38f) {
+      (void)frexpf(sm, &ew); /* sm < 2^ew */
+      ew = min(max(14 - ew, -100), 100);
+    } else {
+      ew = 0;
+    }
+  }
 #pragma unroll
   for (int s = 0; s < GB_ST - 1; s++) {
     if (s < nk) load(s, s);
@@ -421,7 +438,7 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
     if (kt + GB_ST - 1 < nk) load((kt + GB_ST - 1) % GB_ST, kt + GB_ST - 1);
     asm volatile("cp.async.commit_group;");
     const int st = kt % GB_ST;
-    const float sc = FP8 ? __ldg(Sw + ((kt * GB_K) >> 7)) : 1.f;
+    const __half2 sc2 = __float2half2_rn(FP8 ? ldexpf(__ldg(Sw + ((kt * GB_K) >> 7)), ew) : 1.f);
     /* A operands of rows g and g + 8 of each m tile, k = 16q .. 16q + 15: FP8 kept as loaded
      * (4 registers a row) and dequantised 4 values per k16 step, BF16 as 8 bf16 pairs */
     uint32_t pa[2][2][FP8 ? 4 : 8];
@@ -448,9 +465,15 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
 #pragma unroll
       for (int mt = 0; mt < 2; mt++) {
         uint32_t p0[2], p1[2];
-        if (FP8) {
-          deq4_bf16x2(pa[mt][0][s], sc, p0);
-          deq4_bf16x2(pa[mt][1][s], sc, p1);
+        if (FP8) { /* e4m3 -> f16 exactly, times the scale in f16 */
+          const uint32_t u0 = pa[mt][0][s], u1 = pa[mt][1][s];
+          uint32_t h[4] = {e4m3x2_f16x2(u0), e4m3x2_f16x2(u0 >> 16), e4m3x2_f16x2(u1), e4m3x2_f16x2(u1 >> 16)};
+#pragma unroll
+          for (int i = 0; i < 4; i++) {
+            __half2 v = __hmul2(*reinterpret_cast<__half2 *>(&h[i]), sc2);
+            h[i] = *reinterpret_cast<uint32_t *>(&v);
+          }
+          p0[0] = h[0], p0[1] = h[1], p1[0] = h[2], p1[1] = h[3];
         } else {
           p0[0] = pa[mt][0][2 * s], p0[1] = pa[mt][0][2 * s + 1], p1[0] = pa[mt][1][2 * s], p1[1] = pa[mt][1][2 * s + 1];
         }
@@ -463,7 +486,10 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
       for (int nt = 0; nt < NT; nt++) {
         const uint2 b = *reinterpret_cast<const uint2 *>(xs + nt * 8 * GB_K);
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) mma16816(acc[mt][nt], af[mt], b.x, b.y);
+        for (int mt = 0; mt < 2; mt++) {
+          if (FP8) mma16816_f16(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], b.x, b.y);
+          else mma16816(acc[mt][nt], af[mt], b.x, b.y);
+        }
       }
     }
   }
@@ -475,7 +501,7 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
 #pragma unroll
       for (int c = 0; c < 4; c++) {
         const int row = row0 + warp * 32 + mt * 16 + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * q + (c & 1);
-        if (row < N && t < cnt) Y[(int64_t)t * N + row] = acc[mt][nt][c];
+        if (row < N && t < cnt) Y[(int64_t)t * N + row] = FP8 ? ldexpf(acc[mt][nt][c] * Xinv[t], -ew) : acc[mt][nt][c];
       }
 }
 
@@ -499,12 +525,13 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
   uint8_t *sw = gsm;                                                              /* [GB_ST][GB_M][WROW] */
   uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * (FP8 ? GB_K : 2 * GB_K)); /* [GB_ST][GB_N][GB_K] */
   const uint16_t *X = a.x + (int64_t)tl.y * K;
+  const float *Xinv = FP8 ? a.xinv + tl.y : nullptr;
   /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
   const float *Sw = FP8 ? S + (int64_t)(min(row0 + (int)(threadIdx.x >> 5) * 32, N - 1) >> 7) * ((K + 127) >> 7) : S;
-  if (cnt <= 8) grouped_main<FP8, 1>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
-  else if (cnt <= 16) grouped_main<FP8, 2>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
-  else if (cnt <= 32) grouped_main<FP8, 4>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
-  else grouped_main<FP8, 8>(sw, sx, W, Sw, X, Y, N, K, row0, cnt);
+  if (cnt <= 8) grouped_main<FP8, 1>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else if (cnt <= 16) grouped_main<FP8, 2>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else if (cnt <= 32) grouped_main<FP8, 4>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else grouped_main<FP8, 8>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
 }
 
 __global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, int E) {
@@ -545,6 +572,15 @@ __global__ void grouped_gather_kernel(uint16_t *xs, const float *x, const int32_
         make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
   }
 }
+/* FP8 experts: row j of silu(g) * u as f16 times a power of two (row_to_f16), one block a row */
+__global__ void __launch_bounds__(512) grouped_silu_f16_kernel(__half *out, float *inv, const float *g, const float *u, int I) {
+  const float4 *g4 = reinterpret_cast<const float4 *>(g + (int64_t)blockIdx.x * I);
+  const float4 *u4 = reinterpret_cast<const float4 *>(u + (int64_t)blockIdx.x * I);
+  row_to_f16(out + (int64_t)blockIdx.x * I, inv + blockIdx.x, I, [&](int i) {
+    const float4 a = g4[i], b = u4[i];
+    return make_float4(silu_f(a.x) * b.x, silu_f(a.y) * b.y, silu_f(a.z) * b.z, silu_f(a.w) * b.w);
+  });
+}
 /* out = bf16(silu(g) * u): dsv3_cuda_silu_mul followed by the GEMM's bf16 rounding */
 __global__ void grouped_silu_kernel(uint16_t *out, const float *g, const float *u, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -581,30 +617,36 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   CU_ARG("moe grouped", np < (1ll << 31) && maxt < 65536, "too many (token, expert) pairs (%lld)", (long long)np);
   /* scratch: ints | xs (bf16 [np, dim]), later ys (f32 [np, dim]) | g, u (f32 [np, inter]) | hb (bf16 [np, inter]) */
   const size_t toff = ((size_t)(2 * E + 1) * 4 + 15) & ~(size_t)15;
-  const size_t ib = (toff + (size_t)maxt * 16 + (size_t)np * 8 + 255) & ~(size_t)255;
+  const size_t ib = (toff + (size_t)maxt * 16 + (size_t)np * 16 + 255) & ~(size_t)255; /* + xinv, hinv (FP8) */
   const size_t xb = (size_t)(np * dim) * 4, gb = (size_t)(np * inter) * 8, hb = (size_t)(np * inter) * 2;
   uint8_t *base = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MOE, ib + xb + gb + hb);
   if (!base) return -1;
   int *cnt = (int *)base, *fill = cnt + E, *ntiles = fill + E;
   int4 *tiles = (int4 *)(base + toff);
   int32_t *inv = (int32_t *)(tiles + maxt), *src = inv + np;
+  float *xinv = (float *)(src + np), *hinv = xinv + np;
+  const bool fp8 = wdt == DSV3_F8_E4M3;
   uint16_t *xs = (uint16_t *)(base + ib);
   float *ys = (float *)(base + ib), *gg = (float *)(base + ib + xb), *uu = gg + np * inter;
   uint16_t *hs = (uint16_t *)(base + ib + xb + gb);
   cudaStream_t st = ctx->stream;
   CU_TRY("moe grouped", cudaMemsetAsync(cnt, 0, (size_t)E * 4, st));
+  /* rows of out-of-range pairs are never placed: their source rows stay 0 (read, never used) */
+  CU_TRY("moe grouped", cudaMemsetAsync(src, 0, (size_t)np * 4, st));
   grouped_count_kernel<<<grid_for(np), 256, 0, st>>>(cnt, idx, np, (int)E);
   grouped_plan_kernel<<<1, 1, 0, st>>>(fill, tiles, ntiles, cnt, (int)E);
   grouped_scatter_kernel<<<grid_for(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
-  grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
+  /* FP8: x as f16 rows with their powers of two (the tensor-core GEMV's x_f16_kernel); rows of
+   * out-of-range pairs (never placed) convert row 0: no tile reads them */
+  if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src);
+  else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
-  /* rows of out-of-range pairs were never placed: np counts them, the tiles do not */
-  GroupedArgs a = {gg, uu, xs, experts, tiles, ntiles, 1, (int)inter, (int)dim};
-  const bool fp8 = wdt == DSV3_F8_E4M3;
+  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim};
   if (fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st)) return -1;
-  grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
+  if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter);
+  else grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
-  GroupedArgs b = {ys, NULL, hs, experts, tiles, ntiles, 2, (int)dim, (int)inter};
+  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter};
   if (fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st)) return -1;
   return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);
 }
