@@ -284,7 +284,7 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   mla_arg a = {0};
   a.H = 128, a.C = 512, a.R = 64, a.max_seq = L, a.max_len = L;
   a.nq = prefill ? L : nseq;
-  a.tc = prefill == 2;
+  a.tc = prefill >= 2; /* 2: dsv3_cuda_mla_prefill (fused kernel), 3: the same with the fused kernel off */
   a.kv = dev_random((size_t)(nseq * L * a.C) * 2, 2);
   a.pe = dev_random((size_t)(nseq * L * a.R) * 2, 2);
   a.ql = dev_random((size_t)(a.nq * a.H * a.C) * 4, 1);
@@ -306,7 +306,10 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   CU(cudaMalloc((void **)&a.len, (size_t)a.nq * 4));
   CU(cudaMemcpy(a.seq, seq, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(a.len, len, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
+  const int keep_fused = dsv3_cuda_mla_fused;
+  dsv3_cuda_mla_fused = prefill == 3 ? 0 : keep_fused;
   double s = timeit(f_mla, &a, prefill ? 2 : (quick ? 5 : 20));
+  dsv3_cuda_mla_fused = keep_fused;
   char shape[80];
   snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld%s", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
            (long long)L, prefill ? " causal" : "");
@@ -567,7 +570,8 @@ int main(int argc, char **argv) {
   bench_mla("mla decode", 1, 32768, 0);
   bench_mla("mla decode", 32, 4096, 0);
   bench_mla("mla prefill", 1, 2048, 1);
-  bench_mla("mla prefill(tc)", 1, 2048, 2);
+  bench_mla("mla prefill(tc)", 1, 2048, 3);
+  bench_mla("mla prefill(fused)", 1, 2048, 2);
   bench_moe();
   bench_moe_prefill();
   bench_small();

@@ -140,6 +140,11 @@ int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *q, const ui
                           const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope, int64_t R,
                           int64_t V, int64_t C, int64_t max_seq, float scale);
 extern size_t dsv3_cuda_mla_prefill_score_bytes;
+/* 1 (default): for the head sizes it is built for (DeepSeek-V3's nope + rope = 192 with v 128,
+ * dsv3-tiny's 64 with 32), one fused flash-style kernel instead of the scores in scratch (same
+ * roundings; scratch: the keys, values and queries only); 0 (or DSV3_MLA_FUSED=0 in the
+ * environment): the score-matrix path always. */
+extern int dsv3_cuda_mla_fused;
 /* Absorb o: o[t, h, v] = sum_c ol[t, h, c] * Wkvb[h * (nope + V) + nope + v, c]; o: [ntok, H, V]. */
 int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
                            int64_t V, int64_t C, cudaStream_t st);

@@ -686,6 +686,178 @@ __global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, c
   }
 }
 
+/* Fused causal attention for a prompt chunk (flash-attention style, the non-absorbed form):
+ * a block of 4 warps takes 64 queries of one head, a warp 16 of them, and walks the keys the
+ * chunk's last query sees in tiles of 64, staged in shared memory by cp.async one tile ahead
+ * (rows of QK + 8 and VD + 8 bf16: ldmatrix rows on distinct banks).  Per tile:
+ *   S [16, 64] = Q [16, QK] . K^T (Q as A fragments in registers for the whole walk, K by
+ *   ldmatrix; k = [nope | rope]: the nope part from KV, the rope part from the shared pe rows),
+ *   the causal mask, an online softmax in the log2 domain (a row's max and sum across the 4
+ *   lanes that hold it), and O [16, VD] = O * corr + P . V, P going from the S accumulators
+ *   straight into A fragments as bf16 (V by ldmatrix.trans).
+ * The same roundings as the unfused path (bf16 Q, K, V, P; float32 scores, sums and O), with
+ * the scores never written: that path moved ~6 bytes a (query, key, head) through HBM. */
+enum { MF_Q = 64, MF_K = 64 };
+struct MlaFusedArgs {
+  float *o;                /* [nq, H, VD] */
+  const uint16_t *Q;       /* bf16 [nq, H, QK] */
+  const uint16_t *KV;      /* bf16 [keys, HW]: head h at h * (nope + VD): nope k values, then VD v values */
+  const uint16_t *pe;      /* bf16 [keys, QK - nope] (the sequence's first cache row) */
+  int64_t HW;
+  int H, nope, nq, pos0;
+  float scale_log2;
+};
+template <int QK, int VD>
+static size_t mla_fused_smem() {
+  return (size_t)2 * MF_K * ((QK + 8) + (VD + 8)) * 2;
+}
+template <int QK, int VD>
+__global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) {
+  extern __shared__ uint4 smem_u4[];
+  constexpr int KS = QK + 8, VS = VD + 8;
+  uint16_t *kt_s = reinterpret_cast<uint16_t *>(smem_u4); /* [2][MF_K][KS] */
+  uint16_t *vt_s = kt_s + 2 * MF_K * KS;                  /* [2][MF_K][VS] */
+  const int qt = gridDim.x - 1 - blockIdx.x;               /* the longest rows first */
+  const int h = blockIdx.y, q0 = qt * MF_Q;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int R = QK - a.nope, nope = a.nope;
+  const int kend = a.pos0 + min(q0 + MF_Q, a.nq); /* keys the block's last query sees */
+  const int ntile = (kend + MF_K - 1) / MF_K;
+  const int64_t hoff = (int64_t)h * (nope + VD);
+
+  /* Q fragments: rows g, g + 8 of this warp, k-steps of 16 */
+  uint32_t qf[QK / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < QK / 16; ks++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int qi = q0 + warp * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
+      qf[ks][r] = qi < a.nq ? *reinterpret_cast<const uint32_t *>(a.Q + ((int64_t)qi * a.H + h) * QK + k) : 0u;
+    }
+  float o[VD / 8][4];
+#pragma unroll
+  for (int n = 0; n < VD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int qpos0 = a.pos0 + q0 + warp * 16 + g; /* row g's position; row g + 8: + 8 */
+
+  constexpr int KC = QK / 8, VC = VD / 8; /* 16-byte chunks a row */
+  auto stage = [&](int buf, int k0) {
+    uint16_t *kd = kt_s + buf * MF_K * KS, *vd = vt_s + buf * MF_K * VS;
+    for (int i = threadIdx.x; i < MF_K * (KC + VC); i += 128) {
+      const int j = i / (KC + VC), c = i % (KC + VC), key = k0 + j;
+      const bool ok = key < kend;
+      const int kk = ok ? key : 0;
+      if (c < KC) {
+        const int d = c * 8;
+        const uint16_t *src = d < nope ? a.KV + (int64_t)kk * a.HW + hoff + d : a.pe + (int64_t)kk * R + (d - nope);
+        cp_async16(kd + j * KS + d, src, ok ? 16 : 0);
+      } else {
+        const int d = (c - KC) * 8;
+        cp_async16(vd + j * VS + d, a.KV + (int64_t)kk * a.HW + hoff + nope + d, ok ? 16 : 0);
+      }
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  stage(0, 0);
+  for (int it = 0; it < ntile; it++) {
+    const int k0 = it * MF_K;
+    if (it + 1 < ntile) {
+      stage((it + 1) & 1, k0 + MF_K);
+      asm volatile("cp.async.wait_group 1;");
+    } else {
+      asm volatile("cp.async.wait_group 0;");
+    }
+    __syncthreads();
+    const uint16_t *kb = kt_s + (it & 1) * MF_K * KS, *vb = vt_s + (it & 1) * MF_K * VS;
+    float s[MF_K / 8][4];
+#pragma unroll
+    for (int n = 0; n < MF_K / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < QK / 16; ks++)
+#pragma unroll
+      for (int n = 0; n < MF_K / 8; n += 2) {
+        uint32_t b[4];
+        ldsm_x4(b, kb + (8 * (n + (lane >> 4)) + (lane & 7)) * KS + ks * 16 + ((lane >> 3) & 1) * 8);
+        mma16816(s[n], qf[ks], b[0], b[1]);
+        mma16816(s[n + 1], qf[ks], b[2], b[3]);
+      }
+    /* mask (keys past a row's position; rows past nq see keys < kend only) and online softmax */
+    const bool edge = k0 + MF_K - 1 > qpos0;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int qp = qpos0 + 8 * r;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < MF_K / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          float v = s[n][2 * r + e] * a.scale_log2;
+          if (edge && k0 + 8 * n + 2 * t4 + e > qp) v = -INFINITY;
+          s[n][2 * r + e] = v;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(m[r], mx); /* key 0 is always visible: finite from the first tile */
+      const float corr = exp2f(m[r] - mn);
+      m[r] = mn;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < MF_K / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float p = exp2f(s[n][2 * r + e] - mn);
+          s[n][2 * r + e] = p;
+          sum += p;
+        }
+      l[r] = l[r] * corr + sum; /* this lane's share; the 4 lanes of the row are summed at the end */
+#pragma unroll
+      for (int n = 0; n < VD / 8; n++) o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
+    }
+    /* O += P . V, P from the score accumulators as bf16 A fragments */
+#pragma unroll
+    for (int kk = 0; kk < MF_K / 16; kk++) {
+      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int n = 0; n < VD / 8; n += 2) {
+        uint32_t b[4];
+        ldsm_x4_t(b, vb + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * VS + (n + (lane >> 4)) * 8);
+        mma16816(o[n], pa, b[0], b[1]);
+        mma16816(o[n + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncthreads(); /* the buffer is staged again two tiles on */
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int qi = q0 + warp * 16 + g + 8 * r;
+    if (qi >= a.nq) continue;
+    const float inv = 1.f / lr;
+    float *dst = a.o + ((int64_t)qi * a.H + h) * VD + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < VD / 8; n++) *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+  }
+}
+
+template <int QK, int VD>
+static int mla_fused_launch(const MlaFusedArgs &a, cudaStream_t st) {
+  const size_t smem = mla_fused_smem<QK, VD>();
+  CU_TRY("mla prefill (fused)", cudaFuncSetAttribute(mla_prefill_fused_kernel<QK, VD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  mla_prefill_fused_kernel<QK, VD><<<dim3((unsigned)cdiv(a.nq, MF_Q), (unsigned)a.H), 128, smem, st>>>(a);
+  CU_LAUNCHED("mla prefill (fused)");
+  return 0;
+}
+/* the head sizes the fused kernel is built for: DeepSeek-V3 (128 + 64, 128) and dsv3-tiny
+ * (32 + 32, 32); 0 where it is not (the score-matrix path then) */
+static int mla_fused_fits(int64_t nope, int64_t R, int64_t V) {
+  return (nope + R == 192 && V == 128 && nope % 8 == 0) || (nope + R == 64 && V == 32 && nope % 8 == 0);
+}
+int dsv3_cuda_mla_fused = 1;
+
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
 /* one strided batched GEMM over the heads, bf16 in, fp32 out (column-major, as cuBLAS) */
@@ -715,6 +887,9 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
          (long long)(pos0 + nq - 1), (long long)max_seq);
   if (nq <= 0) return 0;
   const int64_t qk = nope + R, HW = H * (nope + V), L = pos0 + nq, ldL = cdiv(L, 8) * 8;
+  const char *fe = getenv("DSV3_MLA_FUSED"); /* 0: the score-matrix path always */
+  const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) &&
+                     nq < (1ll << 31) / 64 && pos0 < (1ll << 30) && H < 65536;
   /* query tokens per chunk: scores (fp32) + probabilities (bf16) within the budget */
   const int64_t per_tok = H * ldL * 6;
   int64_t tq = (int64_t)(dsv3_cuda_mla_prefill_score_bytes / (size_t)per_tok);
@@ -725,7 +900,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   CU_ARG("mla prefill", tq * H < (1ll << 31) && L * HW < (1ll << 40), "%lld query rows per chunk, %lld cached keys x %lld: too many",
          (long long)(tq * H), (long long)L, (long long)HW);
   const size_t kb = align256((size_t)(ldL * HW) * 2), qb = align256((size_t)(nq * H * qk) * 2),
-               sb = align256((size_t)(tq * H * ldL) * 4), pb = align256((size_t)(tq * H * ldL) * 2);
+               sb = fused ? 0 : align256((size_t)(tq * H * ldL) * 4), pb = fused ? 0 : align256((size_t)(tq * H * ldL) * 2);
   uint8_t *scr = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA_PREFILL, kb + qb + sb + pb);
   if (!scr) return -1;
   uint16_t *KV = (uint16_t *)scr, *Q = (uint16_t *)(scr + kb), *P = (uint16_t *)(scr + kb + qb + sb);
@@ -744,6 +919,10 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
    * their scores are never read and their probabilities are 0) */
   if (ldL > L) CU_TRY("mla prefill", cudaMemsetAsync(KV + L * HW, 0, (size_t)((ldL - L) * HW) * 2, st));
   if (dsv3_cuda_f32_to_bf16(Q, q, nq * H * qk, st)) return -1;
+  if (fused) {
+    MlaFusedArgs fa = {o, Q, KV, pe_cache + base * R, HW, (int)H, (int)nope, (int)nq, (int)pos0, sl2};
+    return qk == 192 ? mla_fused_launch<192, 128>(fa, st) : mla_fused_launch<64, 32>(fa, st);
+  }
   for (int64_t t0 = 0; t0 < nq; t0 += tq) {
     const int64_t t1 = t0 + tq < nq ? t0 + tq : nq, nt = t1 - t0, rows = nt * H, N = pos0 + t1, ld = cdiv(N, 8) * 8;
     const uint16_t *Qc = Q + t0 * H * qk;

@@ -170,9 +170,9 @@ static void test_attention(dsv3_cuda_ctx *ctx, const char *what, int64_t H, int6
  * worst token (a numpy emulation over 100 seeds); the extra key and value roundings add errors
  * of the same size, independent.  Limits: 1e-2 over all, 2e-2 for the worst token; a wrong
  * row, head or mask boundary gives errors of order 0.1-1. */
-static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t sq,
-                         int64_t pos0, int64_t nq, size_t budget) {
-  const int64_t nope = 16, V = 24, qk = nope + R, HW = H * (nope + V); /* q: [nq, H, nope + R] */
+static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t sq,
+                              int64_t pos0, int64_t nq, size_t budget, int64_t nope, int64_t V) {
+  const int64_t qk = nope + R, HW = H * (nope + V); /* q: [nq, H, nope + R] */
   size_t kvn = (size_t)(nseq * max_seq * C), pen = (size_t)(nseq * max_seq * R), on = (size_t)(nq * H * V);
   uint16_t *kv = t_xmalloc(kvn * 2), *pe = t_xmalloc(pen * 2), *W = t_xmalloc((size_t)(HW * C) * 2);
   t_bf16(kv, kvn, 1.0f);
@@ -203,8 +203,10 @@ static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, in
   float *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
   float *dout = t_poison(on * 4), *got = t_xmalloc(on * 4);
   const size_t def = dsv3_cuda_mla_prefill_score_bytes;
-  for (int rep = 0; rep < 2; rep++) {
+  const int keep_fused = dsv3_cuda_mla_fused;
+  for (int rep = 0; rep < 3; rep++) { /* 0: small score budget, 1: default, 2: the fused kernel off */
     dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
+    dsv3_cuda_mla_fused = rep == 2 ? 0 : keep_fused;
     CU(cudaMemset(dout, 0xff, on * 4));
     OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale));
     t_host(got, dout, on * 4);
@@ -215,16 +217,25 @@ static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, in
       if (!(ei <= wt)) wt = ei, wi = i; /* NaN / inf count as worst */
     }
     CHECK(e < 1e-2 && wt < 2e-2,
-          "mla prefill H=%lld C=%lld R=%lld seq %lld pos0=%lld nq=%lld (score budget %zu): rel err %.3g (< 1e-2), "
-          "worst token %lld: %.3g (< 2e-2)",
-          (long long)H, (long long)C, (long long)R, (long long)sq, (long long)pos0, (long long)nq,
-          dsv3_cuda_mla_prefill_score_bytes, e, (long long)wi, wt);
-    if (rep) printf("mla prefill H=%lld C=%lld R=%lld pos0=%lld nq=%lld: rel err %.3g, worst token %.3g\n", (long long)H,
-                    (long long)C, (long long)R, (long long)pos0, (long long)nq, e, wt);
+          "mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld seq %lld pos0=%lld nq=%lld (score budget %zu, fused %d): rel err "
+          "%.3g (< 1e-2), worst token %lld: %.3g (< 2e-2)",
+          (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)sq, (long long)pos0,
+          (long long)nq, dsv3_cuda_mla_prefill_score_bytes, dsv3_cuda_mla_fused, e, (long long)wi, wt);
+    if (rep)
+      printf("mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld pos0=%lld nq=%lld%s: rel err %.3g, worst token %.3g\n",
+             (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)pos0, (long long)nq,
+             dsv3_cuda_mla_fused ? "" : " (fused off)", e, wt);
   }
   dsv3_cuda_mla_prefill_score_bytes = def;
+  dsv3_cuda_mla_fused = keep_fused;
   cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout);
   free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got);
+}
+
+/* nope = 16 and V = 24 (not a size the fused kernel is built for: the score-matrix path) */
+static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, int64_t nseq, int64_t max_seq, int64_t sq,
+                         int64_t pos0, int64_t nq, size_t budget) {
+  test_prefill_dims(ctx, H, C, R, nseq, max_seq, sq, pos0, nq, budget, 16, 24);
 }
 
 static void test_prefill_args(dsv3_cuda_ctx *ctx) {
@@ -294,6 +305,12 @@ int main(void) {
   test_prefill(ctx, 2, 16, 0, 1, 16, 0, 3, 9, 1);          /* no rope part, one token per chunk */
   test_prefill(ctx, 16, 512, 64, 2, 512, 1, 0, 300, 1 << 20);
   test_prefill(ctx, 16, 512, 64, 1, 1024, 0, 211, 300, 3 << 20);
+  /* the fused kernel's sizes (DeepSeek-V3, dsv3-tiny), against the same reference and with the
+   * fused kernel off: partial 64-query and 64-key tiles, after cached rows, other sequences */
+  test_prefill_dims(ctx, 3, 512, 64, 2, 512, 1, 0, 130, 1 << 20, 128, 128);
+  test_prefill_dims(ctx, 2, 512, 64, 2, 512, 0, 77, 200, 1 << 20, 128, 128);
+  test_prefill_dims(ctx, 4, 128, 32, 3, 256, 2, 5, 70, 1 << 18, 32, 32);
+  test_prefill_dims(ctx, 4, 128, 32, 1, 256, 0, 0, 1, 1 << 18, 32, 32);
   dsv3_cuda_ctx_free(ctx);
   return check_done("test_cuda_mla");
 }
