@@ -839,14 +839,16 @@ __global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) 
     const float inv = 1.f / lr;
     float *dst = a.o + ((int64_t)qi * a.H + h) * VD + 2 * t4;
 #pragma unroll
-    for (int n = 0; n < VD / 8; n++) *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+    for (int n = 0; n < VD / 8; n++)
+      *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
   }
 }
 
 template <int QK, int VD>
 static int mla_fused_launch(const MlaFusedArgs &a, cudaStream_t st) {
   const size_t smem = mla_fused_smem<QK, VD>();
-  CU_TRY("mla prefill (fused)", cudaFuncSetAttribute(mla_prefill_fused_kernel<QK, VD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  CU_TRY("mla prefill (fused)",
+         cudaFuncSetAttribute(mla_prefill_fused_kernel<QK, VD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   mla_prefill_fused_kernel<QK, VD><<<dim3((unsigned)cdiv(a.nq, MF_Q), (unsigned)a.H), 128, smem, st>>>(a);
   CU_LAUNCHED("mla prefill (fused)");
   return 0;

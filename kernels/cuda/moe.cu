@@ -367,9 +367,10 @@ out:
  * stored), FP8 weights converted from shared memory to f16x2 pairs of f16(e4m3 * scale * 2^ew)
  * (one scale per warp and slice: 32 rows x 64 columns sit in one scale block; 2^ew per warp,
  * divided out at the end) and fed to mma.sync.m16n8k16 (f16; BF16 weights: bf16) with the k
- * order permuted alike for both operands, as skinny.cu.  Shared memory rows of 128 bytes (x, BF16 weights) swap their 16-byte halves on
- * odd rows so a quarter-warp's two rows never share banks.  256 rows of x per block halve the
- * x re-reads of 128 (x is bf16, twice the bytes of an FP8 weight). */
+ * order permuted alike for both operands, as skinny.cu.  Shared memory rows of 128 bytes (x,
+ * BF16 weights) swap their 16-byte halves on odd rows so a quarter-warp's two rows never share
+ * banks.  256 rows of x per block halve the x re-reads of 128 (x is 16-bit, twice the bytes of
+ * an FP8 weight). */
 enum { GB_M = 256, GB_N = 64, GB_K = 64, GB_ST = 4, GB_THREADS = 256 };
 
 struct GroupedArgs {
@@ -440,7 +441,7 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
     const int st = kt % GB_ST;
     const __half2 sc2 = __float2half2_rn(FP8 ? ldexpf(__ldg(Sw + ((kt * GB_K) >> 7)), ew) : 1.f);
     /* A operands of rows g and g + 8 of each m tile, k = 16q .. 16q + 15: FP8 kept as loaded
-     * (4 registers a row) and dequantised 4 values per k16 step, BF16 as 8 bf16 pairs */
+     * (4 registers a row) and converted 4 values per k16 step, BF16 as 8 bf16 pairs */
     uint32_t pa[2][2][FP8 ? 4 : 8];
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)

@@ -177,7 +177,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       double e = t_rel(got, ref, (size_t)(T * D));
       /* an expert with more than 64 tokens goes to the bf16 GEMM path even with the GEMV limit 16 */
       /* experts of up to 8 tokens go through the MLP's tensor-core GEMVs where they fit (5e-3) */
-      CHECK(e < (li || most > 64 ? 1e-2 : dsv3_cuda_gemv_tc && tc_fits ? 5e-3 : 3e-5), "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
+      CHECK(e < (li || most > 64 ? 1e-2 : dsv3_cuda_gemv_tc && tc_fits ? 5e-3 : 3e-5),
+            "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
             (long long)E, (long long)K, (long long)T, e);
       /* overwrite mode leaves nothing of the poison */
       CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
