@@ -235,6 +235,10 @@ static int64_t prompt_ids(const dsv3_tokenizer *tok, const opts *o, const char *
   if (o->raw) {
     int32_t *t;
     int64_t n = dsv3_tok_encode(tok, text, strlen(text), &t);
+    if (n < 0) { /* a hostile tokenizer.json (the error names it) */
+      *ids = NULL;
+      return -1;
+    }
     *ids = dsv3_xmalloc((size_t)(n + 1) * sizeof(int32_t));
     (*ids)[0] = dsv3_tok_bos(tok);
     memcpy(*ids + 1, t, (size_t)n * sizeof(int32_t));
@@ -269,6 +273,7 @@ static int run_one(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, cons
                    int64_t n0, dump_t *dump, uint64_t *rng) {
   int32_t *ids = NULL;
   int64_t np = ids0 ? n0 : prompt_ids(tok, o, text, &ids);
+  if (np < 0) return -1; /* the tokenizer's error */
   const int32_t *p = ids0 ? ids0 : ids;
   gen_result r;
   if (!o->json && text && o->raw) {
@@ -302,6 +307,10 @@ static int generate_batch(dsv3_model *m, const dsv3_tokenizer *tok, const opts *
   double t0 = dsv3_now(), prefill_s = 0, decode_s = 0;
   for (int64_t i = 0; i < k && !rc; i++) {
     np[i] = prompt_ids(tok, o, texts[i], &ids[i]);
+    if (np[i] < 0) { /* the tokenizer's error */
+      rc = -1;
+      break;
+    }
     nprompt += np[i];
     total[i] = np[i] + o->max_new < m->max_seq_len ? np[i] + o->max_new : m->max_seq_len;
     if (np[i] <= 0 || np[i] > total[i] || (np[i] == total[i] && o->max_new > 0)) {
@@ -461,6 +470,12 @@ static int chat(dsv3_model *m, const dsv3_tokenizer *tok, const opts *o, uint64_
     msgs[n++] = (dsv3_chat_msg){"user", dsv3_xstrdup(line)};
     int32_t *ids;
     int64_t np = dsv3_tok_chat(tok, msgs, n, 1, &ids);
+    if (np < 0) { /* a hostile tokenizer.json: this turn is dropped, as a failed generation */
+      dsv3_error_print(PROG);
+      n--;
+      free((char *)msgs[n].content);
+      continue;
+    }
     gen_result r;
     rc = generate(m, tok, o, ids, np, 1, NULL, rng, &r);
     free(ids);
@@ -630,6 +645,7 @@ int main(int argc, char **argv) {
     }
     int32_t *ids;
     int64_t k = dsv3_tok_encode(tok, buf, n, &ids);
+    if (k < 0) dsv3_die(PROG, 1, "%s", dsv3_error());
     for (int64_t i = 0; i < k; i++) printf("%s%d", i ? " " : "", ids[i]);
     putchar('\n');
     free(ids);

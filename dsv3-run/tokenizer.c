@@ -291,7 +291,7 @@ static int find_matches(const pattern *p, OnigRegion *reg, const char *s, size_t
     if (r < 0) {
       UChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
       onig_error_code_to_str(msg, r);
-      dsv3_error_set("tokenizer: regex search failed: %s", (char *)msg);
+      dsv3_error_set("regex search failed: %s", (char *)msg);
       return -1;
     }
     size_t b = (size_t)reg->beg[0], e = (size_t)reg->end[0];
@@ -668,28 +668,55 @@ static int parse_norm(dsv3_tokenizer *t, const cJSON *p) {
   return 0;
 }
 
-/* Apply the normalizer to [s, s+n): a malloc'd string, or NULL when there is no normalizer. */
+/* A normalizer may make a text at most this long (bytes): real ones grow it a few times at most
+ * (Replace " " by a 3-byte character); a hostile chain of Replace steps with an empty pattern
+ * would grow it geometrically, to gigabytes from a line. */
+static size_t norm_limit(size_t n) { return 16 * n + 4096; }
+
+/* Apply the normalizer to [s, s+n): a malloc'd string, or NULL when there is no normalizer.
+ * *err = 1 (error set) when a regex search fails or the text outgrows norm_limit. */
 static char *normalize(const dsv3_tokenizer *t, const char *s, size_t n, size_t *out_n, OnigRegion *reg, int *err) {
   if (!t->nnorms) return NULL;
   sbuf cur = {0};
   sb_add(&cur, s, n);
   segs m = {0};
+  const size_t lim = norm_limit(n);
   for (size_t k = 0; k < t->nnorms; k++) {
     const norm_step *ns = &t->norms[k];
     sbuf nx = {0};
     sb_add(&nx, "", 0);
     if (ns->type == N_REPLACE) {
       if (find_matches(&ns->pat, reg, cur.p, cur.n, &m) != 0) {
+        dsv3_error_prefix("%s", t->path);
         *err = 1;
         free(nx.p);
         break;
       }
-      for (size_t i = 0; i < m.n; i++) {
-        if (m.v[i].flag) sb_add(&nx, ns->str, strlen(ns->str));
-        else sb_add(&nx, cur.p + m.v[i].b, m.v[i].e - m.v[i].b);
+      const size_t rl = strlen(ns->str);
+      for (size_t i = 0; i < m.n && !*err; i++) {
+        const size_t add = m.v[i].flag ? rl : m.v[i].e - m.v[i].b;
+        if (nx.n + add > lim) {
+          dsv3_error_set("%s: the normalizer makes a %zu-byte text longer than %zu bytes", t->path, n, lim);
+          *err = 1;
+        } else if (m.v[i].flag) {
+          sb_add(&nx, ns->str, rl);
+        } else {
+          sb_add(&nx, cur.p + m.v[i].b, add);
+        }
+      }
+      if (*err) {
+        free(nx.p);
+        break;
       }
     } else if (ns->type == N_PREPEND) {
-      if (cur.n) sb_add(&nx, ns->str, strlen(ns->str));
+      const size_t pl = cur.n ? strlen(ns->str) : 0;
+      if (cur.n + pl > lim) {
+        dsv3_error_set("%s: the normalizer makes a %zu-byte text longer than %zu bytes", t->path, n, lim);
+        *err = 1;
+        free(nx.p);
+        break;
+      }
+      sb_add(&nx, ns->str, pl);
       sb_add(&nx, cur.p, cur.n);
     } else {
       size_t b = 0, e = cur.n, l;
@@ -943,6 +970,11 @@ int dsv3_tok_load(const char *path, dsv3_tokenizer **out) {
       int err = 0;
       size_t nl;
       char *nz = normalize(t, a->content, a->len, &nl, reg, &err);
+      if (err) { /* the error names the file */
+        free(nz);
+        onig_region_free(reg, 1);
+        goto fail;
+      }
       if (nz && (nl != a->len || memcmp(nz, a->content, nl))) {
         a->pattern = nz;
         a->plen = nl;
@@ -1273,6 +1305,7 @@ int64_t dsv3_tok_encode(const dsv3_tokenizer *t, const char *text, size_t len, i
   free(s);
   if (c.err) {
     free(c.out.v);
+    if (strncmp(dsv3_error(), t->path, strlen(t->path)) != 0) dsv3_error_prefix("%s", t->path);
     return -1;
   }
   *ids = c.out.v ? c.out.v : dsv3_xmalloc(sizeof(int32_t));

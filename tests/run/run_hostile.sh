@@ -54,6 +54,14 @@ expect_error "tokenizer.json a FIFO" "tok_fifo/tokenizer.json: not a regular fil
   timeout 20 "$RUN" --ckpt "$d" --raw --prompt "def f():" --max-new-tokens 3 -q
 d=$(mk tok_merge); swap "$d" tokenizer.json; sed -i '0,/"merges": \[/s//"merges": ["zzzq yyyq", /' "$d/tokenizer.json"
 bad "merge of unknown tokens" "tokenizer.json: model.merges\[0\]: zzzq yyyq is not in the vocabulary" "$d"
+# a chain of Replace normalizers whose pattern matches the empty string grows a text 40-fold a
+# step (found by fuzz_tokenizer: 2 GB from a line); refused past 16x + 4 KB, also by --tokenize
+d=$(mk tok_norm); swap "$d" tokenizer.json
+r='{"type":"Replace","pattern":{"Regex":""},"content":"0123456789012345678901234567890123456789"}'
+sed -i "s/\"normalizer\": null/\"normalizer\": {\"type\":\"Sequence\",\"normalizers\":[$r,$r,$r,$r,$r,$r,$r,$r]}/" "$d/tokenizer.json"
+bad "normalizer growing the text geometrically" "tok_norm/tokenizer.json: the normalizer makes a" "$d"
+expect_error "normalizer growth, --tokenize" "tok_norm/tokenizer.json: the normalizer makes a" \
+  sh -c 'echo "def f(): return 1" | "$0" --ckpt "$1" --tokenize' "$RUN" "$d"
 
 # shards and index
 d=$(mk shard_trunc); swap "$d" model-00002-of-00003.safetensors
