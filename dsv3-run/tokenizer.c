@@ -668,41 +668,35 @@ static int parse_norm(dsv3_tokenizer *t, const cJSON *p) {
   return 0;
 }
 
-/* A normalizer may make a text at most this long (bytes): real ones grow it a few times at most
- * (Replace " " by a 3-byte character); a hostile chain of Replace steps with an empty pattern
- * would grow it geometrically, to gigabytes from a line. */
-static size_t norm_limit(size_t n) { return 16 * n + 4096; }
+/* A normalizer may make a text of n bytes at most 16 n + 4096 bytes long: real ones grow it a
+ * few times at most (Replace " " by a 3-byte character); a hostile chain of Replace steps with
+ * an empty pattern would grow it geometrically, to gigabytes from a line.  0 (error set, without
+ * the file: the caller names it) when `len` bytes would pass that. */
+static int norm_fits(size_t len, size_t n) {
+  if (len <= 16 * n + 4096) return 1;
+  dsv3_error_set("the normalizer makes a %zu-byte text longer than %zu bytes", n, 16 * n + 4096);
+  return 0;
+}
 
 /* Apply the normalizer to [s, s+n): a malloc'd string, or NULL when there is no normalizer.
- * *err = 1 (error set) when a regex search fails or the text outgrows norm_limit. */
+ * *err = 1 (error set, without the file) when a regex search fails or the text outgrows
+ * norm_fits. */
 static char *normalize(const dsv3_tokenizer *t, const char *s, size_t n, size_t *out_n, OnigRegion *reg, int *err) {
   if (!t->nnorms) return NULL;
   sbuf cur = {0};
   sb_add(&cur, s, n);
   segs m = {0};
-  const size_t lim = norm_limit(n);
   for (size_t k = 0; k < t->nnorms; k++) {
     const norm_step *ns = &t->norms[k];
     sbuf nx = {0};
     sb_add(&nx, "", 0);
     if (ns->type == N_REPLACE) {
-      if (find_matches(&ns->pat, reg, cur.p, cur.n, &m) != 0) {
-        dsv3_error_prefix("%s", t->path);
-        *err = 1;
-        free(nx.p);
-        break;
-      }
+      if (find_matches(&ns->pat, reg, cur.p, cur.n, &m) != 0) *err = 1;
       const size_t rl = strlen(ns->str);
       for (size_t i = 0; i < m.n && !*err; i++) {
         const size_t add = m.v[i].flag ? rl : m.v[i].e - m.v[i].b;
-        if (nx.n + add > lim) {
-          dsv3_error_set("%s: the normalizer makes a %zu-byte text longer than %zu bytes", t->path, n, lim);
-          *err = 1;
-        } else if (m.v[i].flag) {
-          sb_add(&nx, ns->str, rl);
-        } else {
-          sb_add(&nx, cur.p + m.v[i].b, add);
-        }
+        if (!norm_fits(nx.n + add, n)) *err = 1;
+        else sb_add(&nx, m.v[i].flag ? ns->str : cur.p + m.v[i].b, add);
       }
       if (*err) {
         free(nx.p);
@@ -710,8 +704,7 @@ static char *normalize(const dsv3_tokenizer *t, const char *s, size_t n, size_t 
       }
     } else if (ns->type == N_PREPEND) {
       const size_t pl = cur.n ? strlen(ns->str) : 0;
-      if (cur.n + pl > lim) {
-        dsv3_error_set("%s: the normalizer makes a %zu-byte text longer than %zu bytes", t->path, n, lim);
+      if (!norm_fits(cur.n + pl, n)) {
         *err = 1;
         free(nx.p);
         break;
@@ -970,7 +963,8 @@ int dsv3_tok_load(const char *path, dsv3_tokenizer **out) {
       int err = 0;
       size_t nl;
       char *nz = normalize(t, a->content, a->len, &nl, reg, &err);
-      if (err) { /* the error names the file */
+      if (err) {
+        dsv3_error_prefix("%s", path);
         free(nz);
         onig_region_free(reg, 1);
         goto fail;
@@ -1305,7 +1299,7 @@ int64_t dsv3_tok_encode(const dsv3_tokenizer *t, const char *text, size_t len, i
   free(s);
   if (c.err) {
     free(c.out.v);
-    if (strncmp(dsv3_error(), t->path, strlen(t->path)) != 0) dsv3_error_prefix("%s", t->path);
+    dsv3_error_prefix("%s", t->path); /* the regex and normalizer errors leave the file out */
     return -1;
   }
   *ids = c.out.v ? c.out.v : dsv3_xmalloc(sizeof(int32_t));
