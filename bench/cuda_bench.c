@@ -209,7 +209,8 @@ static void bench_gemv(const char *name, dsv3_dtype dt, int64_t N, int64_t K) {
     a.x = dev_random((size_t)(a.T * K) * 4, 1);
     CU(cudaMalloc((void **)&a.y, (size_t)(a.T * N) * 4));
     for (int path = 0; path <= 4; path++) {
-      if (path == 1 || path == 2 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) || (path == 4 && (a.T > 8 || dt != DSV3_F8_E4M3)))
+      if (path == 1 || path == 2 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) ||
+          (path == 4 && (a.T > 8 || dt != DSV3_F8_E4M3)))
         continue;
       a.path = path;
       double s = timeit(f_lin, &a, quick ? 5 : 20);

@@ -424,8 +424,6 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
     if (sm > 0.f && sm <= 3.4e38f) {
       (void)frexpf(sm, &ew); /* sm < 2^ew */
       ew = min(max(14 - ew, -100), 100);
-    } else {
-      ew = 0;
     }
   }
 #pragma unroll
