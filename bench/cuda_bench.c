@@ -114,12 +114,14 @@ static void row_bw(const char *name, const char *shape, double sec, double bytes
          bw / 1e9, bytes / copy_bw * 1e6, sec / (bytes / copy_bw), 100 * bw / copy_bw);
   fflush(stdout);
 }
-static void row_fl(const char *name, const char *shape, double sec, double flops) {
-  double r = flops / sec;
-  printf("%-22s %-34s %10.2f us %9.1f TFLOP/s floor %7.2f us  %5.2fx floor (%3.0f%% of cuBLAS peak)\n", name, shape, sec * 1e6,
-         r / 1e12, flops / gemm_peak * 1e6, sec / (flops / gemm_peak), 100 * r / gemm_peak);
+/* against the measured cuBLAS BF16 peak, or (fp8) twice it: Hopper's FP8 tensor-core rate */
+static void row_fl_at(const char *name, const char *shape, double sec, double flops, int fp8) {
+  double r = flops / sec, pk = fp8 ? 2 * gemm_peak : gemm_peak;
+  printf("%-22s %-34s %10.2f us %9.1f TFLOP/s floor %7.2f us  %5.2fx floor (%3.0f%% of %s)\n", name, shape, sec * 1e6,
+         r / 1e12, flops / pk * 1e6, sec / (flops / pk), 100 * r / pk, fp8 ? "2x cuBLAS BF16 peak" : "cuBLAS peak");
   fflush(stdout);
 }
+static void row_fl(const char *name, const char *shape, double sec, double flops) { row_fl_at(name, shape, sec, flops, 0); }
 
 /* ---------------------------------------------------------------- floors */
 typedef struct {
@@ -166,7 +168,7 @@ typedef struct {
   float *x, *y;
   int64_t T;
   int path; /* 0 gemv, 1 gemm (dequant + cuBLAS), 2 gemm_bf16 on pre-dequantised weights, 3 gemv_mma, 4 the
-               tensor-core GEMV (gemv_tcore) */
+               tensor-core GEMV (gemv_tcore), 5 the FP8 GEMM (act_quant + cuBLASLt block scaling) */
   uint16_t *wb, *xb;
 } lin_arg;
 static void f_lin(void *v, int it) {
@@ -176,6 +178,7 @@ static void f_lin(void *v, int it) {
   else if (a->path == 4) OK(dsv3_cuda_gemv_tcore(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 1) OK(dsv3_cuda_gemm(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 3) OK(dsv3_cuda_gemv_mma(ctx, a->y, a->x, a->T, w, 0));
+  else if (a->path == 5) OK(dsv3_cuda_gemm_fp8(ctx, a->y, a->x, a->T, w, 0));
   else OK(dsv3_cuda_gemm_bf16(ctx, a->y, a->xb, a->T, a->wb, w->rows, w->cols, 0));
 }
 static void make_weights(lin_arg *a, dsv3_dtype dt, int64_t N, int64_t K, size_t min_total) {
@@ -242,8 +245,13 @@ static void bench_gemm(const char *name, int64_t N, int64_t K, int64_t T) {
   double fl = 2.0 * N * K * T;
   a.path = 1;
   row_fl(name, shape, timeit(f_lin, &a, quick ? 3 : 10), fl);
-  a.path = 2;
   char n2[64];
+  if (dsv3_cuda_gemm_fp8_ok(&a.w[0], a.x, T)) {
+    a.path = 5;
+    snprintf(n2, sizeof n2, "%s(fp8)", name);
+    row_fl_at(n2, shape, timeit(f_lin, &a, quick ? 3 : 10), fl, 1);
+  }
+  a.path = 2;
   snprintf(n2, sizeof n2, "%s(bf16 only)", name);
   row_fl(n2, shape, timeit(f_lin, &a, quick ? 3 : 10), fl);
   if (T <= 64) {
@@ -409,6 +417,10 @@ static void bench_moe_prefill(void) {
   double s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
   row_bw("moe prefill grouped", shape, s, bytes);
   row_fl("moe prefill grouped", shape, s, flops);
+  dsv3_cuda_moe_wgmma = 0; /* the mma.sync kernel */
+  s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
+  dsv3_cuda_moe_wgmma = 1;
+  row_fl("moe prefill grp(mma.sync)", shape, s, flops);
   s = timeit(f_moe_loop, &a, quick ? 2 : 3);
   row_bw("moe prefill loop", shape, s, bytes);
   cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y), cudaFree(a.tab);
@@ -565,6 +577,8 @@ int main(int argc, char **argv) {
   /* prefill GEMM, 2048 tokens */
   bench_gemm("gemm dense gate", 18432, 7168, 2048);
   bench_gemm("gemm o_proj", 7168, 16384, 2048);
+  bench_gemm("gemm q_b", 24576, 1536, 2048);
+  bench_gemm("gemm kv_a", 576, 7168, 2048);
   bench_gemm("gemm expert gate", 2048, 7168, 64);
   /* MLA attention */
   bench_mla("mla decode", 1, 4096, 0);

@@ -51,15 +51,19 @@ enum {
   DSV3_SCR_XH,          /* the tensor-core GEMV's f16 copy of x (used and done within one GEMV) */
   DSV3_SCR_N
 };
+struct dsv3_fp8_state; /* fp8gemm.cu: the cuBLASLt handle and plans, made on first use */
+void dsv3_fp8_state_free(struct dsv3_fp8_state *s);
 struct dsv3_cuda_ctx {
   cudaStream_t stream;
   void *cublas;    /* cublasHandle_t */
-  void *workspace; /* cuBLAS workspace */
+  void *workspace; /* cuBLAS and cuBLASLt workspace (one stream: never used by both at once) */
+  struct dsv3_fp8_state *fp8;
   size_t workspace_bytes;
   void *scr[DSV3_SCR_N];
   size_t scr_bytes[DSV3_SCR_N];
   uint64_t scr_moves; /* scratch reallocations so far (dsv3_cuda_ctx_scratch_moves) */
   int sms;
+  int sm90; /* compute capability 9.x: the sm_90a SASS (wgmma) runs */
 };
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);

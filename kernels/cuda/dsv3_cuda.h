@@ -48,8 +48,9 @@ int dsv3_cuda_device_count(void);
  * 0: the tensor-core GEMV (dsv3_cuda_gemv_tc: the official fp8_gemm order, x as f16); else
  * ntok <= dsv3_cuda_gemv_max_tokens (2): the GEMV (float32 x); ntok <= dsv3_cuda_mma_max_tokens
  * (64): the tensor-core skinny GEMM (x rounded to bf16; falls back to the GEMV for shapes it
- * does not cover); above: dequantise + cuBLAS BF16 GEMM (needs scratch: capturable only after a
- * first run of the same shape). */
+ * does not cover); above: the FP8 GEMM on FP8 activations (dsv3_cuda_gemm_fp8) where it
+ * applies, else dequantise + cuBLAS BF16 GEMM (both need scratch: capturable only after a first
+ * run of the same shape). */
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
 extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
@@ -72,6 +73,20 @@ int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, c
 /* y = x * W^T with W already bf16 [rows, cols] (e.g. from dsv3_cuda_dequant) and x bf16. */
 int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,
                         int64_t rows, int64_t cols, int accumulate);
+/* The official fp8_gemm (fp8gemm.cu; the official model's gemm_impl = "fp8"): x quantised per
+ * token and 128 columns (act_quant: s = max(amax, 1e-4) / 448, q = e4m3(x / s)), then q and the
+ * FP8 weight multiplied on the tensor cores by cuBLASLt's block scaling (sm_90), both scales
+ * applied per 128-wide K block, float32 output.  Shapes it does not cover
+ * (dsv3_cuda_gemm_fp8_ok: FP8, cols % 512 == 0, rows % 16 == 0, 16-byte aligned) run
+ * dsv3_cuda_gemm.  dsv3_cuda_linear uses it above dsv3_cuda_mma_max_tokens tokens when
+ * dsv3_cuda_fp8_gemm is set: off by default, since e4m3 activations move each product by up to
+ * 2^-4 (dsv3-tiny's 300-token prefill logits: 6.4e-2 from the CPU reference, against 7e-3 with
+ * bf16 activations). */
+int dsv3_cuda_gemm_fp8(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+int dsv3_cuda_gemm_fp8_ok(const dsv3_wmat *w, const void *x, int64_t ntok);
+extern int dsv3_cuda_fp8_gemm; /* 0 (default); DSV3_CUDA_FP8_GEMM=1 at context creation */
+/* act_quant alone: q [ntok, K] e4m3, s[kb * lds + t] (K % 128 == 0, x 16-byte aligned). */
+int dsv3_cuda_act_quant(uint8_t *q, float *s, const float *x, int64_t ntok, int64_t K, int64_t lds, cudaStream_t st);
 /* W (FP8 + scales, BF16, F16 or F32) -> bf16 [rows, cols] (FP8: bf16(e4m3 * scale)). */
 int dsv3_cuda_dequant(uint16_t *out, const dsv3_wmat *w, cudaStream_t st);
 /* f32 -> bf16 (round to nearest even) and back. */
@@ -187,6 +202,9 @@ int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t 
  * to bf16 before the down projection, as dsv3_cuda_gemm.  Needs FP8 or BF16 experts with dim
  * and inter multiples of 16 (dsv3_cuda_moe_grouped_ok). */
 int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
+/* 1 (default): FP8 experts on sm_90 run the grouped GEMM on wgmma (moe.cu, grouped_wg_kernel);
+ * 0 (DSV3_MOE_WGMMA=0 at context creation): the mma.sync kernel. */
+extern int dsv3_cuda_moe_wgmma;
 int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);

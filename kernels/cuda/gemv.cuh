@@ -261,9 +261,10 @@ __device__ __forceinline__ void mma16816_f16(float *c, uint32_t a0, uint32_t a1,
 
 /* One row of K values (quads of float4, row(i) for i < K / 4) -> out [K] f16 times 2^e (the
  * row's largest magnitude in [2^14, 2^15), e clamped to [-126, 120]), *inv = 2^-e; by a whole
- * block, loads unrolled so a 16K-wide row takes one round trip a pass. */
+ * block, loads unrolled so a 16K-wide row takes one round trip a pass.  perm (K % 64 == 0): in
+ * the k order of the wgmma grouped MoE kernel (moe.cu, perm_k), else as is. */
 template <typename F>
-__device__ __forceinline__ void row_to_f16(__half *out, float *inv, int K, F row) {
+__device__ __forceinline__ void row_to_f16(__half *out, float *inv, int K, F row, bool perm = false) {
   float m = 0.f;
 #pragma unroll 8
   for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
@@ -281,8 +282,10 @@ __device__ __forceinline__ void row_to_f16(__half *out, float *inv, int K, F row
 #pragma unroll 8
   for (int i = threadIdx.x; i < K / 4; i += blockDim.x) {
     const float4 v = row(i);
-    o[2 * i] = __floats2half2_rn(v.x * sc, v.y * sc);
-    o[2 * i + 1] = __floats2half2_rn(v.z * sc, v.w * sc);
+    /* perm: k = 64b + 16q + 4s + e (e < 4) goes to 64b + 16s + 2q + e (e < 2), + 8 (e >= 2) */
+    const int j = perm ? (i & ~15) * 2 + (i & 3) * 8 + ((i >> 2) & 3) : 2 * i, j2 = perm ? j + 4 : j + 1;
+    o[j] = __floats2half2_rn(v.x * sc, v.y * sc);
+    o[j2] = __floats2half2_rn(v.z * sc, v.w * sc);
   }
   if (threadIdx.x == 0) *inv = ldexpf(1.f, -e);
 }
@@ -290,11 +293,11 @@ __device__ __forceinline__ void row_to_f16(__half *out, float *inv, int K, F row
 /* x [rows, ldx] float32 -> xh [rows, K] f16 (row_to_f16), one block of 512 a row, row src[r]
  * of x (src NULL: row r).  K % 4 == 0, x 16-byte aligned. */
 static __global__ void __launch_bounds__(512) x_f16_kernel(__half *xh, float *inv, const float *x, int64_t ldx, int K,
-                                                           const int32_t *src) {
+                                                           const int32_t *src, bool perm = false) {
   pdl_wait();
   pdl_trigger();
   const float4 *xr = reinterpret_cast<const float4 *>(x + (src ? src[blockIdx.x] : blockIdx.x) * ldx);
-  row_to_f16(xh + (int64_t)blockIdx.x * K, inv + blockIdx.x, K, [&](int i) { return xr[i]; });
+  row_to_f16(xh + (int64_t)blockIdx.x * K, inv + blockIdx.x, K, [&](int i) { return xr[i]; }, perm);
 }
 
 template <int MODE>
@@ -408,7 +411,7 @@ static inline int gemv_tc_wk(int64_t tiles, int K, int64_t yblocks, int sms) {
 template <int MODE>
 static void gemv_tc_launch(GemvArgs a, int64_t xrows, __half *xh, float *xinv, int64_t yb, bool pair_major, int sms,
                            cudaStream_t st) {
-  launch_pdl(x_f16_kernel, dim3((unsigned)xrows), dim3(512), 0, st, xh, xinv, a.x, a.ldx, a.K, (const int32_t *)nullptr);
+  launch_pdl(x_f16_kernel, dim3((unsigned)xrows), dim3(512), 0, st, xh, xinv, a.x, a.ldx, a.K, (const int32_t *)nullptr, false);
   a.xh = xh, a.xinv = xinv;
   const int RO = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP ? 8 : 16;
   const int64_t tiles = cdiv(a.N, RO);

@@ -37,11 +37,17 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (pdl && !strcmp(pdl, "0")) dsv3_cuda_pdl = 0;
   const char *gm = getenv("DSV3_CUDA_GEMV_MAX"); /* the GEMV's token limit, 1..8 */
   if (gm && atoi(gm) >= 1 && atoi(gm) <= 8) dsv3_cuda_gemv_max_tokens = atoi(gm);
+  const char *f8 = getenv("DSV3_CUDA_FP8_GEMM"); /* prefill GEMMs on FP8 activations (fp8gemm.cu): 0, 1 */
+  if (f8 && (!strcmp(f8, "0") || !strcmp(f8, "1"))) dsv3_cuda_fp8_gemm = atoi(f8);
+  const char *wg = getenv("DSV3_MOE_WGMMA"); /* the grouped MoE prefill on wgmma (moe.cu): 0, 1 */
+  if (wg && (!strcmp(wg, "0") || !strcmp(wg, "1"))) dsv3_cuda_moe_wgmma = atoi(wg);
   const char *tc = getenv("DSV3_CUDA_GEMV_TC"); /* the tensor-core GEMV (gemv.cuh): 0, 1, 2 */
   if (tc && (!strcmp(tc, "0") || !strcmp(tc, "1") || !strcmp(tc, "2"))) dsv3_cuda_gemv_tc = atoi(tc);
   int dev = 0;
   cublasHandle_t h = NULL;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+  int major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
     dsv3_error_set("cuda: context: no usable device (%s)", cudaGetErrorString(cudaGetLastError()));
     free(c);
     return -1;
@@ -52,6 +58,7 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
     return -1;
   }
   c->cublas = h;
+  c->sm90 = major == 9;
   c->workspace_bytes = 32u << 20;
   if (cudaMalloc(&c->workspace, c->workspace_bytes) != cudaSuccess) {
     dsv3_error_set("cuda: context: cannot allocate the %zu MB cuBLAS workspace", c->workspace_bytes >> 20);
@@ -73,6 +80,7 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
 extern "C" void dsv3_cuda_ctx_free(dsv3_cuda_ctx *c) {
   if (!c) return;
   for (int i = 0; i < DSV3_SCR_N; i++) cudaFree(c->scr[i]);
+  dsv3_fp8_state_free(c->fp8);
   if (c->cublas) cublasDestroy((cublasHandle_t)c->cublas);
   cudaFree(c->workspace);
   free(c);
@@ -353,6 +361,10 @@ extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, in
   /* and up to 8 tokens (one GEMV token tile) the GEMV rather than dequantise + cuBLAS, also with
    * the mma path off (DSV3_CUDA_MMA=0) */
   if (ntok <= dsv3_cuda_mma_max_tokens || ntok <= 8) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  /* dequantise + BF16 (the official gemm_impl = "bf16"), or with dsv3_cuda_fp8_gemm the
+   * official fp8_gemm (activations quantised per token and 128 columns) where cuBLASLt's block
+   * scaling covers the shape */
+  if (dsv3_cuda_fp8_gemm) return dsv3_cuda_gemm_fp8(ctx, y, x, ntok, w, accumulate);
   return dsv3_cuda_gemm(ctx, y, x, ntok, w, accumulate);
 }
 

@@ -533,6 +533,231 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
   else grouped_main<FP8, 8>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
 }
 
+/* ---------------------------------------------------------------- grouped prefill, wgmma
+ * The FP8 experts' grouped GEMM on sm_90a's warpgroup MMA (DSV3_MOE_WGMMA=0: the mma.sync kernel
+ * above).  The same tiles, stages and weight conversion as grouped_main, but the x tile is the B
+ * operand of wgmma.mma_async read straight from shared memory (no per-warp fragment loads: the
+ * mma.sync kernel read each x stage 8 times, once a warp) and one instruction covers 64 rows of
+ * a warpgroup instead of 16.  A = the weights, converted per warp into registers exactly as
+ * grouped_main does (rows 16i + g, + 8 of each 64-row tile for warp i of the warpgroup: the
+ * wgmma A-fragment layout), so the e4m3 codes stay in the k order they are loaded in; x is
+ * written in the matching order (row_to_f16's perm: within each 64-column block, logical k
+ * 16s + 2q + e holds physical 16q + 4s + e, + 8 for e >= 2), and x's shared-memory rows (128
+ * bytes: 64 values) use the 128-byte swizzle the descriptor names. */
+static __device__ __forceinline__ uint64_t wg_desc(const void *smem) {
+  const uint64_t a = (uint64_t)__cvta_generic_to_shared(smem);
+  /* start >> 4, leading offset 1 (unused by swizzled K-major), stride 1024 B between 8-row
+   * groups, 128-byte swizzle */
+  return ((a & 0x3ffff) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+/* wgmma exists in the sm_90a SASS only; the compute_90 PTX gets empty bodies (and a trap) */
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define WG_ASM(...) (void)0
+#endif
+static __device__ __forceinline__ void wg_fence() { WG_ASM("wgmma.fence.sync.aligned;" ::: "memory"); }
+static __device__ __forceinline__ void wg_commit() { WG_ASM("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+static __device__ __forceinline__ void wg_wait() {
+  WG_ASM("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+/* keeps the compiler from moving or reusing registers an asynchronous wgmma reads or writes */
+template <int R>
+static __device__ __forceinline__ void wg_hold(float (&d)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+static __device__ __forceinline__ void wg_hold(uint32_t (&a)[4]) {
+  asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
+}
+
+/* d (+)= A (64 x 16, registers) * B (16 x 8NT, shared memory, K-major, descriptor), f16 -> f32;
+ * acc = 0: d = A * B */
+template <int NT> struct Wg;
+template <> struct Wg<1> {
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %9, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, "
+                 "p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+template <> struct Wg<2> {
+  static __device__ __forceinline__ void mma(float (&d)[8], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %13, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, "
+                 "%9, %10, %11}, %12, p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+template <> struct Wg<4> {
+  static __device__ __forceinline__ void mma(float (&d)[16], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
+                 "%10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+template <> struct Wg<8> {
+  static __device__ __forceinline__ void mma(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
+                 "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, "
+                 "%28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+                   "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+                   "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+
+template <int NT>
+__device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw,
+                                                const uint16_t *X, const float *Xinv, float *Y, int N, int K, int row0,
+                                                int cnt) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int wg = warp >> 2, wi = warp & 3, nk = (K + GB_K - 1) / GB_K;
+  auto load = [&](int st, int kt) {
+    const int k0 = kt * GB_K;
+    for (int i = threadIdx.x; i < GB_M * 4; i += GB_THREADS) { /* weights: 4 chunks of 16 a row */
+      const int r = i >> 2, c = i & 3, kk = k0 + c * 16;
+      const bool ok = row0 + r < N && kk < K;
+      cp_async16(sw + (st * GB_M + r) * GB_K + c * 16, ok ? W + (int64_t)(row0 + r) * K + kk : W, ok ? 16 : 0);
+    }
+    for (int i = threadIdx.x; i < NT * 8 * 8; i += GB_THREADS) { /* x: 8 chunks a row, 128-byte swizzle */
+      const int t = i >> 3, c = i & 7, kk = k0 + c * 8;
+      const bool ok = t < cnt && kk < K;
+      cp_async16(sx + (st * GB_N + t) * GB_K + (c ^ (t & 7)) * 8, ok ? X + (int64_t)t * K + kk : X, ok ? 16 : 0);
+    }
+  };
+  float acc[2][NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
+  int ew = 0; /* as grouped_main: the warp's largest possible weight in [2^13, 2^14) */
+  {
+    float sm = 0.f;
+    for (int i = lane; i < (K + 127) >> 7; i += 32) sm = fmaxf(sm, fabsf(__ldg(Sw + i)));
+    sm = warp_max(sm) * 448.f;
+    if (sm > 0.f && sm <= 3.4e38f) {
+      (void)frexpf(sm, &ew);
+      ew = min(max(14 - ew, -100), 100);
+    }
+  }
+#pragma unroll
+  for (int s = 0; s < GB_ST - 1; s++) {
+    if (s < nk) load(s, s);
+    asm volatile("cp.async.commit_group;");
+  }
+  uint32_t af[2][2][4]; /* [buffer][m tile]: the A fragments of a k16 step, two steps in flight */
+  for (int kt = 0; kt < nk; kt++) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(GB_ST - 2));
+    /* the cp.async writes (generic proxy) before wgmma's reads (async proxy) */
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    wg_wait<0>(); /* this warpgroup's reads of the stage the next load overwrites are done */
+#pragma unroll
+    for (int b = 0; b < 2; b++) wg_hold(af[b][0]), wg_hold(af[b][1]);
+    __syncthreads();
+    if (kt + GB_ST - 1 < nk) load((kt + GB_ST - 1) % GB_ST, kt + GB_ST - 1);
+    asm volatile("cp.async.commit_group;");
+    const int st = kt % GB_ST;
+    const __half2 sc2 = __float2half2_rn(ldexpf(__ldg(Sw + ((kt * GB_K) >> 7)), ew));
+    uint32_t pa[2][2][4]; /* rows 16 wi + g (+ 8) of m tiles 0, 1: bytes 16q .. 16q + 15 of the stage */
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = wg * 128 + mt * 64 + wi * 16 + h * 8 + g;
+        const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * GB_M + r) * GB_K + q * 16);
+        pa[mt][h][0] = u.x, pa[mt][h][1] = u.y, pa[mt][h][2] = u.z, pa[mt][h][3] = u.w;
+      }
+    const uint64_t d0 = wg_desc(sx + st * GB_N * GB_K);
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+      uint32_t(&a)[2][4] = af[s & 1];
+      if (s >= 2) { /* the step that last used this buffer is done */
+        wg_wait<1>();
+        wg_hold(a[0]), wg_hold(a[1]);
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) {
+        const uint32_t u0 = pa[mt][0][s], u1 = pa[mt][1][s];
+        uint32_t h[4] = {e4m3x2_f16x2(u0), e4m3x2_f16x2(u0 >> 16), e4m3x2_f16x2(u1), e4m3x2_f16x2(u1 >> 16)};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          __half2 v = __hmul2(*reinterpret_cast<__half2 *>(&h[i]), sc2);
+          h[i] = *reinterpret_cast<uint32_t *>(&v);
+        }
+        a[mt][0] = h[0], a[mt][1] = h[2], a[mt][2] = h[1], a[mt][3] = h[3];
+      }
+      wg_fence();
+#pragma unroll
+      for (int mt = 0; mt < 2; mt++) Wg<NT>::mma(acc[mt], a[mt], d0 + (uint64_t)((s * 32) >> 4), kt | s);
+      wg_commit();
+    }
+  }
+  asm volatile("cp.async.wait_group 0;");
+  wg_wait<0>();
+  wg_hold(acc[0]), wg_hold(acc[1]);
+#pragma unroll
+  for (int b = 0; b < 2; b++) wg_hold(af[b][0]), wg_hold(af[b][1]);
+#pragma unroll
+  for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const int row = row0 + wg * 128 + mt * 64 + wi * 16 + g + (c >= 2 ? 8 : 0), t = j * 8 + 2 * q + (c & 1);
+        if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[mt][j * 4 + c] * Xinv[t], -ew);
+      }
+}
+
+__global__ void __launch_bounds__(GB_THREADS, 2) grouped_wg_kernel(GroupedArgs a) {
+  extern __shared__ __align__(16) uint8_t gsm[];
+  if ((int)blockIdx.y >= *a.ntiles) return;
+  const int4 tl = a.tiles[blockIdx.y];
+  const dsv3_cuda_expert ex = a.experts[tl.x];
+  const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
+  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
+  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
+  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
+  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
+  if (!W) {
+    if (m == 2)
+      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
+        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
+    return;
+  }
+#if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
+  __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
+#endif
+  /* the 128-byte swizzle repeats every 1024 bytes: x's stages start on such a boundary */
+  uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [GB_ST][GB_M][GB_K] */
+  uint16_t *sx = (uint16_t *)(sw + GB_ST * GB_M * GB_K); /* [GB_ST][GB_N][GB_K] f16 */
+  const uint16_t *X = a.x + (int64_t)tl.y * K;
+  const float *Xinv = a.xinv + tl.y;
+  /* the warpgroup's 128 rows sit in one scale row (clamped: rows past N compute unused zeros) */
+  const float *Sw = S + (int64_t)(min(row0 + (int)(threadIdx.x >> 7) * 128, N - 1) >> 7) * ((K + 127) >> 7);
+  if (cnt <= 8) grouped_main_wg<1>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else if (cnt <= 16) grouped_main_wg<2>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else if (cnt <= 32) grouped_main_wg<4>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  else grouped_main_wg<8>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+}
+int dsv3_cuda_moe_wgmma = 1;
+
 __global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, int E) {
   for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < np; p += (int64_t)gridDim.x * blockDim.x)
     if (idx[p] >= 0 && idx[p] < E) atomicAdd(&cnt[idx[p]], 1);
@@ -572,13 +797,14 @@ __global__ void grouped_gather_kernel(uint16_t *xs, const float *x, const int32_
   }
 }
 /* FP8 experts: row j of silu(g) * u as f16 times a power of two (row_to_f16), one block a row */
-__global__ void __launch_bounds__(512) grouped_silu_f16_kernel(__half *out, float *inv, const float *g, const float *u, int I) {
+__global__ void __launch_bounds__(512) grouped_silu_f16_kernel(__half *out, float *inv, const float *g, const float *u, int I,
+                                                               bool perm) {
   const float4 *g4 = reinterpret_cast<const float4 *>(g + (int64_t)blockIdx.x * I);
   const float4 *u4 = reinterpret_cast<const float4 *>(u + (int64_t)blockIdx.x * I);
   row_to_f16(out + (int64_t)blockIdx.x * I, inv + blockIdx.x, I, [&](int i) {
     const float4 a = g4[i], b = u4[i];
     return make_float4(silu_f(a.x) * b.x, silu_f(a.y) * b.y, silu_f(a.z) * b.z, silu_f(a.w) * b.w);
-  });
+  }, perm);
 }
 /* out = bf16(silu(g) * u): dsv3_cuda_silu_mul followed by the GEMM's bf16 rounding */
 __global__ void grouped_silu_kernel(uint16_t *out, const float *g, const float *u, int64_t n) {
@@ -594,6 +820,14 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
 
 /* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
  * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
+static int grouped_wg_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
+  constexpr int smem = GB_ST * (GB_M * GB_K + GB_N * GB_K * 2) + 1024; /* + the 1024-byte alignment */
+  CU_TRY("moe grouped", cudaFuncSetAttribute(grouped_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  dim3 grid((unsigned)cdiv(a.N, GB_M), (unsigned)maxt, (unsigned)z);
+  grouped_wg_kernel<<<grid, GB_THREADS, smem, st>>>(a);
+  CU_LAUNCHED("moe grouped");
+  return 0;
+}
 template <bool FP8>
 static int grouped_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
   constexpr int smem = GB_ST * (GB_M * (FP8 ? GB_K : 2 * GB_K) + GB_N * GB_K * 2);
@@ -637,15 +871,19 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   grouped_scatter_kernel<<<grid_for(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
   /* FP8: x as f16 rows with their powers of two (the tensor-core GEMV's x_f16_kernel); rows of
    * out-of-range pairs (never placed) convert row 0: no tile reads them */
-  if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src);
+  /* wgmma (sm_90a SASS on an sm_90 device; FP8; dim and inter multiples of 64): x and h in perm order */
+  const bool wgm = fp8 && dsv3_cuda_moe_wgmma && ctx->sm90 && dim % 64 == 0 && inter % 64 == 0;
+  if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, wgm);
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
   GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim};
-  if (fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st)) return -1;
-  if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter);
+  if (wgm ? grouped_wg_launch(a, maxt, 2, st) : fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st))
+    return -1;
+  if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter, wgm);
   else grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
   GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter};
-  if (fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st)) return -1;
+  if (wgm ? grouped_wg_launch(b, maxt, 1, st) : fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st))
+    return -1;
   return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);
 }
