@@ -632,19 +632,27 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
                                                 const uint16_t *X, const float *Xinv, float *Y, int N, int K, int row0,
                                                 int cnt) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int wg = warp >> 2, wi = warp & 3, nk = (K + GB_K - 1) / GB_K;
+  const int wg = warp >> 2, wi = warp & 3, nk = K / GB_K; /* K % 64 == 0 here */
+  /* each thread copies the same chunks every stage: weight rows tid / 4 + 64 j (16 bytes at
+   * column 16 (tid % 4)), x rows tid / 8 + 32 j (16 bytes at 8 (tid % 8), swizzled) */
+  const int tr = threadIdx.x >> 2, xt = threadIdx.x >> 3, xc = threadIdx.x & 7;
+  const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + (threadIdx.x & 3) * 16;
+  const uint16_t *xsrc = X + (int64_t)xt * K + xc * 8;
+  const int xoff = xt * GB_K + (xc ^ (xt & 7)) * 8;
   auto load = [&](int st, int kt) {
     const int k0 = kt * GB_K;
-    for (int i = threadIdx.x; i < GB_M * 4; i += GB_THREADS) { /* weights: 4 chunks of 16 a row */
-      const int r = i >> 2, c = i & 3, kk = k0 + c * 16;
-      const bool ok = row0 + r < N && kk < K;
-      cp_async16(sw + (st * GB_M + r) * GB_K + c * 16, ok ? W + (int64_t)(row0 + r) * K + kk : W, ok ? 16 : 0);
+    uint8_t *wd = sw + st * GB_M * GB_K + threadIdx.x * 16;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const bool ok = row0 + tr + 64 * j < N;
+      cp_async16(wd + j * 64 * GB_K, ok ? wsrc + (int64_t)j * 64 * K + k0 : W, ok ? 16 : 0);
     }
-    for (int i = threadIdx.x; i < NT * 8 * 8; i += GB_THREADS) { /* x: 8 chunks a row, 128-byte swizzle */
-      const int t = i >> 3, c = i & 7, kk = k0 + c * 8;
-      const bool ok = t < cnt && kk < K;
-      cp_async16(sx + (st * GB_N + t) * GB_K + (c ^ (t & 7)) * 8, ok ? X + (int64_t)t * K + kk : X, ok ? 16 : 0);
-    }
+#pragma unroll
+    for (int j = 0; j < (NT * 64 + GB_THREADS - 1) / GB_THREADS; j++)
+      if (NT * 64 >= GB_THREADS || (int)threadIdx.x < NT * 64) {
+        const bool ok = xt + 32 * j < cnt;
+        cp_async16(sx + st * GB_N * GB_K + xoff + j * 32 * GB_K, ok ? xsrc + (int64_t)j * 32 * K + k0 : X, ok ? 16 : 0);
+      }
   };
   float acc[2][NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
   int ew = 0; /* as grouped_main: the warp's largest possible weight in [2^13, 2^14) */
