@@ -384,6 +384,31 @@ struct GroupedArgs {
   int N, K;
 };
 
+/* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
+ * possible weight (448 times the largest scale of its scale row Sw) in [2^13, 2^14): 11
+ * significant bits, no overflow; divided out with x's power of two at the end */
+__device__ __forceinline__ int grouped_ew(const float *Sw, int K, int lane) {
+  float sm = 0.f;
+  for (int i = lane; i < (K + 127) >> 7; i += 32) sm = fmaxf(sm, fabsf(__ldg(Sw + i)));
+  sm = warp_max(sm) * 448.f;
+  int ew = 0;
+  if (sm > 0.f && sm <= 3.4e38f) {
+    (void)frexpf(sm, &ew); /* sm < 2^ew */
+    ew = min(max(14 - ew, -100), 100);
+  }
+  return ew;
+}
+/* 4 e4m3 codes of each of two rows (u0, u1) -> h: f16x2 pairs (codes 0-1 and 2-3 of u0, then
+ * of u1), the exact e4m3 -> f16 conversion times sc2 */
+__device__ __forceinline__ void grouped_cvt(uint32_t u0, uint32_t u1, __half2 sc2, uint32_t (&h)[4]) {
+  h[0] = e4m3x2_f16x2(u0), h[1] = e4m3x2_f16x2(u0 >> 16), h[2] = e4m3x2_f16x2(u1), h[3] = e4m3x2_f16x2(u1 >> 16);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    __half2 v = __hmul2(*reinterpret_cast<__half2 *>(&h[i]), sc2);
+    h[i] = *reinterpret_cast<uint32_t *>(&v);
+  }
+}
+
 /* The pipeline of one block for tiles of up to 8 * NT tokens: NT is a template parameter so
  * the mma loops have no data-dependent exits, and the k16 step is the outer loop so the 2 * NT
  * accumulators of a warp are independent between two dependent mma. */
@@ -413,19 +438,7 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
   for (int i = 0; i < 2; i++)
 #pragma unroll
     for (int j = 0; j < NT; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
-  /* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
-   * possible weight (448 times its largest scale) in [2^13, 2^14): 11 significant bits, no
-   * overflow; divided out with x's power of two at the end */
-  int ew = 0;
-  if (FP8) {
-    float sm = 0.f;
-    for (int i = lane; i < (K + 127) >> 7; i += 32) sm = fmaxf(sm, fabsf(__ldg(Sw + i)));
-    sm = warp_max(sm) * 448.f;
-    if (sm > 0.f && sm <= 3.4e38f) {
-      (void)frexpf(sm, &ew); /* sm < 2^ew */
-      ew = min(max(14 - ew, -100), 100);
-    }
-  }
+  const int ew = FP8 ? grouped_ew(Sw, K, lane) : 0;
 #pragma unroll
   for (int s = 0; s < GB_ST - 1; s++) {
     if (s < nk) load(s, s);
@@ -465,13 +478,8 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
       for (int mt = 0; mt < 2; mt++) {
         uint32_t p0[2], p1[2];
         if (FP8) { /* e4m3 -> f16 exactly, times the scale in f16 */
-          const uint32_t u0 = pa[mt][0][s], u1 = pa[mt][1][s];
-          uint32_t h[4] = {e4m3x2_f16x2(u0), e4m3x2_f16x2(u0 >> 16), e4m3x2_f16x2(u1), e4m3x2_f16x2(u1 >> 16)};
-#pragma unroll
-          for (int i = 0; i < 4; i++) {
-            __half2 v = __hmul2(*reinterpret_cast<__half2 *>(&h[i]), sc2);
-            h[i] = *reinterpret_cast<uint32_t *>(&v);
-          }
+          uint32_t h[4];
+          grouped_cvt(pa[mt][0][s], pa[mt][1][s], sc2, h);
           p0[0] = h[0], p0[1] = h[1], p1[0] = h[2], p1[1] = h[3];
         } else {
           p0[0] = pa[mt][0][2 * s], p0[1] = pa[mt][0][2 * s + 1], p1[0] = pa[mt][1][2 * s], p1[1] = pa[mt][1][2 * s + 1];
@@ -504,33 +512,51 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
       }
 }
 
-template <bool FP8>
-__global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
-  extern __shared__ __align__(16) uint8_t gsm[];
-  if ((int)blockIdx.y >= *a.ntiles) return;
+/* A block's tile: its expert's matrix (W1, W3 or W2 by mat and grid.z), scales, input and
+ * output rows and tokens.  false: nothing to compute (past the tile table's end, or another
+ * rank's expert, whose rows count as zero in the sum across ranks: written here for W2) */
+struct GroupedTile {
+  const uint8_t *W;
+  const float *S;
+  const uint16_t *X;
+  const float *Xinv; /* FP8 only */
+  float *Y;
+  int row0, cnt;
+};
+__device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &t) {
+  if ((int)blockIdx.y >= *a.ntiles) return false;
   const int4 tl = a.tiles[blockIdx.y];
   const dsv3_cuda_expert ex = a.experts[tl.x];
   const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
-  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
-  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
-  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
-  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
-  if (!W) { /* another rank's expert: its rows count as zero in the sum across ranks */
+  t.W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
+  t.S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
+  t.X = a.x + (int64_t)tl.y * a.K;
+  t.Xinv = a.xinv ? a.xinv + tl.y : nullptr;
+  t.Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
+  t.row0 = blockIdx.x * GB_M, t.cnt = tl.z;
+  if (!t.W) {
     if (m == 2)
-      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
-        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
-    return;
+      for (int i = threadIdx.x; i < t.cnt * GB_M; i += GB_THREADS)
+        if (t.row0 + i % GB_M < a.N) t.Y[(int64_t)(i / GB_M) * a.N + t.row0 + i % GB_M] = 0.f;
+    return false;
   }
+  return true;
+}
+
+template <bool FP8>
+__global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
+  extern __shared__ __align__(16) uint8_t gsm[];
+  GroupedTile tl;
+  if (!grouped_tile(a, tl)) return;
+  const int N = a.N, K = a.K;
   uint8_t *sw = gsm;                                                              /* [GB_ST][GB_M][WROW] */
   uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * (FP8 ? GB_K : 2 * GB_K)); /* [GB_ST][GB_N][GB_K] */
-  const uint16_t *X = a.x + (int64_t)tl.y * K;
-  const float *Xinv = FP8 ? a.xinv + tl.y : nullptr;
   /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
-  const float *Sw = FP8 ? S + (int64_t)(min(row0 + (int)(threadIdx.x >> 5) * 32, N - 1) >> 7) * ((K + 127) >> 7) : S;
-  if (cnt <= 8) grouped_main<FP8, 1>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else if (cnt <= 16) grouped_main<FP8, 2>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else if (cnt <= 32) grouped_main<FP8, 4>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else grouped_main<FP8, 8>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  const float *Sw = FP8 ? tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 5) * 32, N - 1) >> 7) * ((K + 127) >> 7) : tl.S;
+  if (tl.cnt <= 8) grouped_main<FP8, 1>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 16) grouped_main<FP8, 2>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 32) grouped_main<FP8, 4>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else grouped_main<FP8, 8>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
 }
 
 /* ---------------------------------------------------------------- grouped prefill, wgmma
@@ -655,16 +681,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
       }
   };
   float acc[2][NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
-  int ew = 0; /* as grouped_main: the warp's largest possible weight in [2^13, 2^14) */
-  {
-    float sm = 0.f;
-    for (int i = lane; i < (K + 127) >> 7; i += 32) sm = fmaxf(sm, fabsf(__ldg(Sw + i)));
-    sm = warp_max(sm) * 448.f;
-    if (sm > 0.f && sm <= 3.4e38f) {
-      (void)frexpf(sm, &ew);
-      ew = min(max(14 - ew, -100), 100);
-    }
-  }
+  const int ew = grouped_ew(Sw, K, lane);
 #pragma unroll
   for (int s = 0; s < GB_ST - 1; s++) {
     if (s < nk) load(s, s);
@@ -702,13 +719,8 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
       }
 #pragma unroll
       for (int mt = 0; mt < 2; mt++) {
-        const uint32_t u0 = pa[mt][0][s], u1 = pa[mt][1][s];
-        uint32_t h[4] = {e4m3x2_f16x2(u0), e4m3x2_f16x2(u0 >> 16), e4m3x2_f16x2(u1), e4m3x2_f16x2(u1 >> 16)};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-          __half2 v = __hmul2(*reinterpret_cast<__half2 *>(&h[i]), sc2);
-          h[i] = *reinterpret_cast<uint32_t *>(&v);
-        }
+        uint32_t h[4];
+        grouped_cvt(pa[mt][0][s], pa[mt][1][s], sc2, h);
         a[mt][0] = h[0], a[mt][1] = h[2], a[mt][2] = h[1], a[mt][3] = h[3];
       }
       wg_fence();
@@ -735,34 +747,21 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
 
 __global__ void __launch_bounds__(GB_THREADS, 2) grouped_wg_kernel(GroupedArgs a) {
   extern __shared__ __align__(16) uint8_t gsm[];
-  if ((int)blockIdx.y >= *a.ntiles) return;
-  const int4 tl = a.tiles[blockIdx.y];
-  const dsv3_cuda_expert ex = a.experts[tl.x];
-  const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
-  const uint8_t *W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
-  const float *S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
-  float *Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
-  const int N = a.N, K = a.K, row0 = blockIdx.x * GB_M, cnt = tl.z;
-  if (!W) {
-    if (m == 2)
-      for (int i = threadIdx.x; i < cnt * GB_M; i += GB_THREADS)
-        if (row0 + i % GB_M < N) Y[(int64_t)(i / GB_M) * N + row0 + i % GB_M] = 0.f;
-    return;
-  }
+  GroupedTile tl;
+  if (!grouped_tile(a, tl)) return;
+  const int N = a.N, K = a.K;
 #if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
   __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
 #endif
   /* the 128-byte swizzle repeats every 1024 bytes: x's stages start on such a boundary */
   uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [GB_ST][GB_M][GB_K] */
   uint16_t *sx = (uint16_t *)(sw + GB_ST * GB_M * GB_K); /* [GB_ST][GB_N][GB_K] f16 */
-  const uint16_t *X = a.x + (int64_t)tl.y * K;
-  const float *Xinv = a.xinv + tl.y;
   /* the warpgroup's 128 rows sit in one scale row (clamped: rows past N compute unused zeros) */
-  const float *Sw = S + (int64_t)(min(row0 + (int)(threadIdx.x >> 7) * 128, N - 1) >> 7) * ((K + 127) >> 7);
-  if (cnt <= 8) grouped_main_wg<1>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else if (cnt <= 16) grouped_main_wg<2>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else if (cnt <= 32) grouped_main_wg<4>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
-  else grouped_main_wg<8>(sw, sx, W, Sw, X, Xinv, Y, N, K, row0, cnt);
+  const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 128, N - 1) >> 7) * ((K + 127) >> 7);
+  if (tl.cnt <= 8) grouped_main_wg<1>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 16) grouped_main_wg<2>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 32) grouped_main_wg<4>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else grouped_main_wg<8>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
