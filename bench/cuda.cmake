@@ -1,6 +1,6 @@
 # cuda_bench: kernels/cuda at 671B widths against the measured copy bandwidth and cuBLAS peak.
 if(DSV3_HAVE_CUDA AND TARGET dsv3_cuda)
-  add_executable(cuda_bench ${CMAKE_CURRENT_SOURCE_DIR}/cuda_bench.c)
+  add_executable(cuda_bench ${CMAKE_CURRENT_SOURCE_DIR}/cuda_bench.c ${CMAKE_CURRENT_SOURCE_DIR}/cuda_read.cu)
   target_link_libraries(cuda_bench PRIVATE dsv3_cuda dsv3_ops dsv3)
 endif()
 # cuda_decode: the GPU backend end to end on a checkpoint (scripts/gpu/cuda_e2e.sh)

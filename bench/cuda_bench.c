@@ -4,6 +4,12 @@
  *
  *   cuda_bench [--quick] [--filter SUBSTRING]
  *
+ * The "read" rows (cuda_read.cu) are a second floor for the decode GEMVs: a kernel that only
+ * streams the same number of bytes, one launch of each size, so launch, ramp-up and drain are
+ * in it too (14.7 MB, an expert's gate, cannot take its copy-bandwidth time of 3.4 us: 5.3 us on
+ * an H200).  "--filter pattern" and "--filter ringcopy" add the experiments behind the GEMV's
+ * design: the weights' access pattern alone, and a cp.async ring's copies alone.
+ *
  * Timing: warm-up, then 7 trials of N back-to-back calls between CUDA events; the median
  * trial / N is reported.  Weights are rotated among copies totalling >= 4x the L2 size, so
  * memory-bound figures come from HBM, not the cache.  Inputs are random, never zeros. */
@@ -159,6 +165,132 @@ static void floors(void) {
   cudaFree(g.a), cudaFree(g.b), cudaFree(g.c);
   printf("floors: device-to-device copy %.1f GB/s (read + write), cuBLAS BF16 GEMM 8192^3 %.1f TFLOP/s\n", copy_bw / 1e9,
          gemm_peak / 1e12);
+}
+
+/* ---------------------------------------------------------------- read-only floor (cuda_read.cu) */
+int cuda_read_launch(const void *p, size_t n, int mode, int sms, int blocks_per_sm, int pdl, unsigned *sink,
+                     cudaStream_t st);
+typedef struct {
+  void *buf[64];
+  size_t n[64];
+  int ncopy, mode, bpsm, pdl, seq; /* seq: every buffer once per call (a layer's GEMVs), else one */
+  unsigned *sink;
+} read_arg;
+static int n_sms;
+static void f_read(void *v, int it) {
+  read_arg *r = v;
+  for (int i = r->seq ? 0 : it % r->ncopy; i < (r->seq ? r->ncopy : it % r->ncopy + 1); i++)
+    if (cuda_read_launch(r->buf[i], r->n[i], r->mode, n_sms, r->bpsm, r->pdl, r->sink, st)) CU(cudaGetLastError());
+}
+/* A kernel that only streams its bytes, at the decode GEMVs' sizes (one launch each; copies
+ * rotated past the L2) and as one MoE layer's sequence of them back to back: what a perfect
+ * GEMV of that size would take, launch, ramp-up and drain included. */
+static void bench_read(void) {
+  if (!want("read")) return;
+  read_arg r;
+  memset(&r, 0, sizeof r);
+  CU(cudaMalloc((void **)&r.sink, 4));
+  const double mb[] = {4.13, 11.0, 14.7, 37.7, 117.4, 264.2, 1853.0};
+  for (int s = 0; s < 7; s++) {
+    size_t n = ((size_t)(mb[s] * 1e6) + 15) & ~(size_t)15;
+    r.ncopy = (int)((4 * l2_bytes + n - 1) / n);
+    if (r.ncopy > 64) r.ncopy = 64;
+    for (int i = 0; i < r.ncopy; i++) r.buf[i] = dev_random(n, 0), r.n[i] = n;
+    for (int cfg = 0; cfg < 4; cfg++) {
+      r.mode = cfg & 1, r.bpsm = cfg & 2 ? 2 : 4, r.pdl = 1;
+      char shape[64], nm[64];
+      snprintf(shape, sizeof shape, "%.1f MB", n / 1e6);
+      snprintf(nm, sizeof nm, "read(%s,%dx512)", r.mode ? "contig" : "stride", r.bpsm);
+      row_bw(nm, shape, timeit(f_read, &r, quick ? 5 : 20), (double)n);
+    }
+    for (int i = 0; i < r.ncopy; i++) cudaFree(r.buf[i]);
+  }
+  /* one MoE layer's FP8 GEMVs at batch 1: q_a, kv_a, q_b, o_proj, gate (bf16), experts gate/up
+   * (9 x 2 x 2048 x 7168), experts down */
+  const double lay[] = {11.06, 4.16, 37.94, 117.9, 3.67, 265.4, 132.7};
+  r.seq = 1, r.ncopy = 7;
+  double tot = 0;
+  for (int i = 0; i < 7; i++) r.n[i] = ((size_t)(lay[i] * 1e6) + 15) & ~(size_t)15, r.buf[i] = dev_random(r.n[i], 0),
+  tot += (double)r.n[i];
+  for (int pdl = 0; pdl < 2; pdl++) {
+    r.mode = 0, r.bpsm = 4, r.pdl = pdl;
+    row_bw(pdl ? "read(layer seq, pdl)" : "read(layer seq)", "7 launches, one MoE layer's GEMVs", timeit(f_read, &r, 10),
+           tot);
+  }
+  for (int i = 0; i < 7; i++) cudaFree(r.buf[i]);
+  cudaFree(r.sink);
+}
+
+int cuda_pattern_launch(const void *w, int N, int K, int wk, int variant, unsigned *sink, cudaStream_t st);
+typedef struct {
+  void *buf[64];
+  int ncopy, N, K, wk, variant;
+  unsigned *sink;
+} pat_arg;
+static void f_pat(void *v, int it) {
+  pat_arg *a = v;
+  if (cuda_pattern_launch(a->buf[it % a->ncopy], a->N, a->K, a->wk, a->variant, a->sink, st)) CU(cudaGetLastError());
+}
+/* the decode GEMVs' weight access pattern alone (cuda_read.cu): rows K bytes apart, 128 or 512
+ * bytes a row a step, 1-4 steps in flight, or the same bytes tile-contiguous */
+static void bench_pattern(void) {
+  if (!filter || !want("pattern")) return; /* an experiment: only when asked for by name */
+  pat_arg a;
+  memset(&a, 0, sizeof a);
+  CU(cudaMalloc((void **)&a.sink, 4));
+  const int shapes[3][2] = {{7168, 16384}, {2048, 7168}, {24576, 1536}};
+  for (int s = 0; s < 3; s++) {
+    a.N = shapes[s][0], a.K = shapes[s][1];
+    size_t n = (size_t)a.N * a.K;
+    a.ncopy = (int)((4 * l2_bytes + n - 1) / n);
+    if (a.ncopy > 64) a.ncopy = 64;
+    for (int i = 0; i < a.ncopy; i++) a.buf[i] = dev_random(n, 0);
+    const int vars[] = {0, 2, 4, 8, 10};
+    for (int tiled = 0; tiled < 2; tiled++)
+      for (int vi = 0; vi < 5; vi++)
+        for (a.wk = 1; a.wk <= 8; a.wk *= 2) {
+          a.variant = vars[vi] | tiled;
+          if (a.K / ((a.variant & 8) ? 512 : 128) < a.wk) continue;
+          char shape[64], nm[64];
+          snprintf(shape, sizeof shape, "%dx%d wk=%d", a.N, a.K, a.wk);
+          snprintf(nm, sizeof nm, "pattern(%s,%d,D%d)", tiled ? "tiled" : "rows", (a.variant & 8) ? 512 : 128,
+                   1 << ((a.variant >> 1) & 3));
+          row_bw(nm, shape, timeit(f_pat, &a, quick ? 5 : 20), (double)n);
+        }
+    for (int i = 0; i < a.ncopy; i++) cudaFree(a.buf[i]);
+  }
+  cudaFree(a.sink);
+}
+
+int cuda_ringcopy_launch(const void *w, int N, int K, int variant, int sms, unsigned *sink, cudaStream_t st);
+static void f_ringcopy(void *v, int it) {
+  pat_arg *a = v;
+  if (cuda_ringcopy_launch(a->buf[it % a->ncopy], a->N, a->K, a->variant, n_sms, a->sink, st)) CU(cudaGetLastError());
+}
+/* a cp.async ring's copies alone (cuda_read.cu), by unit shape */
+static void bench_ringcopy(void) {
+  if (!filter || !want("ringcopy")) return; /* an experiment: only when asked for by name */
+  pat_arg a;
+  memset(&a, 0, sizeof a);
+  CU(cudaMalloc((void **)&a.sink, 4));
+  const int shapes[3][2] = {{7168, 16384}, {2048, 7168}, {24576, 1536}};
+  const char *vn[] = {"16x128 ns4", "4x512 ns4", "16x512 ns3", "2x1024 ns4", "8x256 ns4", "16x128 ns8", "8x512 ns4"};
+  for (int s = 0; s < 3; s++) {
+    a.N = shapes[s][0], a.K = shapes[s][1];
+    size_t n = (size_t)a.N * a.K;
+    a.ncopy = (int)((4 * l2_bytes + n - 1) / n);
+    if (a.ncopy > 64) a.ncopy = 64;
+    for (int i = 0; i < a.ncopy; i++) a.buf[i] = dev_random(n, 0);
+    for (a.variant = 0; a.variant < 7; a.variant++) {
+      if (a.K % (a.variant == 3 ? 1024 : 512)) continue;
+      char shape[64], nm[64];
+      snprintf(shape, sizeof shape, "%dx%d", a.N, a.K);
+      snprintf(nm, sizeof nm, "ringcopy(%s)", vn[a.variant]);
+      row_bw(nm, shape, timeit(f_ringcopy, &a, quick ? 5 : 20), (double)n);
+    }
+    for (int i = 0; i < a.ncopy; i++) cudaFree(a.buf[i]);
+  }
+  cudaFree(a.sink);
 }
 
 /* ---------------------------------------------------------------- linear */
@@ -564,6 +696,10 @@ int main(int argc, char **argv) {
   CU(cudaStreamCreate(&st));
   OK(dsv3_cuda_ctx_new(st, &ctx));
   floors();
+  n_sms = p.multiProcessorCount;
+  bench_read();
+  bench_pattern();
+  bench_ringcopy();
   /* decode GEMV at the 671B projections (T = tokens per step) */
   bench_gemv("gemv q_a", DSV3_F8_E4M3, 1536, 7168);
   bench_gemv("gemv q_b", DSV3_F8_E4M3, 24576, 1536);
