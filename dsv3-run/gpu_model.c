@@ -40,6 +40,12 @@ struct dsv3_gpu {
   int device;
   cudaStream_t st;
   dsv3_cuda_ctx *ctx;
+  /* decode: each layer's kv path (kv_a, the cache write) on a second stream beside the q path,
+   * forked and joined with events (captured into the graphs as two branches); its own context
+   * so the two paths never share scratch.  DSV3_GPU_KV_STREAM=0: one stream. */
+  cudaStream_t st2;
+  dsv3_cuda_ctx *ctx2;
+  cudaEvent_t ev_fork, ev_join;
   int64_t max_batch, max_seq;
   glayer *L;
   gvec embed, norm;
@@ -71,7 +77,7 @@ struct dsv3_gpu {
   int graphs_on;
   cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
   char warm[DSV3_GPU_GRAPH_MAX + 1];
-  uint64_t graph_moves; /* dsv3_cuda_ctx_scratch_moves when the graphs were captured */
+  uint64_t graph_moves; /* dsv3_cuda_ctx_scratch_moves (both contexts) when the graphs were captured */
 };
 
 #define TRY(x)                                                                                                         \
@@ -239,8 +245,13 @@ void dsv3_gpu_free(dsv3_gpu *g) {
   if (g->L)
     for (int64_t l = 0; l < g->m->n_layers; l++) free(g->L[l].ex_host);
   free(g->L);
+  if (g->st2) cudaStreamSynchronize(g->st2);
   dsv3_cuda_ctx_free(g->ctx);
+  dsv3_cuda_ctx_free(g->ctx2);
+  if (g->ev_fork) cudaEventDestroy(g->ev_fork);
+  if (g->ev_join) cudaEventDestroy(g->ev_join);
   if (g->st) cudaStreamDestroy(g->st);
+  if (g->st2) cudaStreamDestroy(g->st2);
   free(g);
 }
 
@@ -281,6 +292,18 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
     return -1;
   }
   if (dsv3_cuda_ctx_new(g->st, &g->ctx)) goto fail;
+  {
+    const char *ks = getenv("DSV3_GPU_KV_STREAM");
+    if (!(ks && !strcmp(ks, "0"))) {
+      if (cudaStreamCreateWithFlags(&g->st2, cudaStreamNonBlocking) != cudaSuccess ||
+          cudaEventCreateWithFlags(&g->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
+          cudaEventCreateWithFlags(&g->ev_join, cudaEventDisableTiming) != cudaSuccess) {
+        dsv3_error_set("cuda: cannot create the kv stream: %s", cudaGetErrorString(cudaGetLastError()));
+        goto fail;
+      }
+      if (dsv3_cuda_ctx_new(g->st2, &g->ctx2)) goto fail;
+    }
+  }
   int64_t D = c->hidden_size, H = m->n_local_heads, nope = c->qk_nope_head_dim;
   void *p;
   if (upload(g, &p, m->embed.data, (size_t)(m->local_vocab * D) * dsv3_dtype_size(m->embed.dtype), "embed_tokens")) goto fail;
@@ -418,9 +441,18 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
   }
   TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
+  const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
   for (int64_t l = 0; l < m->n_layers; l++) {
     glayer *L = &g->L[l];
-    /* attention */
+    /* attention: kv_a and the cache write (on the second stream when par), then the q path */
+    if (par) {
+      CUDA_TRY("kv stream fork", cudaEventRecord(g->ev_fork, st));
+      CUDA_TRY("kv stream fork", cudaStreamWaitEvent(g->st2, g->ev_fork, 0));
+    }
+    TRY(dsv3_cuda_linear(par ? g->ctx2 : ctx, g->kva, g->h, n, &L->wkv_a, 0));
+    TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
+                                  g->seqb, g->pos, C, R, g->max_seq, par ? g->st2 : st));
+    if (par) CUDA_TRY("kv stream join", cudaEventRecord(g->ev_join, g->st2));
     if (c->q_lora_rank > 0) {
       TRY(dsv3_cuda_linear(ctx, g->qa, g->h, n, &L->wq_a, 0));
       TRY(dsv3_cuda_rmsnorm(g->qa, g->qa, L->q_norm.data, L->q_norm.dtype, n, c->q_lora_rank, eps, st));
@@ -429,14 +461,12 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
       TRY(dsv3_cuda_linear(ctx, g->q, g->h, n, &L->wq, 0));
     }
     TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
-    TRY(dsv3_cuda_linear(ctx, g->kva, g->h, n, &L->wkv_a, 0));
-    TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
-                                  g->seqb, g->pos, C, R, g->max_seq, st));
     if (g->prefill_seq >= 0) { /* a prompt chunk: the non-absorbed form on the tensor cores, o directly */
       TRY(dsv3_cuda_mla_prefill(ctx, g->o, g->q, L->wkvb, L->kv, L->pe, g->prefill_seq, g->prefill_pos0, n, H, nope, R, Vh,
                                 C, g->max_seq, m->softmax_scale));
     } else {
       TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
+      if (par) CUDA_TRY("kv stream join", cudaStreamWaitEvent(st, g->ev_join, 0));
       TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
                                   g->max_seq, max_len, m->softmax_scale));
       TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
@@ -532,9 +562,10 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   if (g->graphs_on && n <= DSV3_GPU_GRAPH_MAX) {
     /* one eager run sizes every scratch buffer; the next captures; later ones replay.  A run
      * of another size may have moved a scratch buffer a graph uses: re-capture then. */
-    if (g->graph_moves != dsv3_cuda_ctx_scratch_moves(g->ctx)) {
+    const uint64_t mv = dsv3_cuda_ctx_scratch_moves(g->ctx) + (g->ctx2 ? dsv3_cuda_ctx_scratch_moves(g->ctx2) : 0);
+    if (g->graph_moves != mv) {
       drop_graphs(g);
-      g->graph_moves = dsv3_cuda_ctx_scratch_moves(g->ctx);
+      g->graph_moves = mv;
     }
     if (g->graph[n]) {
       if (cudaGraphLaunch(g->graph[n], st) != cudaSuccess) {
