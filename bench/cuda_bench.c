@@ -167,6 +167,18 @@ static void floors(void) {
          gemm_peak / 1e12);
 }
 
+/* copies of n random bytes totalling >= 4x the L2 size (at most 64) into buf: rotated through,
+ * they are read from HBM, not the cache */
+static int dev_copies(void **buf, size_t n) {
+  int c = (int)((4 * l2_bytes + n - 1) / n);
+  if (c > 64) c = 64;
+  for (int i = 0; i < c; i++) buf[i] = dev_random(n, 0);
+  return c;
+}
+static void free_copies(void **buf, int c) {
+  for (int i = 0; i < c; i++) cudaFree(buf[i]);
+}
+
 /* ---------------------------------------------------------------- read-only floor (cuda_read.cu) */
 int cuda_read_launch(const void *p, size_t n, int mode, int sms, int blocks_per_sm, int pdl, unsigned *sink,
                      cudaStream_t st);
@@ -193,9 +205,8 @@ static void bench_read(void) {
   const double mb[] = {4.13, 11.0, 14.7, 37.7, 117.4, 264.2, 1853.0};
   for (int s = 0; s < 7; s++) {
     size_t n = ((size_t)(mb[s] * 1e6) + 15) & ~(size_t)15;
-    r.ncopy = (int)((4 * l2_bytes + n - 1) / n);
-    if (r.ncopy > 64) r.ncopy = 64;
-    for (int i = 0; i < r.ncopy; i++) r.buf[i] = dev_random(n, 0), r.n[i] = n;
+    r.ncopy = dev_copies(r.buf, n);
+    for (int i = 0; i < r.ncopy; i++) r.n[i] = n;
     for (int cfg = 0; cfg < 4; cfg++) {
       r.mode = cfg & 1, r.bpsm = cfg & 2 ? 2 : 4, r.pdl = 1;
       char shape[64], nm[64];
@@ -203,7 +214,7 @@ static void bench_read(void) {
       snprintf(nm, sizeof nm, "read(%s,%dx512)", r.mode ? "contig" : "stride", r.bpsm);
       row_bw(nm, shape, timeit(f_read, &r, quick ? 5 : 20), (double)n);
     }
-    for (int i = 0; i < r.ncopy; i++) cudaFree(r.buf[i]);
+    free_copies(r.buf, r.ncopy);
   }
   /* one MoE layer's FP8 GEMVs at batch 1: q_a, kv_a, q_b, o_proj, gate (bf16), experts gate/up
    * (9 x 2 x 2048 x 7168), experts down */
@@ -217,7 +228,7 @@ static void bench_read(void) {
     row_bw(pdl ? "read(layer seq, pdl)" : "read(layer seq)", "7 launches, one MoE layer's GEMVs", timeit(f_read, &r, 10),
            tot);
   }
-  for (int i = 0; i < 7; i++) cudaFree(r.buf[i]);
+  free_copies(r.buf, 7);
   cudaFree(r.sink);
 }
 
@@ -227,6 +238,8 @@ typedef struct {
   int ncopy, N, K, wk, variant;
   unsigned *sink;
 } pat_arg;
+/* the experiments' matrices: o_proj, an expert's gate, q_b */
+static const int exp_shapes[3][2] = {{7168, 16384}, {2048, 7168}, {24576, 1536}};
 static void f_pat(void *v, int it) {
   pat_arg *a = v;
   if (cuda_pattern_launch(a->buf[it % a->ncopy], a->N, a->K, a->wk, a->variant, a->sink, st)) CU(cudaGetLastError());
@@ -238,13 +251,10 @@ static void bench_pattern(void) {
   pat_arg a;
   memset(&a, 0, sizeof a);
   CU(cudaMalloc((void **)&a.sink, 4));
-  const int shapes[3][2] = {{7168, 16384}, {2048, 7168}, {24576, 1536}};
   for (int s = 0; s < 3; s++) {
-    a.N = shapes[s][0], a.K = shapes[s][1];
+    a.N = exp_shapes[s][0], a.K = exp_shapes[s][1];
     size_t n = (size_t)a.N * a.K;
-    a.ncopy = (int)((4 * l2_bytes + n - 1) / n);
-    if (a.ncopy > 64) a.ncopy = 64;
-    for (int i = 0; i < a.ncopy; i++) a.buf[i] = dev_random(n, 0);
+    a.ncopy = dev_copies(a.buf, n);
     const int vars[] = {0, 2, 4, 8, 10};
     for (int tiled = 0; tiled < 2; tiled++)
       for (int vi = 0; vi < 5; vi++)
@@ -257,7 +267,7 @@ static void bench_pattern(void) {
                    1 << ((a.variant >> 1) & 3));
           row_bw(nm, shape, timeit(f_pat, &a, quick ? 5 : 20), (double)n);
         }
-    for (int i = 0; i < a.ncopy; i++) cudaFree(a.buf[i]);
+    free_copies(a.buf, a.ncopy);
   }
   cudaFree(a.sink);
 }
@@ -273,14 +283,11 @@ static void bench_ringcopy(void) {
   pat_arg a;
   memset(&a, 0, sizeof a);
   CU(cudaMalloc((void **)&a.sink, 4));
-  const int shapes[3][2] = {{7168, 16384}, {2048, 7168}, {24576, 1536}};
   const char *vn[] = {"16x128 ns4", "4x512 ns4", "16x512 ns3", "2x1024 ns4", "8x256 ns4", "16x128 ns8", "8x512 ns4"};
   for (int s = 0; s < 3; s++) {
-    a.N = shapes[s][0], a.K = shapes[s][1];
+    a.N = exp_shapes[s][0], a.K = exp_shapes[s][1];
     size_t n = (size_t)a.N * a.K;
-    a.ncopy = (int)((4 * l2_bytes + n - 1) / n);
-    if (a.ncopy > 64) a.ncopy = 64;
-    for (int i = 0; i < a.ncopy; i++) a.buf[i] = dev_random(n, 0);
+    a.ncopy = dev_copies(a.buf, n);
     for (a.variant = 0; a.variant < 7; a.variant++) {
       if (a.K % (a.variant == 3 ? 1024 : 512)) continue;
       char shape[64], nm[64];
@@ -288,7 +295,7 @@ static void bench_ringcopy(void) {
       snprintf(nm, sizeof nm, "ringcopy(%s)", vn[a.variant]);
       row_bw(nm, shape, timeit(f_ringcopy, &a, quick ? 5 : 20), (double)n);
     }
-    for (int i = 0; i < a.ncopy; i++) cudaFree(a.buf[i]);
+    free_copies(a.buf, a.ncopy);
   }
   cudaFree(a.sink);
 }

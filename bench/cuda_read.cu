@@ -3,30 +3,16 @@
  * cudaMemcpy) says what the memory can do in bulk; these say what one kernel launch of a given
  * size can do, ramp-up and drain included, so a GEMV's distance from its floor splits into
  * what a perfect kernel of its size would also pay and what the GEMV itself adds. */
-#include <cuda_runtime.h>
-#include <stdint.h>
+#include "gemv.cuh" /* ld_stream, cp_async16, pdl_wait, pdl_trigger */
 
 namespace {
-__device__ __forceinline__ uint4 ld_na(const uint4 *p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-__device__ __forceinline__ void pdl_wait_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 /* contiguous: block b reads its own 1/gridDim of the buffer (as a GEMV's row blocks do);
  * otherwise grid-stride.  U loads of 16 bytes in flight a thread. */
 template <bool CONTIG>
 __global__ void __launch_bounds__(512) read_kernel(const uint4 *p, size_t n16, unsigned *sink) {
   constexpr int U = 4;
-  pdl_wait_trigger();
+  pdl_wait();
+  pdl_trigger();
   size_t lo = 0, hi = n16, i = blockIdx.x * (size_t)blockDim.x + threadIdx.x, stride = gridDim.x * (size_t)blockDim.x;
   if (CONTIG) {
     const size_t per = (n16 + gridDim.x - 1) / gridDim.x;
@@ -37,12 +23,12 @@ __global__ void __launch_bounds__(512) read_kernel(const uint4 *p, size_t n16, u
   for (; i + (U - 1) * stride < hi; i += U * stride) {
     uint4 v[U];
 #pragma unroll
-    for (int u = 0; u < U; u++) v[u] = ld_na(p + i + u * stride);
+    for (int u = 0; u < U; u++) v[u] = ld_stream(p + i + u * stride);
 #pragma unroll
     for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
   for (; i < hi; i += stride) {
-    uint4 v = ld_na(p + i);
+    uint4 v = ld_stream(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (acc == 0x9e3779b9u) *sink = acc; /* keeps the loads; practically never taken */
@@ -54,15 +40,13 @@ __global__ void __launch_bounds__(512) read_kernel(const uint4 *p, size_t n16, u
  * programmatic stream serialisation as the decode kernels are */
 extern "C" int cuda_read_launch(const void *p, size_t n, int mode, int sms, int blocks_per_sm, int pdl, unsigned *sink,
                                 cudaStream_t st) {
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(sms * blocks_per_sm)), cfg.blockDim = dim3(512), cfg.stream = st;
-  cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
+  const dim3 grid((unsigned)(sms * blocks_per_sm));
   const uint4 *q = (const uint4 *)p;
-  cudaError_t e = mode ? cudaLaunchKernelEx(&cfg, read_kernel<true>, q, n / 16, sink)
-                       : cudaLaunchKernelEx(&cfg, read_kernel<false>, q, n / 16, sink);
+  const int keep = dsv3_cuda_pdl;
+  dsv3_cuda_pdl = pdl;
+  cudaError_t e = mode ? launch_pdl(read_kernel<true>, grid, dim3(512), 0, st, q, n / 16, sink)
+                       : launch_pdl(read_kernel<false>, grid, dim3(512), 0, st, q, n / 16, sink);
+  dsv3_cuda_pdl = keep;
   return e == cudaSuccess ? 0 : -1;
 }
 
@@ -76,7 +60,8 @@ namespace {
 template <int CH, int D, bool TILED>
 __global__ void __launch_bounds__(256) pattern_kernel(const uint8_t *w, int N, int K, int wk, unsigned *sink) {
   constexpr int J = CH / 64; /* 16-byte loads a row a step */
-  pdl_wait_trigger();
+  pdl_wait();
+  pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int wr = 8 / wk, tile = blockIdx.x * wr + warp / wk, kw = warp % wk;
   if (tile * 16 >= N) return;
@@ -92,7 +77,7 @@ __global__ void __launch_bounds__(256) pattern_kernel(const uint8_t *w, int N, i
         const uint8_t *p;
         if (TILED) p = w + ((size_t)tile * nst + s) * 16 * CH + (size_t)j * 512 + lane * 16;
         else p = w + (size_t)(tile * 16 + g + (j & 1) * 8) * K + (size_t)s * CH + 64 * (j >> 1) + 16 * t;
-        v[d][j] = s < nst ? ld_na((const uint4 *)p) : make_uint4(0, 0, 0, 0);
+        v[d][j] = s < nst ? ld_stream((const uint4 *)p) : make_uint4(0, 0, 0, 0);
       }
     }
 #pragma unroll
@@ -104,13 +89,8 @@ __global__ void __launch_bounds__(256) pattern_kernel(const uint8_t *w, int N, i
 }
 template <int CH, int D, bool TILED>
 cudaError_t pattern_launch(const void *w, int N, int K, int wk, unsigned *sink, cudaStream_t st) {
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)((N / 16 + 8 / wk - 1) / (8 / wk))), cfg.blockDim = dim3(256), cfg.stream = st;
-  cfg.attrs = at, cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, pattern_kernel<CH, D, TILED>, (const uint8_t *)w, N, K, wk, sink);
+  return launch_pdl(pattern_kernel<CH, D, TILED>, dim3((unsigned)((N / 16 + 8 / wk - 1) / (8 / wk))), dim3(256), 0, st,
+                    (const uint8_t *)w, N, K, wk, sink);
 }
 } // namespace
 
@@ -139,13 +119,11 @@ extern "C" int cuda_pattern_launch(const void *w, int N, int K, int wk, int vari
  * touches one byte of each: the memory side of a ring GEMV with R x C units.  A copy
  * instruction covers C / 16 lanes of one row (C >= 512: a row's 512 contiguous bytes). */
 namespace {
-__device__ __forceinline__ void cpa16(void *dst, const void *src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src));
-}
 template <int R, int C, int NS>
 __global__ void __launch_bounds__(128) ringcopy_kernel(const uint8_t *w, int N, int K, int nwarps, unsigned *sink) {
   extern __shared__ __align__(128) uint8_t sm[];
-  pdl_wait_trigger();
+  pdl_wait();
+  pdl_trigger();
   constexpr int PER = R * C / 512; /* 16-byte copies a lane a unit */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wid = blockIdx.x * 4 + warp;
   uint8_t *ring = sm + warp * NS * R * C;
@@ -156,7 +134,7 @@ __global__ void __launch_bounds__(128) ringcopy_kernel(const uint8_t *w, int N, 
 #pragma unroll
     for (int i = 0; i < PER; i++) {
       const int c = lane + 32 * i, row = c / (C / 16), col = c % (C / 16);
-      cpa16(ring + slot * R * C + row * C + col * 16, w + (size_t)(rg * R + row) * K + (size_t)kc * C + col * 16);
+      cp_async16(ring + slot * R * C + row * C + col * 16, w + (size_t)(rg * R + row) * K + (size_t)kc * C + col * 16, 16);
     }
   };
   for (int i = 0; i < NS - 1; i++) {
@@ -184,13 +162,8 @@ int ringcopy_launch(const void *w, int N, int K, int sms, unsigned *sink, cudaSt
   const int U = (N / R) * (K / C);
   int W = nb * 4 * sms;
   if (W > U) W = U;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)((W + 3) / 4)), cfg.blockDim = dim3(128), cfg.dynamicSmemBytes = smem, cfg.stream = st;
-  cfg.attrs = at, cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, ringcopy_kernel<R, C, NS>, (const uint8_t *)w, N, K, W, sink) == cudaSuccess ? 0 : -1;
+  return launch_pdl(ringcopy_kernel<R, C, NS>, dim3((unsigned)((W + 3) / 4)), dim3(128), smem, st, (const uint8_t *)w, N, K,
+                    W, sink) == cudaSuccess ? 0 : -1;
 }
 } // namespace
 
