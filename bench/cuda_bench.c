@@ -178,6 +178,8 @@ static int dev_copies(void **buf, size_t n) {
 static void free_copies(void **buf, int c) {
   for (int i = 0; i < c; i++) cudaFree(buf[i]);
 }
+/* mb megabytes, rounded up to whole 16-byte loads */
+static size_t mb16(double mb) { return ((size_t)(mb * 1e6) + 15) & ~(size_t)15; }
 
 /* ---------------------------------------------------------------- read-only floor (cuda_read.cu) */
 int cuda_read_launch(const void *p, size_t n, int mode, int sms, int blocks_per_sm, int pdl, unsigned *sink,
@@ -204,7 +206,7 @@ static void bench_read(void) {
   CU(cudaMalloc((void **)&r.sink, 4));
   const double mb[] = {4.13, 11.0, 14.7, 37.7, 117.4, 264.2, 1853.0};
   for (int s = 0; s < 7; s++) {
-    size_t n = ((size_t)(mb[s] * 1e6) + 15) & ~(size_t)15;
+    const size_t n = mb16(mb[s]);
     r.ncopy = dev_copies(r.buf, n);
     for (int i = 0; i < r.ncopy; i++) r.n[i] = n;
     for (int cfg = 0; cfg < 4; cfg++) {
@@ -221,8 +223,11 @@ static void bench_read(void) {
   const double lay[] = {11.06, 4.16, 37.94, 117.9, 3.67, 265.4, 132.7};
   r.seq = 1, r.ncopy = 7;
   double tot = 0;
-  for (int i = 0; i < 7; i++) r.n[i] = ((size_t)(lay[i] * 1e6) + 15) & ~(size_t)15, r.buf[i] = dev_random(r.n[i], 0),
-  tot += (double)r.n[i];
+  for (int i = 0; i < 7; i++) {
+    r.n[i] = mb16(lay[i]);
+    r.buf[i] = dev_random(r.n[i], 0);
+    tot += (double)r.n[i];
+  }
   for (int pdl = 0; pdl < 2; pdl++) {
     r.mode = 0, r.bpsm = 4, r.pdl = pdl;
     row_bw(pdl ? "read(layer seq, pdl)" : "read(layer seq)", "7 launches, one MoE layer's GEMVs", timeit(f_read, &r, 10),
