@@ -318,7 +318,7 @@ typedef struct {
 static void f_lin(void *v, int it) {
   lin_arg *a = v;
   const dsv3_wmat *w = &a->w[it % a->ncopy];
-  if (a->path == 0) OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
+  if (a->path == 0 || a->path == 6) OK(dsv3_cuda_gemv(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 4) OK(dsv3_cuda_gemv_tcore(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 1) OK(dsv3_cuda_gemm(ctx, a->y, a->x, a->T, w, 0));
   else if (a->path == 3) OK(dsv3_cuda_gemv_mma(ctx, a->y, a->x, a->T, w, 0));
@@ -355,16 +355,20 @@ static void bench_gemv(const char *name, dsv3_dtype dt, int64_t N, int64_t K) {
     a.T = toks[i];
     a.x = dev_random((size_t)(a.T * K) * 4, 1);
     CU(cudaMalloc((void **)&a.y, (size_t)(a.T * N) * 4));
-    for (int path = 0; path <= 4; path++) {
-      if (path == 1 || path == 2 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) ||
-          (path == 4 && (a.T > 8 || dt != DSV3_F8_E4M3)))
+    /* path 6: the one-token FP8 GEMV without the packed-f16 variant (dsv3_cuda_gemv_h2 0) */
+    for (int path = 0; path <= 6; path++) {
+      if (path == 1 || path == 2 || path == 5 || (path == 0 && a.T > 32) || (path == 3 && a.T < 8) ||
+          (path == 4 && (a.T > 8 || dt != DSV3_F8_E4M3)) || (path == 6 && (a.T > 1 || dt != DSV3_F8_E4M3)))
         continue;
       a.path = path;
+      const int keep_h2 = dsv3_cuda_gemv_h2;
+      if (path == 6) dsv3_cuda_gemv_h2 = 0;
       double s = timeit(f_lin, &a, quick ? 5 : 20);
+      dsv3_cuda_gemv_h2 = keep_h2;
       char shape[64], nm[64];
       snprintf(shape, sizeof shape, "%s %lldx%lld T=%lld", dt == DSV3_BF16 ? "bf16" : "fp8", (long long)N, (long long)K,
                (long long)a.T);
-      snprintf(nm, sizeof nm, "%s%s", name, path == 3 ? "(mma)" : path == 4 ? "(tc)" : "");
+      snprintf(nm, sizeof nm, "%s%s", name, path == 3 ? "(mma)" : path == 4 ? "(tc)" : path == 6 ? "(f32)" : "");
       row_bw(nm, shape, s, wbytes_of(&a.w[0]) + (double)a.T * (K + N) * 4);
     }
     cudaFree(a.x), cudaFree(a.y);
@@ -597,13 +601,15 @@ static void bench_moe(void) {
     char shape[80];
     snprintf(shape, sizeof shape, "top8 %lldx%lld T=%lld (%lld experts)", (long long)I, (long long)D, (long long)a.T,
              (long long)distinct);
-    const int keep_tc = dsv3_cuda_gemv_tc;
-    for (int tc = 0; tc < 2; tc++) { /* tc: the tensor-core GEMVs (from 1 token) */
-      dsv3_cuda_gemv_tc = tc ? 2 : 0;
+    const int keep_tc = dsv3_cuda_gemv_tc, keep_h2 = dsv3_cuda_gemv_h2;
+    for (int v = 0; v < 3; v++) { /* the packed-f16 GEMVs, the float32 GEMVs, the tensor-core GEMVs (from 1 token) */
+      dsv3_cuda_gemv_tc = v == 2 ? 2 : 0;
+      dsv3_cuda_gemv_h2 = v == 0;
       double s = timeit(f_moe, &a, quick ? 5 : 20);
-      dsv3_cuda_gemv_tc = keep_tc;
+      dsv3_cuda_gemv_tc = keep_tc, dsv3_cuda_gemv_h2 = keep_h2;
       /* floor: every distinct expert read once (the kernel re-reads shared ones per pair) */
-      row_bw(tc ? "moe_decode(tc)" : "moe_decode", shape, s, (double)distinct * 3 * (I * D + 16 * 56 * 4));
+      row_bw(v == 2 ? "moe_decode(tc)" : v ? "moe_decode(f32)" : "moe_decode", shape, s,
+             (double)distinct * 3 * (I * D + 16 * 56 * 4));
     }
     cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y);
     free(idx);

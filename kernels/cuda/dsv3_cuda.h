@@ -60,6 +60,13 @@ extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at co
  * the skinny GEMM, whose sums use the bf16-rounded weights of the reference).
  * DSV3_CUDA_GEMV_TC=0/1/2 at context creation. */
 extern int dsv3_cuda_gemv_tc;
+/* 1 (default): one-token GEMVs of FP8 weights (linear, MLP, MoE decode; where a warp takes 2 or
+ * more rows) through the packed-f16 variant (gemv.cuh: the e4m3 codes dotted with x in f16
+ * pairs per 128-wide block, then the scale); 0: the float32 GEMV on the reference's
+ * bf16-rounded weights.  DSV3_CUDA_GEMV_H2=0/1 at context creation; dsv3_cuda_h2_rbig: its most
+ * rows a warp (16; DSV3_CUDA_H2_ROWS=4 or 16). */
+extern int dsv3_cuda_gemv_h2;
+extern int dsv3_cuda_h2_rbig;
 /* The paths, explicitly.  gemv_mma needs cols % 64 == 0, FP8 or BF16 and 16-byte aligned data
  * (otherwise it runs the GEMV); the dispatcher uses it only for rows >= 16 * SMs (16-row tiles
  * would leave SMs idle on narrower matrices: the GEMV serves those).  gemv_tcore: per 128-wide K

@@ -219,6 +219,125 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   gemv_store<TT, R, MODE>(a, acc, red, rb, WR, WK, g);
 }
 
+/* ---------------------------------------------------------------- packed-f16 variant
+ * One token, FP8 weights, with about a third of the register GEMV's instructions: the GEMV above
+ * spends five per weight (e4m3 -> f16 -> f32, the scale, the bf16 rounding, the FMA) and is
+ * bound by instruction issue at one token (o_proj 39.8 us where a kernel that only reads the
+ * same bytes takes 28.0).  Here, per 16-byte chunk (16 weights of one 128-wide K block):
+ *   - x: the thread's 16 values of x times 2^e, e chosen from the chunk's largest magnitude so
+ *     that it lies in [16, 32), packed to 8 f16 pairs (shared by the R rows of the thread);
+ *   - each row: the e4m3 codes converted exactly to f16 pairs (one instruction per two) and
+ *     multiplied into two f16-pair sums of four products each (HFMA2): at most 4 x 448 x 32 =
+ *     57344 < 65504, so nothing overflows; the four lanes are added in float32 and multiplied by
+ *     the block scale times 2^-e into the float32 sum.
+ * The official fp8_gemm's order (codes dotted per block, then the scale), like the tensor-core
+ * variant.  Against the reference's bf16-rounded weights a product differs by up to 2^-9
+ * relative (that rounding), x's f16 rounding 2^-11, and each four-term f16 sum adds a rounding
+ * of 2^-11 of its magnitude (tests: 3e-3 of |W| |x|). */
+
+/* 16 floats -> 8 f16 pairs times 2^e (largest magnitude in [16, 32)); returns 2^-e */
+__device__ __forceinline__ float f16x2_pack16(const float4 (&v)[4], uint32_t (&xh)[8]) {
+  float m = 0.f;
+#pragma unroll
+  for (int q = 0; q < 4; q++) m = fmaxf(m, fmaxf(fmaxf(fabsf(v[q].x), fabsf(v[q].y)), fmaxf(fabsf(v[q].z), fabsf(v[q].w))));
+  /* m < 2^(E - 126) for a biased exponent E: m * 2^(131 - E) < 32, >= 16 when m is normal;
+   * e <= 126 keeps 2^-e a normal float (m under 2^-121: the chunk is negligible anyway) */
+  const int E = (int)((__float_as_uint(m) >> 23) & 0xffu);
+  const int e = min(131 - E, 126);
+  const float sc = __uint_as_float((uint32_t)(e + 127) << 23);
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    __half2 a = __floats2half2_rn(v[q].x * sc, v[q].y * sc), b = __floats2half2_rn(v[q].z * sc, v[q].w * sc);
+    xh[2 * q] = *reinterpret_cast<uint32_t *>(&a);
+    xh[2 * q + 1] = *reinterpret_cast<uint32_t *>(&b);
+  }
+  return __uint_as_float((uint32_t)(127 - e) << 23);
+}
+/* the same for 16 floats of x in global memory (16-byte aligned) */
+__device__ __forceinline__ float x16_f16x2(const float *xp, uint32_t (&xh)[8]) {
+  float4 v[4];
+#pragma unroll
+  for (int q = 0; q < 4; q++) v[q] = __ldg(reinterpret_cast<const float4 *>(xp) + q);
+  return f16x2_pack16(v, xh);
+}
+
+/* the 16 e4m3 codes of w dotted with the 16 f16 values of xh: two f16-pair chains of four
+ * products a lane, added in float32 */
+__device__ __forceinline__ float dot16_f16x2(const uint4 w, const uint32_t (&xh)[8]) {
+  const uint32_t u[4] = {w.x, w.y, w.z, w.w};
+  __half2 h[2] = {__float2half2_rn(0.f), __float2half2_rn(0.f)};
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      __half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)((u[i] >> (16 * j)) & 0xffffu), __NV_E4M3);
+      h[i >> 1] = __hfma2(*reinterpret_cast<__half2 *>(&r), *reinterpret_cast<const __half2 *>(&xh[2 * i + j]), h[i >> 1]);
+    }
+  const float2 a = __half22float2(h[0]), b = __half22float2(h[1]);
+  return (a.x + a.y) + (b.x + b.y);
+}
+
+/* gemv_kernel's layout at one token (TT = 1), FP8 only, with the packed-f16 arithmetic.  A
+ * warp's R rows (R divides 128) share one 128-row scale block: one scale load a chunk (GATEUP:
+ * one for W1, one for W3).  UNROLL: chunks whose loads are issued together. */
+template <int R, int MODE, int UNROLL>
+__global__ void __launch_bounds__(256) gemv_h2_kernel(GemvArgs a) {
+  constexpr bool GU = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP;
+  constexpr int RO = GU ? R / 2 : R;
+  constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  static_assert(128 % RO == 0, "a warp's rows must lie in one scale block");
+  const int WK = a.wk, WR = 8 / WK;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wr = warp / WK, wkk = warp % WK;
+  const int K = a.K, nbk = (K + 127) >> 7, nc = K / 16;
+  const int rb = MOE && a.order ? blockIdx.y : blockIdx.x;
+  const int orow0 = rb * (WR * RO) + wr * RO;
+  pdl_wait();
+  pdl_trigger();
+  GemvSrc g;
+  if (!gemv_src<1, MODE>(a, rb, WR * RO, g)) return;
+  const float *x = a.x + g.xrow * a.ldx;
+  const bool any = orow0 < a.N;
+  const float *s1 = any ? g.s1 + (int64_t)(orow0 >> 7) * nbk : nullptr;
+  const float *s3 = any && GU ? g.s3 + (int64_t)(orow0 >> 7) * nbk : nullptr;
+  const uint8_t *wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+    const int orow = orow0 + (r % RO);
+    wrow[r] = orow < a.N ? ((GU && r >= RO) ? g.w3 : g.w1) + (int64_t)orow * K : nullptr;
+  }
+  float acc[1][R];
+#pragma unroll
+  for (int r = 0; r < R; r++) acc[0][r] = 0.f;
+
+  const int kstride = WK * 32;
+#pragma unroll UNROLL
+  for (int c = wkk * 32 + lane; c < nc; c += kstride) {
+    uint4 wv[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wv[r] = wrow[r] ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+    uint32_t xh[8];
+    const float xi = x16_f16x2(x + (int64_t)c * 16, xh);
+    const float f1 = any ? __ldg(s1 + (c >> 3)) * xi : 0.f, f3 = GU && any ? __ldg(s3 + (c >> 3)) * xi : 0.f;
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[0][r] = fmaf(dot16_f16x2(wv[r], xh), GU && r >= RO ? f3 : f1, acc[0][r]);
+  }
+
+  __shared__ float red[8][R];
+  gemv_store<1, R, MODE>(a, acc, red, rb, WR, WK, g);
+}
+
+/* launch gemv_h2_kernel for R rows a warp (gemv_h2_shape; 16: one chunk's loads at a time,
+ * 4 and 2: two chunks') */
+template <int MODE>
+static void gemv_h2_launch(const GemvArgs &a, int R, dim3 grid, cudaStream_t st) {
+  switch (R) {
+  case 16: launch_pdl(gemv_h2_kernel<16, MODE, 1>, grid, dim3(256), 0, st, a); break;
+  case 4: launch_pdl(gemv_h2_kernel<4, MODE, 2>, grid, dim3(256), 0, st, a); break;
+  default: launch_pdl(gemv_h2_kernel<2, MODE, 2>, grid, dim3(256), 0, st, a); break;
+  }
+}
+
 /* ---------------------------------------------------------------- tensor-core variant
  * The decode GEMV with the official fp8_gemm's order of operations, on the tensor cores: for each
  * 128-wide K block, the dot product of the raw e4m3 codes (converted exactly to f16, one
@@ -463,6 +582,21 @@ static inline void gemv_shape(int N, int K, int epc, int64_t yblocks, int sms, i
   int wk = 1;
   while (wk < 8 && nc >= 64 * wk * 2) wk *= 2;
   *WK = wk;
+}
+
+/* gemv_shape for the packed-f16 variant: the most rows a warp (16, else 4, else 2; at most
+ * dsv3_cuda_h2_rbig) whose grid fills the multiprocessors twice.  H200, one token (us, 16 / 8 /
+ * 4 rows): o_proj 32.7 / 42.1 / 36.4, dense down 35.8 / 50.5 / 42.3, MoE decode top 8 94.3 /
+ * 113.5 / 106.8 (16 rows: 128 registers, 2 blocks an SM, a chunk's x conversion shared by 16
+ * rows; 8: 74 registers, 3 blocks; 4: 60, 4 blocks). */
+static inline void gemv_h2_shape(int N, int K, int64_t yblocks, int sms, int rodiv, int *R, int *WK) {
+  const int rs[3] = {16, 4, 2};
+  *R = 2, *WK = 1;
+  for (int i = 0; i < 3; i++) {
+    if (rs[i] > dsv3_cuda_h2_rbig && rs[i] > 2) continue;
+    gemv_shape(N, K, 16, yblocks, sms, rs[i], rs[i], rodiv, R, WK);
+    if (cdiv(N, (int64_t)(8 / *WK) * (*R / rodiv)) * yblocks >= 2 * sms) return;
+  }
 }
 
 #endif

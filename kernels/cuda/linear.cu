@@ -13,6 +13,8 @@ int dsv3_cuda_gemv_max_tokens = 2;
 int dsv3_cuda_mma_max_tokens = 64;
 int dsv3_cuda_pdl = 1;
 int dsv3_cuda_gemv_tc = 1;
+int dsv3_cuda_gemv_h2 = 1;
+int dsv3_cuda_h2_rbig = 16;
 
 /* ---------------------------------------------------------------- context */
 extern "C" int dsv3_cuda_device_count(void) {
@@ -43,6 +45,10 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (wg && (!strcmp(wg, "0") || !strcmp(wg, "1"))) dsv3_cuda_moe_wgmma = atoi(wg);
   const char *tc = getenv("DSV3_CUDA_GEMV_TC"); /* the tensor-core GEMV (gemv.cuh): 0, 1, 2 */
   if (tc && (!strcmp(tc, "0") || !strcmp(tc, "1") || !strcmp(tc, "2"))) dsv3_cuda_gemv_tc = atoi(tc);
+  const char *h2 = getenv("DSV3_CUDA_GEMV_H2"); /* the packed-f16 GEMV at one token (gemv.cuh): 0, 1 */
+  if (h2 && (!strcmp(h2, "0") || !strcmp(h2, "1"))) dsv3_cuda_gemv_h2 = atoi(h2);
+  const char *hr = getenv("DSV3_CUDA_H2_ROWS"); /* its most rows a warp: 4, 16 */
+  if (hr && (!strcmp(hr, "4") || !strcmp(hr, "16"))) dsv3_cuda_h2_rbig = atoi(hr);
   int dev = 0;
   cublasHandle_t h = NULL;
   int major = 0;
@@ -246,11 +252,19 @@ static void launch_r(const GemvArgs &a, int tt, dim3 grid, cudaStream_t st) {
 static int gemv_launch(dsv3_cuda_ctx *ctx, GemvArgs a, bool fp8, int mode, const char *op) {
   int tt = a.ntok <= 1 ? 1 : a.ntok <= 2 ? 2 : a.ntok <= 4 ? 4 : 8;
   int64_t yb = cdiv(a.ntok, tt);
+  const bool h2 = fp8 && tt == 1 && dsv3_cuda_gemv_h2;
   int R, WK, rodiv = mode == GEMV_GATEUP ? 2 : 1;
-  gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
+  if (h2) gemv_h2_shape(a.N, a.K, yb, ctx->sms, rodiv, &R, &WK);
+  else gemv_shape(a.N, a.K, fp8 ? 16 : 8, yb, ctx->sms, 4, mode == GEMV_GATEUP ? 2 : 1, rodiv, &R, &WK);
   cudaStream_t st = ctx->stream;
   a.wk = WK;
   dim3 grid((unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / rodiv)), (unsigned)yb);
+  if (h2) {
+    if (mode == GEMV_PLAIN) gemv_h2_launch<GEMV_PLAIN>(a, R, grid, st);
+    else gemv_h2_launch<GEMV_GATEUP>(a, R, grid, st);
+    CU_LAUNCHED(op);
+    return 0;
+  }
   if (mode == GEMV_PLAIN) {
     if (fp8) R == 4 ? launch_r<4, true, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, true, GEMV_PLAIN>(a, tt, grid, st);
     else R == 4 ? launch_r<4, false, GEMV_PLAIN>(a, tt, grid, st) : launch_r<1, false, GEMV_PLAIN>(a, tt, grid, st);

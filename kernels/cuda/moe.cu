@@ -243,20 +243,26 @@ extern "C" int dsv3_cuda_moe_decode(dsv3_cuda_ctx *ctx, float *y, const float *x
       return -1;
     return combine(st, y, part, weight, NULL, ntok, topk, dim, accumulate);
   }
+  /* the packed-f16 GEMV (gemv.cuh) for FP8: as many rows a warp as the grid allows */
+  const bool h2 = fp8 && dsv3_cuda_gemv_h2;
   int R, WK;
-  gemv_shape(a.N, a.K, epc, np, ctx->sms, 4, 2, 2, &R, &WK);
+  if (h2) gemv_h2_shape(a.N, a.K, np, ctx->sms, 2, &R, &WK);
+  else gemv_shape(a.N, a.K, epc, np, ctx->sms, 4, 2, 2, &R, &WK);
   a.wk = WK;
   const unsigned rb1 = (unsigned)cdiv(a.N, (int64_t)(8 / WK) * (R / 2));
   const dim3 g1 = sorted ? dim3((unsigned)np, rb1) : dim3(rb1, (unsigned)np);
-  if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
+  if (h2) gemv_h2_launch<GEMV_MOE_GATEUP>(a, R, g1, st);
+  else if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, true, GEMV_MOE_GATEUP>(a, g1, st);
   else R == 4 ? moe_launch<4, false, GEMV_MOE_GATEUP>(a, g1, st) : moe_launch<2, false, GEMV_MOE_GATEUP>(a, g1, st);
   CU_LAUNCHED("moe gate/up");
 
-  gemv_shape(b.N, b.K, epc, np, ctx->sms, 4, 1, 1, &R, &WK);
+  if (h2) gemv_h2_shape(b.N, b.K, np, ctx->sms, 1, &R, &WK);
+  else gemv_shape(b.N, b.K, epc, np, ctx->sms, 4, 1, 1, &R, &WK);
   b.wk = WK;
   const unsigned rb2 = (unsigned)cdiv(b.N, (int64_t)(8 / WK) * R);
   const dim3 g2 = sorted ? dim3((unsigned)np, rb2) : dim3(rb2, (unsigned)np);
-  if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
+  if (h2) gemv_h2_launch<GEMV_MOE_DOWN>(b, R, g2, st);
+  else if (fp8) R == 4 ? moe_launch<4, true, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, true, GEMV_MOE_DOWN>(b, g2, st);
   else R == 4 ? moe_launch<4, false, GEMV_MOE_DOWN>(b, g2, st) : moe_launch<1, false, GEMV_MOE_DOWN>(b, g2, st);
   CU_LAUNCHED("moe down");
   return combine(st, y, part, weight, NULL, ntok, topk, dim, accumulate);

@@ -144,7 +144,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     const int keep_tc = dsv3_cuda_gemv_tc, tc_fits = dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0;
     for (int tc = 0; tc <= 2 && T * K < 65536; tc++) { /* 0 off, 1 from 2 tokens, 2 from 1 */
       dsv3_cuda_gemv_tc = tc;
-      const double tol = tc && (tc == 2 || T >= 2) && tc_fits ? 5e-3 : 3e-5;
+      /* FP8 off the tensor cores: the packed-f16 GEMV (dsv3_cuda_gemv_h2), the same 5e-3 */
+      const double tol = (tc && (tc == 2 || T >= 2) && tc_fits) || (dsv3_cuda_gemv_h2 && dt == DSV3_F8_E4M3) ? 5e-3 : 3e-5;
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dtab, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
@@ -177,7 +178,9 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       double e = t_rel(got, ref, (size_t)(T * D));
       /* an expert with more than 64 tokens goes to the bf16 GEMM path even with the GEMV limit 16 */
       /* experts of up to 8 tokens go through the MLP's tensor-core GEMVs where they fit (5e-3) */
-      CHECK(e < (li || most > 64 ? 1e-2 : dsv3_cuda_gemv_tc && tc_fits ? 5e-3 : 3e-5),
+      CHECK(e < (li || most > 64                                                         ? 1e-2
+                 : (dsv3_cuda_gemv_tc && tc_fits) || (dsv3_cuda_gemv_h2 && dt == DSV3_F8_E4M3) ? 5e-3
+                                                                                               : 3e-5),
             "moe prefill %s (gemv limit %d) E=%lld K=%lld T=%lld: rel err %.3g", dn, lims[li],
             (long long)E, (long long)K, (long long)T, e);
       /* overwrite mode leaves nothing of the poison */
