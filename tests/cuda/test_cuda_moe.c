@@ -41,6 +41,22 @@ static void test_route(const char *what, dsv3_route_params p, int64_t T, int wit
   }
   CHECK(bads == 0, "route %s with a shared slot: %lld of %lld slots differ", what, (long long)bads,
         (long long)(T * (K + 1)));
+  /* NaN logits (a corrupt checkpoint): no agreement with the reference is asked for, but every
+   * slot must still name a distinct expert in [0, E), or the expert GEMVs would read outside
+   * the expert table */
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t e = 0; e < E; e += 1 + t % 3) lg[t * E + e] = NAN;
+  CU(cudaMemcpy(dlg, lg, (size_t)(T * E) * 4, cudaMemcpyHostToDevice));
+  OK(dsv3_cuda_route(&p, dlg, with_bias ? db : NULL, di, dw, T, 0));
+  t_host(gi, di, (size_t)(T * K) * 4);
+  int64_t badn = 0;
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t k = 0; k < K; k++) {
+      const int32_t v = gi[t * K + k];
+      badn += v < 0 || v >= E;
+      for (int64_t j = 0; j < k; j++) badn += gi[t * K + j] == v;
+    }
+  CHECK(badn == 0, "route %s with NaN logits: %lld slots outside the experts or repeated", what, (long long)badn);
   cudaFree(dsi), cudaFree(dsw);
   free(si), free(sw);
   cudaFree(dlg), cudaFree(db), cudaFree(dw), cudaFree(di);

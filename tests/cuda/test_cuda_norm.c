@@ -110,7 +110,7 @@ static void test_rope(int64_t R, int64_t T, int64_t H, int64_t stride, double fa
 
 int main(void) {
   t_init("test_cuda_norm");
-  const int64_t shapes[][2] = {{1, 7}, {3, 512}, {17, 1536}, {2, 7168}, {5, 10000}, {1, 32}};
+  const int64_t shapes[][2] = {{1, 7}, {3, 512}, {17, 1536}, {2, 7168}, {1, 8192}, {5, 10000}, {1, 32}};
   for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
     test_rmsnorm(shapes[i][0], shapes[i][1], DSV3_BF16);
     test_rmsnorm(shapes[i][0], shapes[i][1], DSV3_F32);
