@@ -442,8 +442,15 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   }
   TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
   const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
+  /* a timing aid (bench/cuda_decode, docs/cuda.md): DSV3_GPU_SKIP's bit 1 leaves out every
+   * layer's attention, bit 2 its MLP / MoE; the step's time without them attributes it.  The
+   * logits are then meaningless. */
+  /* DSV3_GPU_Q_FUSED=0: the decode q path in separate launches (rmsnorm, q_b, RoPE, absorb q) */
+  const char *sk = getenv("DSV3_GPU_SKIP"), *qfe = getenv("DSV3_GPU_Q_FUSED");
+  const int skip = sk ? atoi(sk) : 0, qf = !(qfe && !strcmp(qfe, "0"));
   for (int64_t l = 0; l < m->n_layers; l++) {
     glayer *L = &g->L[l];
+    if (skip & 1) goto mlp;
     /* attention: kv_a and the cache write (on the second stream when par), then the q path */
     if (par) {
       CUDA_TRY("kv stream fork", cudaEventRecord(g->ev_fork, st));
@@ -453,19 +460,26 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
                                   g->seqb, g->pos, C, R, g->max_seq, par ? g->st2 : st));
     if (par) CUDA_TRY("kv stream join", cudaEventRecord(g->ev_join, g->st2));
-    if (c->q_lora_rank > 0) {
+    /* one decode token: q_norm, q_b, RoPE and absorb q in one launch (mla.cu) */
+    const int qfused = qf && n == 1 && g->prefill_seq < 0 && c->q_lora_rank > 0 &&
+                       dsv3_cuda_mla_q_fused_ok(&L->wq_b, g->qa, H, nope, R, C);
+    if (qfused) {
+      TRY(dsv3_cuda_linear(ctx, g->qa, g->h, n, &L->wq_a, 0));
+      TRY(dsv3_cuda_mla_q_fused(g->ql, g->q, g->qa, L->q_norm.data, L->q_norm.dtype, eps, &L->wq_b, L->wkvb, g->cos_t,
+                                g->sin_t, g->pos, H, nope, R, Vh, C, st));
+    } else if (c->q_lora_rank > 0) {
       TRY(dsv3_cuda_linear(ctx, g->qa, g->h, n, &L->wq_a, 0));
       TRY(dsv3_cuda_rmsnorm(g->qa, g->qa, L->q_norm.data, L->q_norm.dtype, n, c->q_lora_rank, eps, st));
       TRY(dsv3_cuda_linear(ctx, g->q, g->qa, n, &L->wq_b, 0));
     } else {
       TRY(dsv3_cuda_linear(ctx, g->q, g->h, n, &L->wq, 0));
     }
-    TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
+    if (!qfused) TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
     if (g->prefill_seq >= 0) { /* a prompt chunk: the non-absorbed form on the tensor cores, o directly */
       TRY(dsv3_cuda_mla_prefill(ctx, g->o, g->q, L->wkvb, L->kv, L->pe, g->prefill_seq, g->prefill_pos0, n, H, nope, R, Vh,
                                 C, g->max_seq, m->softmax_scale));
     } else {
-      TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
+      if (!qfused) TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
       if (par) CUDA_TRY("kv stream join", cudaStreamWaitEvent(st, g->ev_join, 0));
       TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
                                   g->max_seq, max_len, m->softmax_scale));
@@ -473,9 +487,11 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     }
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
     TRY(allreduce(g, g->y, n * D));
+  mlp:
     TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
     /* MLP / MoE */
-    if (!L->moe) {
+    if (skip & 2) {
+    } else if (!L->moe) {
       TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->w1, &L->w2, &L->w3, 0));
     } else {
       dsv3_route_params rp = {c->n_routed_experts, K, c->n_group, c->topk_group, strcmp(c->scoring_func, "softmax") != 0,

@@ -137,6 +137,17 @@ int dsv3_cuda_mla_cache_write(uint16_t *kv_cache, uint16_t *pe_cache, const floa
  * [ntok, H, nope + R] (the wq_b output) and Wkvb the bf16 kv_b_proj [H * (nope + V), C]. */
 int dsv3_cuda_mla_absorb_q(float *ql, const float *q, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
                            int64_t R, int64_t V, int64_t C, cudaStream_t st);
+/* One decode token's q path in one launch: q = q_b(rmsnorm(qa) * q_norm) [H, nope + R] (the
+ * rope part rotated at pos[0], as dsv3_cuda_rope; q_b through the packed-f16 GEMV's arithmetic)
+ * and ql = absorb_q(q), as rmsnorm + dsv3_cuda_linear + dsv3_cuda_rope +
+ * dsv3_cuda_mla_absorb_q would give (up to summation order).  qa: [q_lora_rank] = wq_b->cols,
+ * float32, 16-byte aligned; cos_t / sin_t: [max_pos, R / 2].  _ok: whether the shapes are
+ * covered (FP8 q_b with scales, q_lora_rank % 16 == 0 and <= 8192, nope + R <= 256, C % 8 ==
+ * 0 with C / 8 dividing 512). */
+int dsv3_cuda_mla_q_fused_ok(const dsv3_wmat *wq_b, const void *qa, int64_t H, int64_t nope, int64_t R, int64_t C);
+int dsv3_cuda_mla_q_fused(float *ql, float *q, const float *qa, const void *q_norm, dsv3_dtype ndt, float eps,
+                          const dsv3_wmat *wq_b, const uint16_t *wkvb, const float *cos_t, const float *sin_t,
+                          const int32_t *pos, int64_t H, int64_t nope, int64_t R, int64_t V, int64_t C, cudaStream_t st);
 /* Attention of nq queries over the latent cache.  Query i (token i of a decode batch, or
  * position i of a prefill) belongs to sequence seq[i] and sees cache rows [0, len[i]) (causal
  * prefill: len = pos + 1).  ql: [nq, H, C] (absorbed), q_pe: the rope part of q, at

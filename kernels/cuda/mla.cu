@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "gemv.cuh"
 
 #define MLA_MAXJ 3 /* (C + R) <= 32 lanes * 8 values * 3 = 768 */
 #define MLA_P 2    /* positions per step */
@@ -189,6 +190,175 @@ extern "C" int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t 
   launch_pdl(absorb_o_kernel, dim3((unsigned)cdiv(H * V, 32), (unsigned)cdiv(ntok, 8)), 256, 0, st, o, ol, wkvb,
              (int)ntok, (int)H, (int)nope, (int)V, (int)C);
   CU_LAUNCHED("mla absorb o");
+  return 0;
+}
+
+/* ---------------------------------------------------------------- fused q path (decode)
+ * One token's q_norm, q_b, RoPE and absorb q in one launch, a block per head: the block's rows
+ * of q_b (nope + R of them) and its head's kv_b rows (nope x C, bf16) are all it needs, so the
+ * four kernels' launches, three round trips of q through memory and the rmsnorm's and RoPE's
+ * single-block latency go away (H200, 671B widths: rmsnorm + q_b + rope + absorb q ~32 us a
+ * layer; the bytes, 54 MB, take 12.7 us at the copy floor).
+ *   0. the first q_b weight chunks are loaded before the grid-dependency wait (constant);
+ *      then rmsnorm(qa) (the rmsnorm kernel's (x * r) * w), converted once per 16-wide chunk
+ *      to f16 pairs into shared memory as in gemv_h2_kernel;
+ *   1. q_b for the head's rows: gemv_h2_kernel's arithmetic, a warp 8 rows a pass, a lane
+ *      every 32nd chunk, summed over the warp -> q in shared memory;
+ *   2. q written out (nope as is, the rope part rotated as rope_kernel does);
+ *   3. ql[h, c] = sum_d q[d] kv_b[h, d, c]: a thread 8 columns of every RG-th row (16-byte
+ *      loads), the RG row groups' sums added through shared memory in order.
+ * Needs FP8 q_b with scales, K % 16 == 0 and K <= 8192, nope + R <= 256, C % 8 == 0 and C / 8
+ * dividing 512 (dsv3_cuda_mla_q_fused_ok). */
+enum { QF_THREADS = 512, QF_PR = 8, QF_MAXQK = 256, QF_MAXK = 8192 };
+struct MlaQArgs {
+  float *ql, *q;
+  const float *qa;
+  const void *nw;
+  const uint8_t *wq;
+  const float *sq;
+  const uint16_t *wkvb;
+  const float *cos_t, *sin_t;
+  const int32_t *pos;
+  dsv3_dtype ndt;
+  float eps;
+  int nope, R, V, C, K;
+};
+
+__global__ void __launch_bounds__(QF_THREADS) mla_q_fused_kernel(MlaQArgs a) {
+  __shared__ uint4 xs[QF_MAXK / 16][2]; /* x chunk c: 8 f16 pairs */
+  __shared__ float xis[QF_MAXK / 16];   /* its 2^-e */
+  __shared__ float qs[QF_MAXQK];
+  __shared__ float red[4096]; /* [RG][C], RG * C = 4096 */
+  const int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, tid = threadIdx.x;
+  const int qk = a.nope + a.R, K = a.K, nch = K >> 4, nbk = (K + 127) >> 7;
+  const uint8_t *wh = a.wq + (int64_t)h * qk * K;
+  /* pass p: rows p * 128 + warp + 16 i (i < QF_PR) */
+  auto wload = [&](int p, int c, uint4(&wv)[QF_PR]) {
+#pragma unroll
+    for (int i = 0; i < QF_PR; i++) {
+      const int row = p * 128 + warp + 16 * i;
+      wv[i] = row < qk && c < nch ? ld_stream(wh + (int64_t)row * K + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 w0[QF_PR], w1[QF_PR];
+  wload(0, lane, w0);
+  wload(0, 32 + lane, w1);
+  pdl_wait();
+  pdl_trigger();
+
+  /* 0: rmsnorm(qa) -> f16 pairs a chunk */
+  float ss = 0.f;
+  for (int i = tid; i < K; i += QF_THREADS) ss = fmaf(a.qa[i], a.qa[i], ss);
+  ss = block_sum(ss);
+  const float r = rsqrtf(ss / (float)K + a.eps);
+  for (int c = tid; c < nch; c += QF_THREADS) {
+    float4 v[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int k = 16 * c + 4 * q;
+      v[q] = reinterpret_cast<const float4 *>(a.qa)[4 * c + q];
+      v[q].x = v[q].x * r * load_vec(a.nw, a.ndt, k), v[q].y = v[q].y * r * load_vec(a.nw, a.ndt, k + 1);
+      v[q].z = v[q].z * r * load_vec(a.nw, a.ndt, k + 2), v[q].w = v[q].w * r * load_vec(a.nw, a.ndt, k + 3);
+    }
+    uint32_t xh[8];
+    xis[c] = f16x2_pack16(v, xh);
+    xs[c][0] = make_uint4(xh[0], xh[1], xh[2], xh[3]);
+    xs[c][1] = make_uint4(xh[4], xh[5], xh[6], xh[7]);
+  }
+  __syncthreads();
+
+  /* 1: q = W_qb[head rows] x */
+  for (int p = 0; p * 128 < qk; p++) {
+    float acc[QF_PR];
+#pragma unroll
+    for (int i = 0; i < QF_PR; i++) acc[i] = 0.f;
+    for (int cb = 0; cb < nch; cb += 64) {
+      if (p || cb) wload(p, cb + lane, w0), wload(p, cb + 32 + lane, w1);
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const int c = cb + 32 * u + lane;
+        if (c >= nch) continue;
+        const uint4 x0 = xs[c][0], x1 = xs[c][1];
+        const uint32_t xh[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        const float xi = xis[c];
+#pragma unroll
+        for (int i = 0; i < QF_PR; i++) {
+          const int row = p * 128 + warp + 16 * i;
+          if (row >= qk) continue;
+          const float sc = __ldg(a.sq + (int64_t)((h * qk + row) >> 7) * nbk + (c >> 3));
+          acc[i] = fmaf(dot16_f16x2(u ? w1[i] : w0[i], xh), sc * xi, acc[i]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < QF_PR; i++) {
+      const float v = warp_sum(acc[i]);
+      const int row = p * 128 + warp + 16 * i;
+      if (lane == 0 && row < qk) qs[row] = v;
+    }
+  }
+  __syncthreads();
+
+  /* 2: q out, the rope part rotated */
+  const int half = a.R / 2;
+  const int64_t pr = (int64_t)a.pos[0] * half;
+  float *qo = a.q + (int64_t)h * qk;
+  for (int i = tid; i < a.nope; i += QF_THREADS) qo[i] = qs[i];
+  for (int i = tid; i < half; i += QF_THREADS) {
+    const float x0 = qs[a.nope + 2 * i], x1 = qs[a.nope + 2 * i + 1], c = a.cos_t[pr + i], sn = a.sin_t[pr + i];
+    qo[a.nope + 2 * i] = x0 * c - x1 * sn;
+    qo[a.nope + 2 * i + 1] = x0 * sn + x1 * c;
+  }
+
+  /* 3: absorb */
+  const int cg = a.C >> 3, RG = QF_THREADS / cg, g = tid % cg, rg = tid / cg;
+  if (rg < RG) {
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.f;
+    const uint16_t *wk = a.wkvb + (int64_t)h * (a.nope + a.V) * a.C + g * 8;
+#pragma unroll 8
+    for (int d = rg; d < a.nope; d += RG) {
+      float wf[8];
+      deq8(__ldg(reinterpret_cast<const uint4 *>(wk + (int64_t)d * a.C)), wf);
+      const float qd = qs[d];
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[i] = fmaf(qd, wf[i], acc[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) red[rg * a.C + g * 8 + i] = acc[i];
+  }
+  __syncthreads();
+  for (int c = tid; c < a.C; c += QF_THREADS) {
+    float v = 0.f;
+    for (int k = 0; k < RG; k++) v += red[k * a.C + c];
+    a.ql[(int64_t)h * a.C + c] = v;
+  }
+}
+
+extern "C" int dsv3_cuda_mla_q_fused_ok(const dsv3_wmat *wq_b, const void *qa, int64_t H, int64_t nope, int64_t R,
+                                        int64_t C) {
+  const int64_t K = wq_b ? wq_b->cols : 0;
+  return wq_b && wq_b->dtype == DSV3_F8_E4M3 && wq_b->scale && ((uintptr_t)wq_b->data & 15) == 0 &&
+         ((uintptr_t)qa & 15) == 0 && K % 16 == 0 && K > 0 && K <= QF_MAXK && nope > 0 && R >= 0 && R % 2 == 0 &&
+         nope + R <= QF_MAXQK && wq_b->rows == H * (nope + R) && C % 8 == 0 && C > 0 && C <= 4096 &&
+         QF_THREADS % (C / 8) == 0 && H > 0 && H < 65536;
+}
+
+extern "C" int dsv3_cuda_mla_q_fused(float *ql, float *q, const float *qa, const void *q_norm, dsv3_dtype ndt, float eps,
+                                     const dsv3_wmat *wq_b, const uint16_t *wkvb, const float *cos_t, const float *sin_t,
+                                     const int32_t *pos, int64_t H, int64_t nope, int64_t R, int64_t V, int64_t C,
+                                     cudaStream_t st) {
+  CU_ARG("mla q fused", dsv3_cuda_mla_q_fused_ok(wq_b, qa, H, nope, R, C) && ((uintptr_t)wkvb & 15) == 0 && V > 0 &&
+                            (ndt == DSV3_BF16 || ndt == DSV3_F16 || ndt == DSV3_F32),
+         "shape not covered (q_b %lld x %lld, H %lld, nope %lld, rope %lld, C %lld)", wq_b ? (long long)wq_b->rows : 0ll,
+         wq_b ? (long long)wq_b->cols : 0ll, (long long)H, (long long)nope, (long long)R, (long long)C);
+  MlaQArgs a;
+  a.ql = ql, a.q = q, a.qa = qa, a.nw = q_norm, a.wq = (const uint8_t *)wq_b->data, a.sq = wq_b->scale, a.wkvb = wkvb;
+  a.cos_t = cos_t, a.sin_t = sin_t, a.pos = pos, a.ndt = ndt, a.eps = eps;
+  a.nope = (int)nope, a.R = (int)R, a.V = (int)V, a.C = (int)C, a.K = (int)wq_b->cols;
+  launch_pdl(mla_q_fused_kernel, dim3((unsigned)H), dim3(QF_THREADS), 0, st, a);
+  CU_LAUNCHED("mla q fused");
   return 0;
 }
 

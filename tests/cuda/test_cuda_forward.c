@@ -137,6 +137,7 @@ int main(void) {
   for (int i = 0; i < P1; i++) seq[i] = 1, pos[i] = i;
   OK(dsv3_gpu_forward(g, P1, p1, seq, pos, lg, 0));
   e = t_rel(lg, lc, (size_t)V);
+  printf("prefill %lld tokens (last logits): rel err %.3g\n", (long long)P1, e);
   CHECK(e < 5e-2, "prefill (7, last) logits rel err %.3g", e);
   int32_t t1 = argmax(lc, V);
   /* greedy decode of sequence 0, teacher-forced by the CPU's tokens so one flip cannot cascade */

@@ -89,6 +89,73 @@ static void test_absorb(int64_t T, int64_t H, int64_t nope, int64_t R, int64_t V
   free(q), free(ol), free(W), free(rq), free(ro), free(gq), free(go);
 }
 
+/* The fused decode q path (dsv3_cuda_mla_q_fused) against the CPU reference ops: rmsnorm,
+ * the FP8 q_b on its bf16-rounded weights, RoPE, absorb q (float64 for the last).  q_b runs
+ * the packed-f16 GEMV's arithmetic (test_cuda_linear: 3e-3 of |W| |x|); with random signs
+ * |W x| is about |W| |x| / sqrt(K) and so is each output's rounding error, so the relative L2
+ * error stays near the per-term roundings (2^-9 for the reference's bf16 weights, 2^-11 for x
+ * and the f16 sums): bound 5e-3 for q and for ql, which is linear in q.  A wrong row, scale
+ * block or rotation gives O(1). */
+static void test_q_fused(int64_t H, int64_t nope, int64_t R, int64_t V, int64_t C, int64_t K, int64_t pos) {
+  const int64_t qk = nope + R, rows = H * qk, wr = H * (nope + V), half = R / 2, npos = pos + 3;
+  float *qa = t_xmalloc((size_t)K * 4), *nw = t_xmalloc((size_t)K * 4), *qn = t_xmalloc((size_t)K * 4);
+  uint8_t *wq = t_xmalloc((size_t)(rows * K));
+  float *sq = t_xmalloc((size_t)(((rows + 127) / 128) * ((K + 127) / 128)) * 4);
+  uint16_t *wkvb = t_xmalloc((size_t)(wr * C) * 2);
+  float *cs = t_xmalloc((size_t)(npos * half + 1) * 4), *sn = t_xmalloc((size_t)(npos * half + 1) * 4);
+  t_fill(qa, (size_t)K, 3.0f);
+  for (int64_t k = 0; k < K; k++) nw[k] = 0.5f + (float)t_unit();
+  t_fp8(wq, sq, rows, K);
+  t_bf16(wkvb, (size_t)(wr * C), 0.05f);
+  for (int64_t i = 0; i < npos * half; i++) {
+    const double th = 6.283185307179586 * t_unit();
+    cs[i] = (float)cos(th), sn[i] = (float)sin(th);
+  }
+  dsv3_wmat hq = {DSV3_F8_E4M3, wq, sq, rows, K};
+  float *rq = t_xmalloc((size_t)rows * 4);
+  dsv3_rmsnorm(qn, qa, nw, DSV3_F32, 1, K, 1e-6f);
+  dsv3_linear(rq, qn, 1, &hq);
+  for (int64_t h = 0; h < H; h++)
+    for (int64_t i = 0; i < half; i++) {
+      float *p = rq + h * qk + nope + 2 * i, c = cs[pos * half + i], s = sn[pos * half + i], a = p[0], b = p[1];
+      p[0] = a * c - b * s, p[1] = a * s + b * c;
+    }
+  double *rl = t_xmalloc((size_t)(H * C) * 8);
+  for (int64_t h = 0; h < H; h++)
+    for (int64_t c = 0; c < C; c++) {
+      double a = 0;
+      for (int64_t d = 0; d < nope; d++) a += (double)rq[h * qk + d] * dsv3_bf16_to_f32(wkvb[(h * (nope + V) + d) * C + c]);
+      rl[h * C + c] = a;
+    }
+  int32_t p32 = (int32_t)pos;
+  dsv3_wmat dqm = {DSV3_F8_E4M3, t_dev(wq, (size_t)(rows * K)), t_dev(sq, (size_t)(((rows + 127) / 128) * ((K + 127) / 128)) * 4), rows, K};
+  float *dqa = t_dev(qa, (size_t)K * 4), *dnw = t_dev(nw, (size_t)K * 4);
+  float *dcs = t_dev(cs, (size_t)(npos * half + 1) * 4), *dsn = t_dev(sn, (size_t)(npos * half + 1) * 4);
+  uint16_t *dw = t_dev(wkvb, (size_t)(wr * C) * 2);
+  int32_t *dpos = t_dev(&p32, 4);
+  float *dq = t_poison((size_t)rows * 4), *dql = t_poison((size_t)(H * C) * 4);
+  CHECK(dsv3_cuda_mla_q_fused_ok(&dqm, dqa, H, nope, R, C), "q fused H=%lld C=%lld K=%lld: shape not covered", (long long)H,
+        (long long)C, (long long)K);
+  OK(dsv3_cuda_mla_q_fused(dql, dq, dqa, dnw, DSV3_F32, 1e-6f, &dqm, dw, dcs, dsn, dpos, H, nope, R, V, C, 0));
+  float *gq = t_xmalloc((size_t)rows * 4), *gl = t_xmalloc((size_t)(H * C) * 4);
+  t_host(gq, dq, (size_t)rows * 4);
+  t_host(gl, dql, (size_t)(H * C) * 4);
+  const double e1 = t_rel(gq, rq, (size_t)rows), e2 = t_rel_d(gl, rl, (size_t)(H * C));
+  printf("q fused H=%lld nope=%lld R=%lld C=%lld K=%lld: q rel err %.3g, ql %.3g\n", (long long)H, (long long)nope,
+         (long long)R, (long long)C, (long long)K, e1, e2);
+  CHECK(e1 < 5e-3, "q fused H=%lld C=%lld K=%lld: q rel err %.3g", (long long)H, (long long)C, (long long)K, e1);
+  CHECK(e2 < 5e-3, "q fused H=%lld C=%lld K=%lld: ql rel err %.3g", (long long)H, (long long)C, (long long)K, e2);
+  /* a shape it does not cover is refused with an error, not run */
+  dsv3_wmat odd = dqm;
+  odd.cols = K + 8;
+  CHECK(!dsv3_cuda_mla_q_fused_ok(&odd, dqa, H, nope, R, C), "q fused accepted K %lld", (long long)(K + 8));
+  CHECK(dsv3_cuda_mla_q_fused(dql, dq, dqa, dnw, DSV3_F32, 1e-6f, &odd, dw, dcs, dsn, dpos, H, nope, R, V, C, 0) != 0,
+        "q fused ran K %lld", (long long)(K + 8));
+  cudaFree((void *)dqm.data), cudaFree((void *)dqm.scale), cudaFree(dqa), cudaFree(dnw), cudaFree(dcs), cudaFree(dsn);
+  cudaFree(dw), cudaFree(dpos), cudaFree(dq), cudaFree(dql);
+  free(qa), free(nw), free(qn), free(wq), free(sq), free(wkvb), free(cs), free(sn), free(rq), free(rl), free(gq), free(gl);
+}
+
 /* float64 reference: ref [nq, H, C] = softmax(scale * (ql.kv + q_pe.pe)) . kv, query i in
  * sequence seq[i] over rows [0, len[i]); q_pe of (i, h) at q + (i * H + h) * (nope + R) + nope. */
 static void ref_attention(double *ref, const float *ql, const float *q, int64_t nope, const uint16_t *kv,
@@ -260,6 +327,9 @@ int main(void) {
   test_absorb(9, 128, 128, 64, 128, 512);
   test_absorb(3, 2, 16, 16, 16, 32);
   test_absorb(5, 3, 24, 8, 6, 64); /* 18 output rows of heads of 6 (a warp's 4 rows span heads), 2 token tiles */
+  test_q_fused(128, 128, 64, 128, 512, 1536, 300); /* DeepSeek-V3 */
+  test_q_fused(16, 32, 32, 32, 128, 192, 7);       /* models/dsv3-tiny */
+  test_q_fused(5, 24, 16, 6, 64, 48, 0);           /* head 3 (rows 120-159) crosses a 128-row scale block; C / 8 = 8 */
   /* decode attention: the tensor-core kernel where the shapes fit it (C % 64 == 0: all but
    * "narrow"), then the CUDA-core kernel for every shape (DSV3_MLA_TC=0) */
   for (int cc = 0; cc < 2; cc++) {
