@@ -158,13 +158,14 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
   const int wr = warp / WK, wkk = warp % WK;
   const int K = a.K, nbk = (K + 127) >> 7, nc = K / EPC;
   constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
+  /* one token with constant weights (the head, the router): the first chunk's weight loads go
+   * out before the grid-dependency wait, in the shadow of the kernel that writes x */
+  constexpr bool PRE = !MOE && TT == 1;
   const int rb = MOE && a.order ? blockIdx.y : blockIdx.x; /* row block */
   const int orow0 = rb * (WR * RO) + wr * RO;              /* first output row of this warp */
-  pdl_wait(); /* launched with launch_pdl: the kernel before may still be running */
-  pdl_trigger();
+  if (!PRE) pdl_wait(), pdl_trigger(); /* launched with launch_pdl: the kernel before may still be running */
   GemvSrc g;
   if (!gemv_src<TT, MODE>(a, rb, WR * RO, g)) return;
-  const float *x = a.x + g.xrow * a.ldx;
   const int nt = g.nt;
 
   const uint8_t *wrow[R];
@@ -177,6 +178,17 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
     wrow[r] = orow < a.N ? W + (int64_t)orow * K * (FP8 ? 1 : 2) : nullptr;
     srow[r] = FP8 && orow < a.N ? S + (int64_t)(orow >> 7) * nbk : nullptr;
   }
+  auto wload = [&](int c, uint4(&wv)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; r++) wv[r] = wrow[r] && c < nc ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+  };
+  const int c0 = wkk * 32 + lane, kstride = WK * 32;
+  uint4 w0[R];
+  if (PRE) {
+    wload(c0, w0);
+    pdl_wait(), pdl_trigger();
+  }
+  const float *x = a.x + g.xrow * a.ldx;
 
   float acc[TT][R];
 #pragma unroll
@@ -184,12 +196,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
 #pragma unroll
     for (int r = 0; r < R; r++) acc[t][r] = 0.f;
 
-  const int kstride = WK * 32;
-#pragma unroll 2
-  for (int c = wkk * 32 + lane; c < nc; c += kstride) {
-    uint4 wv[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) wv[r] = wrow[r] ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+  auto step = [&](int c, const uint4(&wv)[R]) {
     float w[R][EPC];
 #pragma unroll
     for (int r = 0; r < R; r++) {
@@ -213,6 +220,14 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
         }
       }
     }
+  };
+  int c = c0;
+  if (PRE && c < nc) step(c, w0), c += kstride;
+#pragma unroll 2
+  for (; c < nc; c += kstride) {
+    uint4 wv[R];
+    wload(c, wv);
+    step(c, wv);
   }
 
   __shared__ float red[8][TT * R];
@@ -281,7 +296,7 @@ __device__ __forceinline__ float dot16_f16x2(const uint4 w, const uint32_t (&xh)
  * warp's R rows (R divides 128) share one 128-row scale block: one scale load a chunk (GATEUP:
  * one for W1, one for W3).  UNROLL: chunks whose loads are issued together. */
 template <int R, int MODE, int UNROLL>
-__global__ void __launch_bounds__(256) gemv_h2_kernel(GemvArgs a) {
+__global__ void __launch_bounds__(256, 2) gemv_h2_kernel(GemvArgs a) {
   constexpr bool GU = MODE == GEMV_GATEUP || MODE == GEMV_MOE_GATEUP;
   constexpr int RO = GU ? R / 2 : R;
   constexpr bool MOE = MODE == GEMV_MOE_GATEUP || MODE == GEMV_MOE_DOWN;
@@ -292,11 +307,12 @@ __global__ void __launch_bounds__(256) gemv_h2_kernel(GemvArgs a) {
   const int K = a.K, nbk = (K + 127) >> 7, nc = K / 16;
   const int rb = MOE && a.order ? blockIdx.y : blockIdx.x;
   const int orow0 = rb * (WR * RO) + wr * RO;
-  pdl_wait();
-  pdl_trigger();
+  /* the MoE's experts and pairs come from the kernels before: wait first.  Elsewhere the
+   * weights are constant: the first chunk's loads go out before the wait, in the shadow of the
+   * kernel that writes x. */
+  if (MOE) pdl_wait(), pdl_trigger();
   GemvSrc g;
-  if (!gemv_src<1, MODE>(a, rb, WR * RO, g)) return;
-  const float *x = a.x + g.xrow * a.ldx;
+  if (!gemv_src<1, MODE>(a, rb, WR * RO, g)) return; /* MoE only */
   const bool any = orow0 < a.N;
   const float *s1 = any ? g.s1 + (int64_t)(orow0 >> 7) * nbk : nullptr;
   const float *s3 = any && GU ? g.s3 + (int64_t)(orow0 >> 7) * nbk : nullptr;
@@ -306,21 +322,31 @@ __global__ void __launch_bounds__(256) gemv_h2_kernel(GemvArgs a) {
     const int orow = orow0 + (r % RO);
     wrow[r] = orow < a.N ? ((GU && r >= RO) ? g.w3 : g.w1) + (int64_t)orow * K : nullptr;
   }
+  auto wload = [&](int c, uint4(&wv)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; r++) wv[r] = wrow[r] && c < nc ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+  };
+  const int c0 = wkk * 32 + lane, kstride = WK * 32;
+  uint4 w0[R];
+  wload(c0, w0);
+  if (!MOE) pdl_wait(), pdl_trigger();
+  const float *x = a.x + g.xrow * a.ldx;
   float acc[1][R];
 #pragma unroll
   for (int r = 0; r < R; r++) acc[0][r] = 0.f;
-
-  const int kstride = WK * 32;
-#pragma unroll UNROLL
-  for (int c = wkk * 32 + lane; c < nc; c += kstride) {
-    uint4 wv[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) wv[r] = wrow[r] ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+  auto step = [&](int c, const uint4(&wv)[R]) {
     uint32_t xh[8];
     const float xi = x16_f16x2(x + (int64_t)c * 16, xh);
     const float f1 = any ? __ldg(s1 + (c >> 3)) * xi : 0.f, f3 = GU && any ? __ldg(s3 + (c >> 3)) * xi : 0.f;
 #pragma unroll
     for (int r = 0; r < R; r++) acc[0][r] = fmaf(dot16_f16x2(wv[r], xh), GU && r >= RO ? f3 : f1, acc[0][r]);
+  };
+  if (c0 < nc) step(c0, w0);
+#pragma unroll UNROLL
+  for (int c = c0 + kstride; c < nc; c += kstride) {
+    uint4 wv[R];
+    wload(c, wv);
+    step(c, wv);
   }
 
   __shared__ float red[8][R];
@@ -584,18 +610,27 @@ static inline void gemv_shape(int N, int K, int epc, int64_t yblocks, int sms, i
   *WK = wk;
 }
 
-/* gemv_shape for the packed-f16 variant: the most rows a warp (16, else 4, else 2; at most
- * dsv3_cuda_h2_rbig) whose grid fills the multiprocessors twice.  H200, one token (us, 16 / 8 /
- * 4 rows): o_proj 32.7 / 42.1 / 36.4, dense down 35.8 / 50.5 / 42.3, MoE decode top 8 94.3 /
- * 113.5 / 106.8 (16 rows: 128 registers, 2 blocks an SM, a chunk's x conversion shared by 16
- * rows; 8: 74 registers, 3 blocks; 4: 60, 4 blocks). */
+/* The packed-f16 variant's shape: the most rows a warp (16, else 4, else 2; at most
+ * dsv3_cuda_h2_rbig) whose grid fills the multiprocessors twice, with K split over the fewest
+ * warps (1, 2, 4, 8; at least a chunk a lane, two with 16 rows) that make 8 blocks a
+ * multiprocessor, else the most.  H200, one token (us, 16 / 8 / 4 rows): o_proj 32.7 / 42.1 / 36.4, dense down 35.8 /
+ * 50.5 / 42.3 (16 rows: 128 registers, 2 blocks an SM, a chunk's x conversion shared by 16
+ * rows; 8: 74 registers, 3 blocks; 4: 60, 4 blocks).  The MoE's 9 one-token pairs took K
+ * unsplit before (288 blocks for 264 slots: a second wave of 24; gate/up 90 us under ncu). */
 static inline void gemv_h2_shape(int N, int K, int64_t yblocks, int sms, int rodiv, int *R, int *WK) {
-  const int rs[3] = {16, 4, 2};
+  const int rs[3] = {16, 4, 2}, nc = K / 16;
   *R = 2, *WK = 1;
   for (int i = 0; i < 3; i++) {
     if (rs[i] > dsv3_cuda_h2_rbig && rs[i] > 2) continue;
-    gemv_shape(N, K, 16, yblocks, sms, rs[i], rs[i], rodiv, R, WK);
-    if (cdiv(N, (int64_t)(8 / *WK) * (*R / rodiv)) * yblocks >= 2 * sms) return;
+    int64_t nb = 0;
+    int wk = 1;
+    for (int w = 1; w <= 8; w *= 2) {
+      if (w > 1 && nc < (rs[i] >= 16 ? 64 : 32) * w) break; /* 16 rows: two chunks a lane at least */
+      wk = w, nb = cdiv(N, (int64_t)(8 / w) * (rs[i] / rodiv)) * yblocks;
+      if (nb >= 8 * (int64_t)sms) break;
+    }
+    *R = rs[i], *WK = wk;
+    if (nb >= 2 * (int64_t)sms) return;
   }
 }
 

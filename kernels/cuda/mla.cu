@@ -118,10 +118,11 @@ __global__ void __launch_bounds__(256) absorb_q_kernel(float *ql, const float *q
  * 4 rows' 16-byte loads in flight together).  C % 8 == 0. */
 __global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol, const uint16_t *W, int ntok, int H, int nope,
                                                        int V, int C) {
-  pdl_wait();
-  pdl_trigger();
   const int lane = threadIdx.x & 31, hv0 = (blockIdx.x * 8 + (threadIdx.x >> 5)) * 4, t0 = blockIdx.y * 8;
-  if (hv0 >= H * V) return;
+  if (hv0 >= H * V) {
+    pdl_wait(), pdl_trigger();
+    return;
+  }
   const int nt = min(8, ntok - t0);
   const uint16_t *w[4];
   int hh[4];
@@ -136,10 +137,17 @@ __global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol
   for (int t = 0; t < 8; t++)
 #pragma unroll
     for (int r = 0; r < 4; r++) acc[t][r] = 0.f;
+  /* the weights are constant: the first step's loads go out before the grid-dependency wait,
+   * while the attention's combine (a short kernel) still runs */
+  uint4 w0[4];
+#pragma unroll
+  for (int r = 0; r < 4; r++) w0[r] = lane * 8 < C ? __ldg(reinterpret_cast<const uint4 *>(w[r] + lane * 8)) : make_uint4(0, 0, 0, 0);
+  pdl_wait();
+  pdl_trigger();
   for (int c = lane * 8; c < C; c += 256) {
     float wf[4][8];
 #pragma unroll
-    for (int r = 0; r < 4; r++) deq8(*reinterpret_cast<const uint4 *>(w[r] + c), wf[r]);
+    for (int r = 0; r < 4; r++) deq8(c == lane * 8 ? w0[r] : __ldg(reinterpret_cast<const uint4 *>(w[r] + c)), wf[r]);
 #pragma unroll
     for (int t = 0; t < 8; t++) {
       if (t < nt) {
