@@ -128,6 +128,8 @@ static void test_wide(void) {
 int main(void) {
   t_init("test_cuda_sample");
   test_argmax(1, 129280);
+  test_argmax(3, 129280); /* split over 32 blocks; the tie at 3 and V - 1 lies across slices */
+  test_argmax(70, 9001);  /* an odd width (scalar loads) and more rows than one launch takes */
   test_argmax(5, 1000);
   test_argmax(3, 7);
   test_argmax(2, 2048);
