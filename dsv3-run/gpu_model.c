@@ -443,8 +443,8 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
   const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
   /* a timing aid (bench/cuda_decode, docs/cuda.md): DSV3_GPU_SKIP's bit 1 leaves out every
-   * layer's attention, bit 2 its MLP / MoE; the step's time without them attributes it.  The
-   * logits are then meaningless. */
+   * layer's attention block, bit 2 its MLP / MoE, bit 4 the attention kernels alone (over the
+   * cache); the step's time without them attributes it.  The logits are then meaningless. */
   /* DSV3_GPU_Q_FUSED=0: the decode q path in separate launches (rmsnorm, q_b, RoPE, absorb q) */
   const char *sk = getenv("DSV3_GPU_SKIP"), *qfe = getenv("DSV3_GPU_Q_FUSED");
   const int skip = sk ? atoi(sk) : 0, qf = !(qfe && !strcmp(qfe, "0"));
@@ -481,8 +481,9 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     } else {
       if (!qfused) TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
       if (par) CUDA_TRY("kv stream join", cudaStreamWaitEvent(st, g->ev_join, 0));
-      TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C, R,
-                                  g->max_seq, max_len, m->softmax_scale));
+      if (!(skip & 4))
+        TRY(dsv3_cuda_mla_attention(ctx, g->ol, g->ql, g->q + nope, H * qk, qk, L->kv, L->pe, g->seqb, g->len, n, H, C,
+                                    R, g->max_seq, max_len, m->softmax_scale));
       TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
     }
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));

@@ -251,6 +251,15 @@ __global__ void __launch_bounds__(QF_THREADS) mla_q_fused_kernel(MlaQArgs a) {
   uint4 w0[QF_PR], w1[QF_PR];
   wload(0, lane, w0);
   wload(0, 32 + lane, w1);
+  /* the head's kv_b rows (phase 3) and its q_b rows of the second pass into L2 meanwhile:
+   * their loads then wait on L2, not on memory */
+  const uint16_t *wk0 = a.wkvb + (int64_t)h * (a.nope + a.V) * a.C;
+  const int64_t kvb_bytes = (int64_t)a.nope * a.C * 2, qb0 = qk > 128 ? 128 * (int64_t)K : 0,
+                qb_bytes = qk > 128 ? (int64_t)(qk - 128) * K : 0;
+  for (int64_t off = (int64_t)tid * 128; off < kvb_bytes; off += (int64_t)QF_THREADS * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)wk0 + off));
+  for (int64_t off = (int64_t)tid * 128; off < qb_bytes; off += (int64_t)QF_THREADS * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)wh + qb0 + off));
   pdl_wait();
   pdl_trigger();
 
@@ -324,7 +333,7 @@ __global__ void __launch_bounds__(QF_THREADS) mla_q_fused_kernel(MlaQArgs a) {
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.f;
-    const uint16_t *wk = a.wkvb + (int64_t)h * (a.nope + a.V) * a.C + g * 8;
+    const uint16_t *wk = wk0 + g * 8;
 #pragma unroll 8
     for (int d = rg; d < a.nope; d += RG) {
       float wf[8];
@@ -552,20 +561,24 @@ __global__ void mla_combine_kernel(float *ol, const float *po, const float *pml,
 }
 
 /* The same attention on the tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate): a
- * block of 4 warps takes 16 heads of one (query, split) and walks its positions in tiles of
- * MT_P cache rows, staged in shared memory by cp.async one tile ahead.  Per tile:
- *   S [16 heads, MT_P] = Q [16, C + R] . rows^T, the C + R dims split among the 4 warps
- *     (each keeps its share of Q in registers as A fragments), the partial S summed in shared
+ * block of MT_W = 8 warps takes 16 heads of one (query, split) and walks its positions in tiles
+ * of MT_P cache rows, staged in shared memory by cp.async one tile ahead.  Per tile:
+ *   S [16 heads, MT_P] = Q [16, C + R] . rows^T, the C + R dims split among the warps (each
+ *     keeps its share of Q in registers as A fragments), the partial S summed in shared
  *     memory;
- *   an online softmax per head (a warp takes 4 heads, a lane a position);
- *   O [16, C] += P [16, MT_P] . rows[:, :C], a warp owning C / 4 output columns.
+ *   an online softmax per head (a warp takes 2 heads, a lane a position);
+ *   O [16, C] += P [16, MT_P] . rows[:, :C], a warp owning C / 8 output columns.
+ * At batch 1 and short contexts a block has a tile or two and the SM no other work, so the
+ * kernel is a chain of latencies: 8 warps halve each warp's share (4 warps: ncu, H200, 24.5 us
+ * a layer at 300 positions, one warp a scheduler issuing every 10 cycles).
  * Queries and probabilities enter as bf16 pairs hi + lo (v = hi + lo to ~2^-17), so the
  * products carry float accuracy like the CUDA-core kernel's; the cache rows are bf16 already.
  * Needs C % 64 == 0, C <= 512, (C + R) % 16 == 0, C + R <= 576 (DeepSeek-V3: 512 + 64). */
 enum {
+  MT_W = 8,  /* warps a block */
   MT_P = 32, /* positions a tile */
-  MT_KW = 9, /* k-steps of S a warp at most: (C + R) / 16 / 4 */
-  MT_NT = 16 /* n-tiles of O a warp at most: C / 4 / 8 */
+  MT_KW = 5, /* k-steps of S a warp at most: (C + R) / 16 / MT_W */
+  MT_NT = 8  /* n-tiles of O a warp at most: C / MT_W / 8 */
 };
 struct MlaTcArgs {
   float *po, *pml;
@@ -578,16 +591,16 @@ struct MlaTcArgs {
 };
 static size_t mla_tc_smem(int C, int R) {
   const int ds = C + R + 8;
-  return (size_t)2 * MT_P * ds * 2 + (size_t)4 * 16 * MT_P * 4 + (size_t)2 * 16 * (MT_P + 8) * 2 + 3 * 16 * 4;
+  return (size_t)2 * MT_P * ds * 2 + (size_t)MT_W * 16 * MT_P * 4 + (size_t)2 * 16 * (MT_P + 8) * 2 + 3 * 16 * 4;
 }
-__global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
+__global__ void __launch_bounds__(MT_W * 32) mla_attn_tc_kernel(MlaTcArgs a) {
   pdl_wait();
   pdl_trigger();
   extern __shared__ uint4 smem_u4[];
   const int C = a.C, D = a.C + a.R, DS = D + 8; /* row stride: +16 bytes keeps ldmatrix rows on distinct banks */
   uint16_t *tile = reinterpret_cast<uint16_t *>(smem_u4);          /* [2][MT_P][DS] */
-  float *sp = reinterpret_cast<float *>(tile + 2 * MT_P * DS);     /* [4][16][MT_P] partial scores */
-  uint16_t *ph = reinterpret_cast<uint16_t *>(sp + 4 * 16 * MT_P); /* [16][MT_P + 8] probabilities, hi */
+  float *sp = reinterpret_cast<float *>(tile + 2 * MT_P * DS);        /* [MT_W][16][MT_P] partial scores */
+  uint16_t *ph = reinterpret_cast<uint16_t *>(sp + MT_W * 16 * MT_P); /* [16][MT_P + 8] probabilities, hi */
   uint16_t *pl = ph + 16 * (MT_P + 8);                             /* lo */
   float *cr = reinterpret_cast<float *>(pl + 16 * (MT_P + 8));     /* [16] rescale of O this tile */
   float *msh = cr + 16, *lsh = msh + 16;                           /* [16] final max and sum */
@@ -598,7 +611,7 @@ __global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
   const uint16_t *kvb = a.kvc + (int64_t)a.seq[q] * a.max_seq * C, *peb = a.pec + (int64_t)a.seq[q] * a.max_seq * a.R;
 
   /* this warp's k-steps of S and their Q fragments (hi, lo) */
-  const int ks = D / 16, k0 = ks * warp / 4, nk = ks * (warp + 1) / 4 - k0;
+  const int ks = D / 16, k0 = ks * warp / MT_W, nk = ks * (warp + 1) / MT_W - k0;
   uint32_t qh[MT_KW][4], qlo[MT_KW][4];
 #pragma unroll
   for (int kk = 0; kk < MT_KW; kk++)
@@ -618,14 +631,17 @@ __global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
   float o[MT_NT][4];
 #pragma unroll
   for (int n = 0; n < MT_NT; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  float m[4], l[4];
+  constexpr int HPW = 16 / MT_W; /* heads a warp in the softmax */
+  float m[HPW], l[HPW];
 #pragma unroll
-  for (int i = 0; i < 4; i++) m[i] = -INFINITY, l[i] = 0.f;
-  const int cw = C / 4, nnt = cw / 8, c0 = warp * cw; /* this warp's output columns */
+  for (int i = 0; i < HPW; i++) m[i] = -INFINITY, l[i] = 0.f;
+  /* this warp's output columns (C / MT_W: an odd count of 8-wide n-tiles computes one more,
+   * inside the row, never stored) */
+  const int cw = C / MT_W, nnt = cw / 8, c0 = warp * cw;
 
   const int rv = D / 8, ckv = C / 8; /* 16-byte chunks a row; of them in the latent part */
   /* a thread stages chunks i = p * rv + c, i += 128: (p, c) stepped without dividing */
-  const int p_0 = threadIdx.x / rv, c_0 = threadIdx.x % rv, dp = 128 / rv, dc = 128 % rv;
+  const int p_0 = threadIdx.x / rv, c_0 = threadIdx.x % rv, dp = MT_W * 32 / rv, dc = MT_W * 32 % rv;
   auto stage = [&](int buf, int t0) {
     const int nt = min(MT_P, s1 - t0);
     uint16_t *dst = tile + buf * MT_P * DS;
@@ -673,14 +689,16 @@ __global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
       r0[0] = s[n][0], r0[1] = s[n][1], r1[0] = s[n][2], r1[1] = s[n][3];
     }
     __syncthreads();
-    /* online softmax: warp w takes heads 4w .. 4w + 3, lane = position */
+    /* online softmax: warp w takes heads HPW w .. HPW w + HPW - 1, lane = position */
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const int hr = warp * 4 + i;
+    for (int i = 0; i < HPW; i++) {
+      const int hr = warp * HPW + i;
       float v = -INFINITY;
-      if (lane < nt)
-        v = sp[(0 * 16 + hr) * MT_P + lane] + sp[(1 * 16 + hr) * MT_P + lane] + sp[(2 * 16 + hr) * MT_P + lane] +
-            sp[(3 * 16 + hr) * MT_P + lane];
+      if (lane < nt) {
+        v = 0.f;
+#pragma unroll
+        for (int w = 0; w < MT_W; w++) v += sp[(w * 16 + hr) * MT_P + lane];
+      }
       const float mn = fmaxf(m[i], warp_max(v));
       const float e = lane < nt ? exp2f(v - mn) : 0.f;
       const float corr = exp2f(m[i] - mn); /* m = -inf at first: 0 */
@@ -717,7 +735,7 @@ __global__ void __launch_bounds__(128) mla_attn_tc_kernel(MlaTcArgs a) {
   }
   if (lane == 0)
 #pragma unroll
-    for (int i = 0; i < 4; i++) msh[warp * 4 + i] = m[i], lsh[warp * 4 + i] = l[i];
+    for (int i = 0; i < HPW; i++) msh[warp * HPW + i] = m[i], lsh[warp * HPW + i] = l[i];
   __syncthreads();
 #pragma unroll
   for (int r = 0; r < 2; r++) {
@@ -765,7 +783,7 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
   /* the tensor-core kernel where its shapes fit (DSV3_MLA_TC=0: the CUDA-core one always) */
   const char *tc_env = getenv("DSV3_MLA_TC");
   const bool tc_off = tc_env && !strcmp(tc_env, "0");
-  const bool tc = !tc_off && C % 64 == 0 && C <= 512 && (C + R) % 16 == 0 && C + R <= 16 * 4 * MT_KW;
+  const bool tc = !tc_off && C % 64 == 0 && C <= 512 && (C + R) % 16 == 0 && C + R <= 16 * MT_W * MT_KW;
   const int HW = H >= 64 ? 2 : 1, heads = tc ? 16 : 8 * HW, P = tc ? MT_P : MLA_P; /* heads a block, position step */
   const int64_t hblocks = cdiv(H, heads), base = nq * hblocks;
   int64_t nsplit = 1;
@@ -794,7 +812,7 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
            cudaFuncSetAttribute(mla_attn_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     MlaTcArgs ta = {po, pml, ql, q_pe, pe_tok_stride, pe_head_stride, max_seq, kv_cache, pe_cache, seq, len,
                     (int)H, (int)C, (int)R, (int)nsplit, sl2};
-    launch_pdl(mla_attn_tc_kernel, grid, 128, smem, ctx->stream, ta);
+    launch_pdl(mla_attn_tc_kernel, grid, MT_W * 32, smem, ctx->stream, ta);
   } else if (HW == 2) {
     const size_t smem = (size_t)MLA_TILE * (size_t)((C + R) / 8) * 16;
     launch_pdl(mla_attn_kernel<2>, grid, 256, smem, ctx->stream, po, pml, ql, q_pe, pe_tok_stride, pe_head_stride,

@@ -151,25 +151,27 @@ extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const
 
 /* rows [v0, v0 + vocab) of the table; ids outside give NaN rows (whole table) or zero rows (a
  * vocab-parallel part, summed across ranks afterwards) */
+enum { EMB_SPAN = 2048 }; /* elements of a row a block (a 7168-wide row: 4 blocks, not one) */
 __global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3_dtype edt, int64_t v0, int64_t vocab,
                              int64_t dim, int part) {
   pdl_wait();
   pdl_trigger();
-  const int64_t t = blockIdx.x;
+  const int64_t t = blockIdx.x, i0 = (int64_t)blockIdx.y * EMB_SPAN, i1 = min(dim, i0 + EMB_SPAN);
   const int64_t id = (int64_t)ids[t] - v0;
   float *o = out + t * dim;
   if (id < 0 || id >= vocab) {
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = part ? 0.f : __int_as_float(0x7fc00000);
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) o[i] = part ? 0.f : __int_as_float(0x7fc00000);
     return;
   }
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = load_vec(E, edt, id * dim + i);
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) o[i] = load_vec(E, edt, id * dim + i);
 }
 
 extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
                                int64_t vocab, int64_t dim, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
-  if (ntok <= 0) return 0;
-  launch_pdl(embed_kernel, (unsigned)ntok, 256, 0, st, out, ids, E, edt, 0, vocab, dim, 0);
+  if (ntok <= 0 || dim <= 0) return 0;
+  CU_ARG("embed", ntok < (1ll << 31) && dim < (1ll << 30), "too many tokens or too wide");
+  launch_pdl(embed_kernel, dim3((unsigned)ntok, (unsigned)cdiv(dim, EMB_SPAN)), 256, 0, st, out, ids, E, edt, 0, vocab, dim, 0);
   CU_LAUNCHED("embed");
   return 0;
 }
@@ -177,8 +179,10 @@ extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, con
 extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
                                     int64_t v0, int64_t vocab, int64_t dim, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
-  if (ntok <= 0) return 0;
-  launch_pdl(embed_kernel, (unsigned)ntok, 256, 0, st, out, ids, E, edt, v0, vocab, dim, 1);
+  if (ntok <= 0 || dim <= 0) return 0;
+  CU_ARG("embed", ntok < (1ll << 31) && dim < (1ll << 30), "too many tokens or too wide");
+  launch_pdl(embed_kernel, dim3((unsigned)ntok, (unsigned)cdiv(dim, EMB_SPAN)), 256, 0, st, out, ids, E, edt, v0, vocab, dim,
+             1);
   CU_LAUNCHED("embed");
   return 0;
 }
