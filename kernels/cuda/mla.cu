@@ -543,7 +543,10 @@ __global__ void mla_combine_kernel(float *ol, const float *po, const float *pml,
   for (int s = lane; s < nsplit; s += 32)
     if (ml[2 * s + 1] > 0.f) L += exp2f(ml[2 * s] - M) * ml[2 * s + 1];
   L = warp_sum(L);
-  for (int s = threadIdx.x; s < nsplit; s += blockDim.x) wsplit[s] = ml[2 * s + 1] > 0.f ? exp2f(ml[2 * s] - M) : 0.f;
+  /* nsplit rounded up to 4: the unrolled loop below reads the weights 16 bytes at a time
+   * (compute-sanitizer: reads past nsplit floats), the padding zero */
+  for (int s = threadIdx.x; s < ((nsplit + 3) & ~3); s += blockDim.x)
+    wsplit[s] = s < nsplit && ml[2 * s + 1] > 0.f ? exp2f(ml[2 * s] - M) : 0.f;
   __syncthreads();
   const float inv = L > 0.f ? 1.f / L : 0.f;
   for (int c = threadIdx.x * 4; c < C; c += blockDim.x * 4) {
@@ -824,8 +827,8 @@ extern "C" int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const floa
   }
   CU_LAUNCHED("mla attention");
   if (nsplit > 1) {
-    launch_pdl(mla_combine_kernel, (unsigned)(nq * H), 128, (size_t)nsplit * sizeof(float), ctx->stream, ol, po, pml,
-               (int)C, (int)nsplit);
+    launch_pdl(mla_combine_kernel, (unsigned)(nq * H), 128, (size_t)((nsplit + 3) & ~3) * sizeof(float), ctx->stream, ol,
+               po, pml, (int)C, (int)nsplit);
     CU_LAUNCHED("mla combine");
   }
   return 0;
