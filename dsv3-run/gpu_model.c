@@ -57,7 +57,9 @@ struct dsv3_gpu {
   /* activations for `cap` tokens */
   int64_t cap;
   float *x, *h, *y, *qa, *q, *kva, *ql, *ol, *o, *glog, *wts, *logits;
-  int32_t *idx, *tok, *seqb, *pos, *len;
+  int32_t *idx, *tok, *seqb, *pos, *len; /* tok .. len: rows of in [4][cap] */
+  int32_t *in;                           /* the step's inputs on the device, one copy from hin */
+  int32_t *hin, *hids;                   /* pinned host: inputs [4][cap], sampled ids [cap] */
   int64_t logit_rows;
   /* model parallelism */
   int rank, world;
@@ -177,10 +179,11 @@ static void drop_graphs(dsv3_gpu *g) {
 
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
-                g->idx, g->tok, g->seqb, g->pos, g->len, g->lgall, g->lgrow, g->ids};
+                g->idx, g->in, g->lgall, g->lgrow, g->ids};
   for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
+  cudaFreeHost(g->hin), cudaFreeHost(g->hids);
   g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
-  g->idx = g->tok = g->seqb = g->pos = g->len = NULL;
+  g->idx = g->tok = g->seqb = g->pos = g->len = g->in = g->hin = g->hids = NULL;
   g->lgall = g->lgrow = NULL;
   g->ids = NULL;
   drop_graphs(g); /* they point at the old buffers */
@@ -217,10 +220,7 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
            {(void **)&g->lgrow, g->world > 1 ? g->logit_rows * c->vocab_size * 4 : 4},
            {(void **)&g->ids, g->logit_rows * 4},
            {(void **)&g->idx, cap * (K + 1) * 4},
-           {(void **)&g->tok, cap * 4},
-           {(void **)&g->seqb, cap * 4},
-           {(void **)&g->pos, cap * 4},
-           {(void **)&g->len, cap * 4}};
+           {(void **)&g->in, cap * 4 * 4}};
   for (size_t i = 0; i < sizeof b / sizeof *b; i++)
     if (cudaMalloc(b[i].p, (size_t)b[i].n) != cudaSuccess) {
       (void)cudaGetLastError();
@@ -231,6 +231,16 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
       free_acts(g);
       return -1;
     }
+  /* token, sequence, position and length rows: pinned on the host, so that a step's inputs
+   * reach the device in one asynchronous copy (four copies from pageable memory before) */
+  g->tok = g->in, g->seqb = g->in + cap, g->pos = g->in + 2 * cap, g->len = g->in + 3 * cap;
+  if (cudaMallocHost((void **)&g->hin, (size_t)cap * 4 * 4) != cudaSuccess ||
+      cudaMallocHost((void **)&g->hids, (size_t)cap * 4) != cudaSuccess) {
+    (void)cudaGetLastError();
+    dsv3_error_set("cuda: cannot pin %.1f KB of host memory for the inputs of %lld tokens", cap * 20 / 1024.0, (long long)cap);
+    free_acts(g);
+    return -1;
+  }
   g->cap = cap;
   return 0;
 }
@@ -546,7 +556,7 @@ static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out, int32_t *ids) 
     }
     if (ids) {
       TRY(dsv3_cuda_sample(g->ids, lg, k, V, g->temp, g->top_p, g->seed, g->pos + t0 + i, g->st));
-      CUDA_TRY("sampled ids", cudaMemcpyAsync(ids + i, g->ids, (size_t)k * 4, cudaMemcpyDeviceToHost, g->st));
+      CUDA_TRY("sampled ids", cudaMemcpyAsync(g->hids + i, g->ids, (size_t)k * 4, cudaMemcpyDeviceToHost, g->st));
       continue;
     }
     if (out) CUDA_TRY("logits", cudaMemcpyAsync(out + i * V, lg, (size_t)(k * V) * 4, cudaMemcpyDeviceToHost, g->st));
@@ -557,9 +567,13 @@ static int head(dsv3_gpu *g, int64_t t0, int64_t cnt, float *out, int32_t *ids) 
 static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq, const int32_t *pos, float *logits,
                  int32_t *ids, int all_logits, int want_head) {
   TRY(ensure_acts(g, n));
-  int32_t *hb = dsv3_xmalloc((size_t)n * 4);
+  const int64_t cap = g->cap;
+  int32_t *hb = g->hin + 3 * cap; /* lengths */
   int64_t max_len = 1;
   int prefill = n > DSV3_GPU_GRAPH_MAX;
+  memcpy(g->hin, tok, (size_t)n * 4);
+  memcpy(g->hin + cap, seq, (size_t)n * 4);
+  memcpy(g->hin + 2 * cap, pos, (size_t)n * 4);
   for (int64_t i = 0; i < n; i++) {
     hb[i] = pos[i] + 1;
     if (hb[i] > max_len) max_len = hb[i];
@@ -569,10 +583,8 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   g->prefill_pos0 = prefill ? pos[0] : -1;
   cudaStream_t st = g->st;
   int rc = -1;
-  if (cudaMemcpyAsync(g->tok, tok, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
-      cudaMemcpyAsync(g->seqb, seq, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
-      cudaMemcpyAsync(g->pos, pos, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess ||
-      cudaMemcpyAsync(g->len, hb, (size_t)n * 4, cudaMemcpyHostToDevice, st) != cudaSuccess) {
+  if (cudaMemcpyAsync(g->in, g->hin, (size_t)(n < cap ? 3 * cap + n : 4 * cap) * 4, cudaMemcpyHostToDevice, st) !=
+      cudaSuccess) {
     dsv3_error_set("cuda: inputs: %s", cudaGetErrorString(cudaGetLastError()));
     goto out;
   }
@@ -624,9 +636,9 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
     dsv3_error_set("cuda: forward: %s", cudaGetErrorString(cudaGetLastError()));
     goto out;
   }
+  if (want_head && ids) memcpy(ids, g->hids, (size_t)(all_logits ? n : 1) * 4); /* head() left them pinned */
   rc = 0;
 out:
-  free(hb);
   return rc;
 }
 
