@@ -576,7 +576,7 @@ __global__ void mla_combine_kernel(float *ol, const float *po, const float *pml,
  * a layer at 300 positions, one warp a scheduler issuing every 10 cycles).
  * Queries and probabilities enter as bf16 pairs hi + lo (v = hi + lo to ~2^-17), so the
  * products carry float accuracy like the CUDA-core kernel's; the cache rows are bf16 already.
- * Needs C % 64 == 0, C <= 512, (C + R) % 16 == 0, C + R <= 576 (DeepSeek-V3: 512 + 64). */
+ * Needs C % 64 == 0, C <= 512, (C + R) % 16 == 0, C + R <= 640 (DeepSeek-V3: 512 + 64). */
 enum {
   MT_W = 8,  /* warps a block */
   MT_P = 32, /* positions a tile */

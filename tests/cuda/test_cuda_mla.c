@@ -356,7 +356,7 @@ int main(void) {
       test_attention(ctx, "narrow", 2, 32, 16, 1, 16, 4, seq, len, 4);
     }
     {
-      int32_t seq[2] = {1, 0}, len[2] = {45, 200}; /* 20 heads: a partial head block; 5 k-steps over 4 warps */
+      int32_t seq[2] = {1, 0}, len[2] = {45, 200}; /* 20 heads: a partial head block; 5 k-steps over 8 warps (3 idle) */
       test_attention(ctx, "odd heads", 20, 64, 16, 2, 256, 2, seq, len, 200);
     }
     {
