@@ -237,7 +237,8 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
   if (cudaMallocHost((void **)&g->hin, (size_t)cap * 4 * 4) != cudaSuccess ||
       cudaMallocHost((void **)&g->hids, (size_t)cap * 4) != cudaSuccess) {
     (void)cudaGetLastError();
-    dsv3_error_set("cuda: cannot pin %.1f KB of host memory for the inputs of %lld tokens", cap * 20 / 1024.0, (long long)cap);
+    dsv3_error_set("cuda: cannot pin %.1f KB of host memory for the inputs of %lld tokens", cap * 20 / 1024.0,
+                   (long long)cap);
     free_acts(g);
     return -1;
   }

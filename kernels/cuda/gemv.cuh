@@ -613,10 +613,11 @@ static inline void gemv_shape(int N, int K, int epc, int64_t yblocks, int sms, i
 /* The packed-f16 variant's shape: the most rows a warp (16, else 4, else 2; at most
  * dsv3_cuda_h2_rbig) whose grid fills the multiprocessors twice, with K split over the fewest
  * warps (1, 2, 4, 8; at least a chunk a lane, two with 16 rows) that make 8 blocks a
- * multiprocessor, else the most.  H200, one token (us, 16 / 8 / 4 rows): o_proj 32.7 / 42.1 / 36.4, dense down 35.8 /
- * 50.5 / 42.3 (16 rows: 128 registers, 2 blocks an SM, a chunk's x conversion shared by 16
- * rows; 8: 74 registers, 3 blocks; 4: 60, 4 blocks).  The MoE's 9 one-token pairs took K
- * unsplit before (288 blocks for 264 slots: a second wave of 24; gate/up 90 us under ncu). */
+ * multiprocessor, else the most.  H200, one token (us, 16 / 8 / 4 rows): o_proj 32.7 / 42.1 /
+ * 36.4, dense down 35.8 / 50.5 / 42.3 (16 rows: 128 registers, 2 blocks an SM, a chunk's x
+ * conversion shared by 16 rows; 8: 74 registers, 3 blocks; 4: 60, 4 blocks).  The MoE's 9
+ * one-token pairs took K unsplit before (288 blocks for 264 slots: a second wave of 24;
+ * gate/up 90 us under ncu). */
 static inline void gemv_h2_shape(int N, int K, int64_t yblocks, int sms, int rodiv, int *R, int *WK) {
   const int rs[3] = {16, 4, 2}, nc = K / 16;
   *R = 2, *WK = 1;

@@ -141,7 +141,8 @@ __global__ void __launch_bounds__(256) absorb_o_kernel(float *o, const float *ol
    * while the attention's combine (a short kernel) still runs */
   uint4 w0[4];
 #pragma unroll
-  for (int r = 0; r < 4; r++) w0[r] = lane * 8 < C ? __ldg(reinterpret_cast<const uint4 *>(w[r] + lane * 8)) : make_uint4(0, 0, 0, 0);
+  for (int r = 0; r < 4; r++)
+    w0[r] = lane * 8 < C ? __ldg(reinterpret_cast<const uint4 *>(w[r] + lane * 8)) : make_uint4(0, 0, 0, 0);
   pdl_wait();
   pdl_trigger();
   for (int c = lane * 8; c < C; c += 256) {
