@@ -289,9 +289,12 @@ static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
     dsv3_silu_mul(g, g, u, T * I);
     dsv3_linear(ref, g, T, &w2.h);
     float *dx = t_dev(x, (size_t)(T * D) * 4), *dy = t_poison((size_t)(T * D) * 4);
-    const int keep = dsv3_cuda_gemv_tc;
-    for (int tc = 0; tc <= 2; tc++) { /* tc: the tensor-core GEMVs (FP8, D and I multiples of 64, 2 (tc 2: 1) to 8 tokens) */
-      dsv3_cuda_gemv_tc = tc;
+    const int keep = dsv3_cuda_gemv_tc, keep_h2 = dsv3_cuda_gemv_h2;
+    /* tc: the tensor-core GEMVs (FP8, D and I multiples of 64, 2 (tc 2: 1) to 8 tokens); v 3: tc
+     * and the packed-f16 GEMV off (the float32 GEMV at one token) */
+    for (int v = 0; v <= 3; v++) {
+      const int tc = v == 3 ? 0 : v;
+      dsv3_cuda_gemv_tc = tc, dsv3_cuda_gemv_h2 = v == 3 ? 0 : keep_h2;
       const int tc_here = (tc && (tc == 2 || T >= 2) && T <= 8 && dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0) ||
                           (dsv3_cuda_gemv_h2 && T == 1 && dt == DSV3_F8_E4M3);
       CU(cudaMemset(dy, 0xff, (size_t)(T * D) * 4));
@@ -299,10 +302,11 @@ static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
       t_host(y, dy, (size_t)(T * D) * 4);
       double e = t_rel(y, ref, (size_t)(T * D));
       /* tc (or the packed-f16 GEMV at one token): the GEMV's 3e-3 of |W| |x| through two layers and silu */
-      CHECK(e < (tc_here ? 5e-3 : T <= dsv3_cuda_gemv_max_tokens ? 3e-5 : 1.5e-2), "mlp %s D=%lld I=%lld T=%lld tc %d: rel err %.3g",
-            dt == DSV3_F8_E4M3 ? "fp8" : "bf16", (long long)D, (long long)I, (long long)T, tc, e);
+      CHECK(e < (tc_here ? 5e-3 : T <= dsv3_cuda_gemv_max_tokens ? 3e-5 : 1.5e-2),
+            "mlp %s D=%lld I=%lld T=%lld tc %d h2 %d: rel err %.3g", dt == DSV3_F8_E4M3 ? "fp8" : "bf16", (long long)D,
+            (long long)I, (long long)T, tc, dsv3_cuda_gemv_h2, e);
     }
-    dsv3_cuda_gemv_tc = keep;
+    dsv3_cuda_gemv_tc = keep, dsv3_cuda_gemv_h2 = keep_h2;
     cudaFree(dx), cudaFree(dy);
     free(x), free(g), free(u), free(ref), free(y);
   }

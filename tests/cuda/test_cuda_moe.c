@@ -157,25 +157,28 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     int32_t *di = t_dev(idx, (size_t)(T * K) * 4);
     /* tc: the GEMVs through the tensor-core variant (FP8, D and I multiples of 64): the GEMV's
      * 3e-3 of |W| |x| (test_cuda_linear) through two layers and silu: 5e-3 */
-    const int keep_tc = dsv3_cuda_gemv_tc, tc_fits = dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0;
-    for (int tc = 0; tc <= 2 && T * K < 65536; tc++) { /* 0 off, 1 from 2 tokens, 2 from 1 */
-      dsv3_cuda_gemv_tc = tc;
+    const int keep_tc = dsv3_cuda_gemv_tc, keep_h2 = dsv3_cuda_gemv_h2;
+    const int tc_fits = dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0;
+    for (int v = 0; v <= 3 && T * K < 65536; v++) { /* tc 0 off, 1 from 2 tokens, 2 from 1; v 3: tc and h2 off */
+      const int tc = v == 3 ? 0 : v;
+      dsv3_cuda_gemv_tc = tc, dsv3_cuda_gemv_h2 = v == 3 ? 0 : keep_h2;
       /* FP8 off the tensor cores: the packed-f16 GEMV (dsv3_cuda_gemv_h2), the same 5e-3 */
       const double tol = (tc && (tc == 2 || T >= 2) && tc_fits) || (dsv3_cuda_gemv_h2 && dt == DSV3_F8_E4M3) ? 5e-3 : 3e-5;
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dtab, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       double e = t_rel(got, ref, (size_t)(T * D));
-      CHECK(e < tol, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld tc %d: rel err %.3g", dn, (long long)E,
-            (long long)K, (long long)D, (long long)I, (long long)T, tc, e);
+      CHECK(e < tol, "moe decode %s E=%lld K=%lld D=%lld I=%lld T=%lld tc %d h2 %d: rel err %.3g", dn, (long long)E,
+            (long long)K, (long long)D, (long long)I, (long long)T, tc, dsv3_cuda_gemv_h2, e);
       /* the odd experts on another rank: their pairs add nothing */
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
       OK(dsv3_cuda_moe_decode(ctx, dy, dx, T, di, dw, K, dhalf, dt, D, I, 1));
       t_host(got, dy, (size_t)(T * D) * 4);
       e = t_rel(got, ref_even, (size_t)(T * D));
-      CHECK(e < tol, "moe decode %s, odd experts elsewhere, T=%lld tc %d: rel err %.3g", dn, (long long)T, tc, e);
+      CHECK(e < tol, "moe decode %s, odd experts elsewhere, T=%lld tc %d h2 %d: rel err %.3g", dn, (long long)T, tc,
+            dsv3_cuda_gemv_h2, e);
     }
-    dsv3_cuda_gemv_tc = keep_tc;
+    dsv3_cuda_gemv_tc = keep_tc, dsv3_cuda_gemv_h2 = keep_h2;
     int64_t most = 0; /* tokens of the busiest expert */
     for (int64_t e = 0; e < E; e++) {
       int64_t c = 0;
