@@ -42,6 +42,13 @@ __device__ __forceinline__ uint4 ld_stream(const void *p) {
   return v;
 }
 
+/* chunk c (16 bytes) of each of R weight rows; a NULL row or c >= nc gives zeros */
+template <int R>
+__device__ __forceinline__ void load_chunk(const uint8_t *const (&wrow)[R], int c, int nc, uint4 (&wv)[R]) {
+#pragma unroll
+  for (int r = 0; r < R; r++) wv[r] = wrow[r] && c < nc ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
+}
+
 /* 16 e4m3 values -> bf16(v * s) as float */
 __device__ __forceinline__ void deq16(const uint4 v, float s, float *w) {
   const uint32_t u[4] = {v.x, v.y, v.z, v.w};
@@ -178,10 +185,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvArgs a) {
     wrow[r] = orow < a.N ? W + (int64_t)orow * K * (FP8 ? 1 : 2) : nullptr;
     srow[r] = FP8 && orow < a.N ? S + (int64_t)(orow >> 7) * nbk : nullptr;
   }
-  auto wload = [&](int c, uint4(&wv)[R]) {
-#pragma unroll
-    for (int r = 0; r < R; r++) wv[r] = wrow[r] && c < nc ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
-  };
+  auto wload = [&](int c, uint4(&wv)[R]) { load_chunk(wrow, c, nc, wv); };
   const int c0 = wkk * 32 + lane, kstride = WK * 32;
   uint4 w0[R];
   if (PRE) {
@@ -322,10 +326,7 @@ __global__ void __launch_bounds__(256, 2) gemv_h2_kernel(GemvArgs a) {
     const int orow = orow0 + (r % RO);
     wrow[r] = orow < a.N ? ((GU && r >= RO) ? g.w3 : g.w1) + (int64_t)orow * K : nullptr;
   }
-  auto wload = [&](int c, uint4(&wv)[R]) {
-#pragma unroll
-    for (int r = 0; r < R; r++) wv[r] = wrow[r] && c < nc ? ld_stream(wrow[r] + (int64_t)c * 16) : make_uint4(0, 0, 0, 0);
-  };
+  auto wload = [&](int c, uint4(&wv)[R]) { load_chunk(wrow, c, nc, wv); };
   const int c0 = wkk * 32 + lane, kstride = WK * 32;
   uint4 w0[R];
   wload(c0, w0);

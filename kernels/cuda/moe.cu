@@ -18,6 +18,14 @@ struct RouteArgs {
   int nshared; /* slots after the topk: experts E, E + 1, ... with weight 1 */
 };
 
+/* the rank of v[i] among v[0, n): the larger first, the lower index on ties (the reference's
+ * scan picks in that order) */
+__device__ __forceinline__ int rank_of(const float *v, int n, int i) {
+  int rank = 0;
+  for (int j = 0; j < n; j++) rank += v[j] > v[i] || (v[j] == v[i] && j < i);
+  return rank;
+}
+
 /* One block (256 threads) per token.  The arithmetic that decides ties and rounding is done in
  * the same order and precision as the C reference: correctly rounded exp through double,
  * explicit round-to-nearest float operations (the build uses --use_fast_math), the serial
@@ -74,12 +82,7 @@ __global__ void __launch_bounds__(256) route_kernel(RouteArgs a) {
     __syncthreads();
     /* keep the topk_groups best groups: a group's rank among all (the larger first, the lower
      * index on ties: the reference's scan) */
-    for (int g = threadIdx.x; g < G; g += blockDim.x) {
-      const float v = gsc[g];
-      int rank = 0;
-      for (int j = 0; j < G; j++) rank += gsc[j] > v || (gsc[j] == v && j < g);
-      gkeep[g] = rank < a.topk_groups;
-    }
+    for (int g = threadIdx.x; g < G; g += blockDim.x) gkeep[g] = rank_of(gsc, G, g) < a.topk_groups;
     __syncthreads();
     for (int e = threadIdx.x; e < E; e += blockDim.x)
       if (!gkeep[e / per]) sel[e] = -INFINITY;
@@ -89,9 +92,7 @@ __global__ void __launch_bounds__(256) route_kernel(RouteArgs a) {
    * largest first, the lower index on ties); ranks in parallel instead of topk rounds of a
    * warp-wide arg-max (H200: the route kernel 11.4 us under ncu before) */
   for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    const float v = sel[e];
-    int rank = 0;
-    for (int j = 0; j < E; j++) rank += sel[j] > v || (sel[j] == v && j < e);
+    const int rank = rank_of(sel, E, e);
     if (rank < a.topk) isel[rank] = e, wsel[rank] = orig[e];
   }
   __syncthreads();

@@ -32,25 +32,31 @@ __device__ __forceinline__ int block_argmax(float bv, int bi) {
   return bi;
 }
 
+/* This thread's best of slice b of nb of a row of V logits: 16-byte loads, several in flight,
+ * where the row allows (one scalar load at a time took 58 us for DeepSeek-V3's 129280 logits on
+ * an H200), then the slices are whole float4s */
+__device__ __forceinline__ void argmax_slice(const float *lg, int64_t V, int b, int nb, float &bv, int &bi) {
+  if ((V & 3) == 0 && ((uintptr_t)lg & 15) == 0) {
+    const float4 *l4 = reinterpret_cast<const float4 *>(lg);
+    const int64_t q0 = (V >> 2) * b / nb, q1 = (V >> 2) * (b + 1) / nb;
+#pragma unroll 8
+    for (int64_t i = q0 + threadIdx.x; i < q1; i += blockDim.x) {
+      const float4 v = l4[i];
+      arg_better(bv, bi, v.x, (int)(4 * i)), arg_better(bv, bi, v.y, (int)(4 * i + 1));
+      arg_better(bv, bi, v.z, (int)(4 * i + 2)), arg_better(bv, bi, v.w, (int)(4 * i + 3));
+    }
+  } else {
+    for (int64_t i = V * b / nb + threadIdx.x; i < V * (b + 1) / nb; i += blockDim.x) arg_better(bv, bi, lg[i], (int)i);
+  }
+}
+
 __global__ void __launch_bounds__(1024) argmax_kernel(int32_t *out, const float *logits, int64_t V) {
   pdl_wait();
   pdl_trigger();
   const float *lg = logits + blockIdx.x * V;
   float bv = 0.f;
   int bi = -1;
-  if ((V & 3) == 0 && ((uintptr_t)lg & 15) == 0) {
-    /* 16-byte loads, several in flight (one scalar load at a time took 58 us for DeepSeek-V3's
-     * 129280 logits on an H200) */
-    const float4 *l4 = reinterpret_cast<const float4 *>(lg);
-#pragma unroll 8
-    for (int i = threadIdx.x; i < (int)(V >> 2); i += blockDim.x) {
-      const float4 v = l4[i];
-      arg_better(bv, bi, v.x, 4 * i), arg_better(bv, bi, v.y, 4 * i + 1);
-      arg_better(bv, bi, v.z, 4 * i + 2), arg_better(bv, bi, v.w, 4 * i + 3);
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) arg_better(bv, bi, lg[i], (int)i);
-  }
+  argmax_slice(lg, V, 0, 1, bv, bi);
   bi = block_argmax(bv, bi);
   if (threadIdx.x == 0) out[blockIdx.x] = bi;
 }
@@ -209,8 +215,8 @@ __global__ void sample_final_kernel(int32_t *out, int nb, int row0) {
 }
 
 /* Greedy rows split the same way (one block a row: 21 us under ncu for 129280 logits on an
- * H200, a single multiprocessor's bandwidth): a slice's arg-max a block, 16-byte loads where
- * the row allows, then sample_final_kernel. */
+ * H200, a single multiprocessor's bandwidth): a slice's arg-max a block (argmax_slice), then
+ * sample_final_kernel. */
 __global__ void __launch_bounds__(256) argmax_part_kernel(const float *logits, int64_t V, int nb, int row0) {
   pdl_wait();
   pdl_trigger();
@@ -218,18 +224,7 @@ __global__ void __launch_bounds__(256) argmax_part_kernel(const float *logits, i
   const float *lg = logits + (int64_t)row * V;
   float bv = 0.f;
   int bi = -1;
-  if ((V & 3) == 0 && ((uintptr_t)lg & 15) == 0) {
-    const float4 *l4 = reinterpret_cast<const float4 *>(lg);
-    const int64_t q0 = (V >> 2) * b / nb, q1 = (V >> 2) * (b + 1) / nb;
-#pragma unroll 4
-    for (int64_t i = q0 + threadIdx.x; i < q1; i += blockDim.x) {
-      const float4 v = l4[i];
-      arg_better(bv, bi, v.x, (int)(4 * i)), arg_better(bv, bi, v.y, (int)(4 * i + 1));
-      arg_better(bv, bi, v.z, (int)(4 * i + 2)), arg_better(bv, bi, v.w, (int)(4 * i + 3));
-    }
-  } else {
-    for (int64_t i = V * b / nb + threadIdx.x; i < V * (b + 1) / nb; i += blockDim.x) arg_better(bv, bi, lg[i], (int)i);
-  }
+  argmax_slice(lg, V, b, nb, bv, bi);
   bi = block_argmax(bv, bi);
   if (threadIdx.x == 0) sp_val[r * SP_B + b] = bi >= 0 ? lg[bi] : 0.f, sp_idx[r * SP_B + b] = bi;
 }
