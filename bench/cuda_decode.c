@@ -5,6 +5,7 @@
  *   cuda_decode CKPT [--prompt-len N] [--context N] [--steps N] [--batches 1,8,32]
  *
  * Use a 671B-width slice from dsv3-gen (scripts/gpu/cuda_e2e.sh makes one). */
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -158,8 +159,10 @@ int main(int argc, char **argv) {
   for (int64_t i = 0; i < prompt; i++) tok[i] = RND(), seq[i] = 0, pos[i] = (int32_t)i;
   if (dsv3_gpu_forward(g, prompt, tok, seq, pos, logits, 0)) die("prefill warm-up");
   double ts = dsv3_now();
+  cudaProfilerStart(); /* ncu --profile-from-start off profiles this prefill only */
   if (dsv3_gpu_forward(g, prompt, tok, seq, pos, logits, 0)) die("prefill");
   double tp = dsv3_now() - ts;
+  cudaProfilerStop();
   double pflops = prefill_flops(m, prompt);
   printf("prefill %lld tokens: %.3f s, %.0f tokens/s, %.1f TFLOP of model FLOPs: %.0f TFLOP/s (%.1f%% of the cuBLAS peak)\n",
          (long long)prompt, tp, prompt / tp, pflops / 1e12, pflops / tp / 1e12, 100 * pflops / tp / peak);

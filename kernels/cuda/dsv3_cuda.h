@@ -223,6 +223,9 @@ int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
 /* 1 (default): FP8 experts on sm_90 run the grouped GEMM on wgmma (moe.cu, grouped_wg_kernel);
  * 0 (DSV3_MOE_WGMMA=0 at context creation): the mma.sync kernel. */
 extern int dsv3_cuda_moe_wgmma;
+/* how many k16 steps' wgmmas the wgmma kernel keeps in flight: 2 (default) or 4
+ * (DSV3_MOE_WG_NB=4) */
+extern int dsv3_cuda_moe_wg_nb;
 int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);

@@ -941,20 +941,27 @@ __global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) 
   const int qpos0 = a.pos0 + q0 + warp * 16 + g; /* row g's position; row g + 8: + 8 */
 
   constexpr int KC = QK / 8, VC = VD / 8; /* 16-byte chunks a row */
+  /* a thread stages chunks c8, c8 + 8, ... of rows tid / 8 + 16 j: the same columns every tile,
+   * so the loops have fixed trip counts and no division (before: a flat loop over
+   * (row, chunk) pairs, i / 40 and i % 40 per chunk, ~300 instructions a tile) */
+  const int c8 = threadIdx.x & 7, r16 = threadIdx.x >> 3;
   auto stage = [&](int buf, int k0) {
     uint16_t *kd = kt_s + buf * MF_K * KS, *vd = vt_s + buf * MF_K * VS;
-    for (int i = threadIdx.x; i < MF_K * (KC + VC); i += 128) {
-      const int j = i / (KC + VC), c = i % (KC + VC), key = k0 + j;
+#pragma unroll
+    for (int j = 0; j < MF_K / 16; j++) {
+      const int row = r16 + 16 * j, key = k0 + row;
       const bool ok = key < kend;
       const int kk = ok ? key : 0;
-      if (c < KC) {
-        const int d = c * 8;
-        const uint16_t *src = d < nope ? a.KV + (int64_t)kk * a.HW + hoff + d : a.pe + (int64_t)kk * R + (d - nope);
-        cp_async16(kd + j * KS + d, src, ok ? 16 : 0);
-      } else {
-        const int d = (c - KC) * 8;
-        cp_async16(vd + j * VS + d, a.KV + (int64_t)kk * a.HW + hoff + nope + d, ok ? 16 : 0);
-      }
+      const uint16_t *kvr = a.KV + (int64_t)kk * a.HW + hoff, *per = a.pe + (int64_t)kk * R;
+#pragma unroll
+      for (int c = c8; c < (KC + 7) / 8 * 8; c += 8)
+        if (KC % 8 == 0 || c < KC) {
+          const int d = c * 8;
+          cp_async16(kd + row * KS + d, d < nope ? kvr + d : per + (d - nope), ok ? 16 : 0);
+        }
+#pragma unroll
+      for (int c = c8; c < (VC + 7) / 8 * 8; c += 8)
+        if (VC % 8 == 0 || c < VC) cp_async16(vd + row * VS + c * 8, kvr + nope + c * 8, ok ? 16 : 0);
     }
     asm volatile("cp.async.commit_group;");
   };

@@ -519,7 +519,7 @@ struct GroupedTile {
   float *Y;
   int row0, cnt;
 };
-__device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &t) {
+__device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &t, int bm) {
   if ((int)blockIdx.y >= *a.ntiles) return false;
   const int4 tl = a.tiles[blockIdx.y];
   const dsv3_cuda_expert ex = a.experts[tl.x];
@@ -529,11 +529,11 @@ __device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &
   t.X = a.x + (int64_t)tl.y * a.K;
   t.Xinv = a.xinv ? a.xinv + tl.y : nullptr;
   t.Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
-  t.row0 = blockIdx.x * GB_M, t.cnt = tl.z;
+  t.row0 = blockIdx.x * bm, t.cnt = tl.z;
   if (!t.W) {
     if (m == 2)
-      for (int i = threadIdx.x; i < t.cnt * GB_M; i += GB_THREADS)
-        if (t.row0 + i % GB_M < a.N) t.Y[(int64_t)(i / GB_M) * a.N + t.row0 + i % GB_M] = 0.f;
+      for (int i = threadIdx.x; i < t.cnt * bm; i += blockDim.x)
+        if (t.row0 + i % bm < a.N) t.Y[(int64_t)(i / bm) * a.N + t.row0 + i % bm] = 0.f;
     return false;
   }
   return true;
@@ -543,7 +543,7 @@ template <bool FP8>
 __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(GroupedArgs a) {
   extern __shared__ __align__(16) uint8_t gsm[];
   GroupedTile tl;
-  if (!grouped_tile(a, tl)) return;
+  if (!grouped_tile(a, tl, GB_M)) return;
   const int N = a.N, K = a.K;
   uint8_t *sw = gsm;                                                              /* [GB_ST][GB_M][WROW] */
   uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * (FP8 ? GB_K : 2 * GB_K)); /* [GB_ST][GB_N][GB_K] */
@@ -649,115 +649,166 @@ template <> struct Wg<8> {
   }
 };
 
-template <int NT>
+template <> struct Wg<12> {
+  static __device__ __forceinline__ void mma(float (&d)[48], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %53, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
+                 "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "
+                 "%29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, "
+                 "{%48, %49, %50, %51}, %52, p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+                   "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+                   "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+                   "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+template <> struct Wg<16> {
+  static __device__ __forceinline__ void mma(float (&d)[64], const uint32_t (&a)[4], uint64_t b, int acc) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{.reg .pred p; setp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
+                 "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "
+                 "%29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
+                 "%66, %67}, %68, p, 1, 1, 0;}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),
+                   "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]),
+                   "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]),
+                   "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+                   "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),
+                   "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
+                   "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+#endif
+  }
+};
+
+/* A block of the wgmma kernel: 256 weight rows (4 warpgroups of 64: one m64 tile each) x up to
+ * 128 tokens of one tile (GW_N: a typical expert's tokens at a 2K prompt, so its weights are
+ * converted once, where 64-token tiles converted them twice for most experts), NT = tokens / 8
+ * rounded up to 1, 2, 4, 8, 12 or 16 (the wgmma's N); 512 threads, one block an SM, 6 stages.
+ * x (f16) is twice the bytes of an FP8 weight: 256 rows a block keep its reads from L2 at the
+ * weights' bytes (128 rows: ncu showed L2 at 73% of its peak, DRAM at 51%).  The loads run
+ * stages ahead of the stage computed, PD = GW_ST - 2: a load overwrites the stage two back,
+ * which the previous stage's wgmma waits already retired, so the tensor cores never drain at a
+ * stage boundary.  NB k16 steps' A fragments are in flight (2; DSV3_MOE_WG_NB=4: four). */
+enum { GW_M = 256, GW_N = 128, GW_ST = 6, GW_THREADS = 512 };
+template <int NT, int NB>
 __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw,
                                                 const uint16_t *X, const float *Xinv, float *Y, int N, int K, int row0,
                                                 int cnt) {
+  static_assert(NB == 2 || NB == 4, "A buffers");
+  constexpr int PD = GW_ST - 2; /* stages loaded ahead */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int wg = warp >> 2, wi = warp & 3, nk = K / GB_K; /* K % 64 == 0 here */
-  /* each thread copies the same chunks every stage: weight rows tid / 4 + 64 j (16 bytes at
-   * column 16 (tid % 4)), x rows tid / 8 + 32 j (16 bytes at 8 (tid % 8), swizzled) */
+  /* each thread copies the same chunks every stage: weight rows tid / 4 + 128 j (16 bytes at
+   * column 16 (tid % 4)), x rows tid / 8 + 64 j (16 bytes at 8 (tid % 8), swizzled) */
   const int tr = threadIdx.x >> 2, xt = threadIdx.x >> 3, xc = threadIdx.x & 7;
   const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + (threadIdx.x & 3) * 16;
   const uint16_t *xsrc = X + (int64_t)xt * K + xc * 8;
   const int xoff = xt * GB_K + (xc ^ (xt & 7)) * 8;
   auto load = [&](int st, int kt) {
     const int k0 = kt * GB_K;
-    uint8_t *wd = sw + st * GB_M * GB_K + threadIdx.x * 16;
+    uint8_t *wd = sw + st * GW_M * GB_K + threadIdx.x * 16;
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-      const bool ok = row0 + tr + 64 * j < N;
-      cp_async16(wd + j * 64 * GB_K, ok ? wsrc + (int64_t)j * 64 * K + k0 : W, ok ? 16 : 0);
+    for (int j = 0; j < GW_M / 128; j++) {
+      const bool ok = row0 + tr + 128 * j < N;
+      cp_async16(wd + j * 128 * GB_K, ok ? wsrc + (int64_t)j * 128 * K + k0 : W, ok ? 16 : 0);
     }
 #pragma unroll
-    for (int j = 0; j < (NT * 64 + GB_THREADS - 1) / GB_THREADS; j++)
-      if (NT * 64 >= GB_THREADS || (int)threadIdx.x < NT * 64) {
-        const bool ok = xt + 32 * j < cnt;
-        cp_async16(sx + st * GB_N * GB_K + xoff + j * 32 * GB_K, ok ? xsrc + (int64_t)j * 32 * K + k0 : X, ok ? 16 : 0);
+    for (int j = 0; j < (NT * 64 + GW_THREADS - 1) / GW_THREADS; j++)
+      if (NT * 64 >= GW_THREADS || (int)threadIdx.x < NT * 64) {
+        const bool ok = xt + 64 * j < cnt;
+        cp_async16(sx + st * GW_N * GB_K + xoff + j * 64 * GB_K, ok ? xsrc + (int64_t)j * 64 * K + k0 : X, ok ? 16 : 0);
       }
   };
-  float acc[2][NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
+  float acc[NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
   const int ew = grouped_ew(Sw, K, lane);
 #pragma unroll
-  for (int s = 0; s < GB_ST - 1; s++) {
+  for (int s = 0; s < PD; s++) {
     if (s < nk) load(s, s);
     asm volatile("cp.async.commit_group;");
   }
-  uint32_t af[2][2][4]; /* [buffer][m tile]: the A fragments of a k16 step, two steps in flight */
+  uint32_t af[NB][4]; /* [buffer]: the A fragments of a k16 step, NB steps in flight */
+  /* the scale of the next stage loaded a stage ahead: a load from L2 at the stage's start held
+   * every warp of the block (ncu: long-scoreboard stalls the largest share) */
+  float scn = __ldg(Sw);
   for (int kt = 0; kt < nk; kt++) {
-    asm volatile("cp.async.wait_group %0;" ::"n"(GB_ST - 2));
+    const float sck = scn;
+    if (kt + 1 < nk) scn = __ldg(Sw + (((kt + 1) * GB_K) >> 7));
+    asm volatile("cp.async.wait_group %0;" ::"n"(PD - 1));
     /* the cp.async writes (generic proxy) before wgmma's reads (async proxy) */
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    wg_wait<0>(); /* this warpgroup's reads of the stage the next load overwrites are done */
-#pragma unroll
-    for (int b = 0; b < 2; b++) wg_hold(af[b][0]), wg_hold(af[b][1]);
+    /* the stage the next load overwrites, two back, was last read by step 4 kt - 5: retired by
+     * the wait_group NB - 1 of step 4 kt - 1 */
     __syncthreads();
-    if (kt + GB_ST - 1 < nk) load((kt + GB_ST - 1) % GB_ST, kt + GB_ST - 1);
+    if (kt + PD < nk) load((kt + PD) % GW_ST, kt + PD);
     asm volatile("cp.async.commit_group;");
-    const int st = kt % GB_ST;
-    const __half2 sc2 = __float2half2_rn(ldexpf(__ldg(Sw + ((kt * GB_K) >> 7)), ew));
-    uint32_t pa[2][2][4]; /* rows 16 wi + g (+ 8) of m tiles 0, 1: bytes 16q .. 16q + 15 of the stage */
+    const int st = kt % GW_ST;
+    const __half2 sc2 = __float2half2_rn(ldexpf(sck, ew));
+    uint32_t pa[2][4]; /* rows 16 wi + g (+ 8) of the warpgroup's 64: bytes 16q .. 16q + 15 of the stage */
 #pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int r = wg * 128 + mt * 64 + wi * 16 + h * 8 + g;
-        const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * GB_M + r) * GB_K + q * 16);
-        pa[mt][h][0] = u.x, pa[mt][h][1] = u.y, pa[mt][h][2] = u.z, pa[mt][h][3] = u.w;
-      }
-    const uint64_t d0 = wg_desc(sx + st * GB_N * GB_K);
+    for (int h = 0; h < 2; h++) {
+      const int r = wg * 64 + wi * 16 + h * 8 + g;
+      const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * GW_M + r) * GB_K + q * 16);
+      pa[h][0] = u.x, pa[h][1] = u.y, pa[h][2] = u.z, pa[h][3] = u.w;
+    }
+    const uint64_t d0 = wg_desc(sx + st * GW_N * GB_K);
 #pragma unroll
     for (int s = 0; s < 4; s++) {
-      uint32_t(&a)[2][4] = af[s & 1];
-      if (s >= 2) { /* the step that last used this buffer is done */
-        wg_wait<1>();
-        wg_hold(a[0]), wg_hold(a[1]);
-      }
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++) {
-        uint32_t h[4];
-        grouped_cvt(pa[mt][0][s], pa[mt][1][s], sc2, h);
-        a[mt][0] = h[0], a[mt][1] = h[2], a[mt][2] = h[1], a[mt][3] = h[3];
-      }
+      uint32_t(&a)[4] = af[s % NB];
+      wg_wait<NB - 1>(); /* the step that last used this buffer is done */
+      wg_hold(a);
+      uint32_t h[4];
+      grouped_cvt(pa[0][s], pa[1][s], sc2, h);
+      a[0] = h[0], a[1] = h[2], a[2] = h[1], a[3] = h[3];
       wg_fence();
-#pragma unroll
-      for (int mt = 0; mt < 2; mt++) Wg<NT>::mma(acc[mt], a[mt], d0 + (uint64_t)((s * 32) >> 4), kt | s);
+      Wg<NT>::mma(acc, a, d0 + (uint64_t)((s * 32) >> 4), kt | s);
       wg_commit();
     }
   }
   asm volatile("cp.async.wait_group 0;");
   wg_wait<0>();
-  wg_hold(acc[0]), wg_hold(acc[1]);
+  wg_hold(acc);
 #pragma unroll
-  for (int b = 0; b < 2; b++) wg_hold(af[b][0]), wg_hold(af[b][1]);
+  for (int b = 0; b < NB; b++) wg_hold(af[b]);
 #pragma unroll
-  for (int mt = 0; mt < 2; mt++)
+  for (int j = 0; j < NT; j++)
 #pragma unroll
-    for (int j = 0; j < NT; j++)
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        const int row = row0 + wg * 128 + mt * 64 + wi * 16 + g + (c >= 2 ? 8 : 0), t = j * 8 + 2 * q + (c & 1);
-        if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[mt][j * 4 + c] * Xinv[t], -ew);
-      }
+    for (int c = 0; c < 4; c++) {
+      const int row = row0 + wg * 64 + wi * 16 + g + (c >= 2 ? 8 : 0), t = j * 8 + 2 * q + (c & 1);
+      if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[j * 4 + c] * Xinv[t], -ew);
+    }
 }
 
-__global__ void __launch_bounds__(GB_THREADS, 2) grouped_wg_kernel(GroupedArgs a) {
+template <int NB>
+__global__ void __launch_bounds__(GW_THREADS, 1) grouped_wg_kernel(GroupedArgs a) {
   extern __shared__ __align__(16) uint8_t gsm[];
   GroupedTile tl;
-  if (!grouped_tile(a, tl)) return;
+  if (!grouped_tile(a, tl, GW_M)) return;
   const int N = a.N, K = a.K;
 #if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
   __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
 #endif
   /* the 128-byte swizzle repeats every 1024 bytes: x's stages start on such a boundary */
-  uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [GB_ST][GB_M][GB_K] */
-  uint16_t *sx = (uint16_t *)(sw + GB_ST * GB_M * GB_K); /* [GB_ST][GB_N][GB_K] f16 */
-  /* the warpgroup's 128 rows sit in one scale row (clamped: rows past N compute unused zeros) */
-  const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 128, N - 1) >> 7) * ((K + 127) >> 7);
-  if (tl.cnt <= 8) grouped_main_wg<1>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 16) grouped_main_wg<2>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 32) grouped_main_wg<4>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else grouped_main_wg<8>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [GW_ST][GW_M][GB_K] */
+  uint16_t *sx = (uint16_t *)(sw + GW_ST * GW_M * GB_K); /* [GW_ST][GW_N][GB_K] f16 */
+  /* the warpgroup's 64 rows sit in one scale row (clamped: rows past N compute unused zeros) */
+  const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 64, N - 1) >> 7) * ((K + 127) >> 7);
+  if (tl.cnt <= 8) grouped_main_wg<1, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 16) grouped_main_wg<2, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 32) grouped_main_wg<4, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 64) grouped_main_wg<8, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 96) grouped_main_wg<12, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  else grouped_main_wg<16, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
@@ -766,11 +817,11 @@ __global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, i
     if (idx[p] >= 0 && idx[p] < E) atomicAdd(&cnt[idx[p]], 1);
 }
 /* one thread: offsets (into fill, which the scatter then advances) and the tile table */
-__global__ void grouped_plan_kernel(int *fill, int4 *tiles, int *ntiles, const int *cnt, int E) {
+__global__ void grouped_plan_kernel(int *fill, int4 *tiles, int *ntiles, const int *cnt, int E, int tn) {
   int off = 0, nt = 0;
   for (int e = 0; e < E; e++) {
     fill[e] = off;
-    for (int r = 0; r < cnt[e]; r += GB_N) tiles[nt++] = make_int4(e, off + r, min(GB_N, cnt[e] - r), 0);
+    for (int r = 0; r < cnt[e]; r += tn) tiles[nt++] = make_int4(e, off + r, min(tn, cnt[e] - r), 0);
     off += cnt[e];
   }
   *ntiles = nt;
@@ -823,11 +874,13 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
 
 /* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
  * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
+int dsv3_cuda_moe_wg_nb = 2;
 static int grouped_wg_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
-  constexpr int smem = GB_ST * (GB_M * GB_K + GB_N * GB_K * 2) + 1024; /* + the 1024-byte alignment */
-  CU_TRY("moe grouped", cudaFuncSetAttribute(grouped_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  dim3 grid((unsigned)cdiv(a.N, GB_M), (unsigned)maxt, (unsigned)z);
-  grouped_wg_kernel<<<grid, GB_THREADS, smem, st>>>(a);
+  constexpr int smem = GW_ST * (GW_M * GB_K + GW_N * GB_K * 2) + 1024; /* + the 1024-byte alignment */
+  auto k = dsv3_cuda_moe_wg_nb == 2 ? grouped_wg_kernel<2> : grouped_wg_kernel<4>;
+  CU_TRY("moe grouped", cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  dim3 grid((unsigned)cdiv(a.N, GW_M), (unsigned)maxt, (unsigned)z);
+  k<<<grid, GW_THREADS, smem, st>>>(a);
   CU_LAUNCHED("moe grouped");
   return 0;
 }
@@ -849,7 +902,12 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
          (long long)inter);
   CU_ARG("moe grouped", ((uintptr_t)x & 15) == 0, "x must be 16-byte aligned");
   if (ntok <= 0) return 0;
-  const int64_t np = ntok * topk, E = n_experts, maxt = np / GB_N + E; /* sum over experts of ceil(c / GB_N) */
+  /* wgmma (sm_90a SASS on an sm_90 device; FP8; dim and inter multiples of 64): x and h in perm
+   * order, tiles of GW_N tokens */
+  const bool fp8 = wdt == DSV3_F8_E4M3;
+  const bool wgm = fp8 && dsv3_cuda_moe_wgmma && ctx->sm90 && dim % 64 == 0 && inter % 64 == 0;
+  const int tn = wgm ? (int)GW_N : (int)GB_N;
+  const int64_t np = ntok * topk, E = n_experts, maxt = np / tn + E; /* sum over experts of ceil(c / tn) */
   CU_ARG("moe grouped", np < (1ll << 31) && maxt < 65536, "too many (token, expert) pairs (%lld)", (long long)np);
   /* scratch: ints | xs (bf16 [np, dim]), later ys (f32 [np, dim]) | g, u (f32 [np, inter]) | hb (bf16 [np, inter]) */
   const size_t toff = ((size_t)(2 * E + 1) * 4 + 15) & ~(size_t)15;
@@ -861,7 +919,6 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   int4 *tiles = (int4 *)(base + toff);
   int32_t *inv = (int32_t *)(tiles + maxt), *src = inv + np;
   float *xinv = (float *)(src + np), *hinv = xinv + np;
-  const bool fp8 = wdt == DSV3_F8_E4M3;
   uint16_t *xs = (uint16_t *)(base + ib);
   float *ys = (float *)(base + ib), *gg = (float *)(base + ib + xb), *uu = gg + np * inter;
   uint16_t *hs = (uint16_t *)(base + ib + xb + gb);
@@ -870,12 +927,10 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   /* rows of out-of-range pairs are never placed: their source rows stay 0 (read, never used) */
   CU_TRY("moe grouped", cudaMemsetAsync(src, 0, (size_t)np * 4, st));
   grouped_count_kernel<<<grid_for(np), 256, 0, st>>>(cnt, idx, np, (int)E);
-  grouped_plan_kernel<<<1, 1, 0, st>>>(fill, tiles, ntiles, cnt, (int)E);
+  grouped_plan_kernel<<<1, 1, 0, st>>>(fill, tiles, ntiles, cnt, (int)E, tn);
   grouped_scatter_kernel<<<grid_for(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
   /* FP8: x as f16 rows with their powers of two (the tensor-core GEMV's x_f16_kernel); rows of
    * out-of-range pairs (never placed) convert row 0: no tile reads them */
-  /* wgmma (sm_90a SASS on an sm_90 device; FP8; dim and inter multiples of 64): x and h in perm order */
-  const bool wgm = fp8 && dsv3_cuda_moe_wgmma && ctx->sm90 && dim % 64 == 0 && inter % 64 == 0;
   if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, wgm);
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
