@@ -142,9 +142,21 @@ __global__ void bf16_to_f32_kernel(float *out, const uint16_t *x, int64_t n) {
     out[i] = bf16f(x[i]);
 }
 
+/* 8 values a thread: two 16-byte loads, one 16-byte store (the scalar kernel ran at half the
+ * copy bandwidth: 40 us for a 2048 x 7168 prefill activation on an H200) */
+__global__ void f32_to_bf16_v8_kernel(uint4 *out, const float4 *x, int64_t n8) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8; i += (int64_t)gridDim.x * blockDim.x) {
+    const float4 a = x[2 * i], b = x[2 * i + 1];
+    out[i] = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+  }
+}
+
 extern "C" int dsv3_cuda_f32_to_bf16(uint16_t *out, const float *x, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;
-  f32_to_bf16_kernel<<<grid_for(n), 256, 0, st>>>(out, x, n);
+  if (n % 8 == 0 && ((uintptr_t)out & 15) == 0 && ((uintptr_t)x & 15) == 0)
+    f32_to_bf16_v8_kernel<<<grid_for(n / 8), 256, 0, st>>>((uint4 *)out, (const float4 *)x, n / 8);
+  else
+    f32_to_bf16_kernel<<<grid_for(n), 256, 0, st>>>(out, x, n);
   CU_LAUNCHED("f32_to_bf16");
   return 0;
 }

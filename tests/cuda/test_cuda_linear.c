@@ -313,11 +313,12 @@ static void test_mlp(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t D, int64_t I) {
   free_w(&w1), free_w(&w2), free_w(&w3);
 }
 
-static void test_convert(void) {
-  const int64_t n = 100003;
+/* n = 100003: the scalar kernel; 100000: the 8-wide one (a multiple of 8, 16-byte aligned) */
+static void test_convert(int64_t n) {
   float *x = t_xmalloc(n * 4), *back = t_xmalloc(n * 4);
   uint16_t *b = t_xmalloc(n * 2);
   t_fill(x, n, 3.0f);
+  x[1] = INFINITY, x[2] = -INFINITY, x[3] = 3.4e38f, x[4] = 1e-40f, x[n - 1] = -0.0f; /* to inf, denormal */
   float *dx = t_dev(x, n * 4), *db = t_poison(n * 4);
   uint16_t *dh = t_poison(n * 2);
   OK(dsv3_cuda_f32_to_bf16(dh, dx, n, 0));
@@ -327,7 +328,7 @@ static void test_convert(void) {
   int64_t bad = 0;
   for (int64_t i = 0; i < n; i++)
     if (b[i] != dsv3_f32_to_bf16(x[i]) || back[i] != dsv3_bf16_to_f32(b[i])) bad++;
-  CHECK(bad == 0, "f32<->bf16: %lld of %lld differ", (long long)bad, (long long)n);
+  CHECK(bad == 0, "f32<->bf16 (n %lld): %lld differ", (long long)n, (long long)bad);
   cudaFree(dx), cudaFree(db), cudaFree(dh);
   free(x), free(back), free(b);
 }
@@ -336,7 +337,8 @@ int main(void) {
   t_init("test_cuda_linear");
   dsv3_cuda_ctx *ctx;
   OK(dsv3_cuda_ctx_new(0, &ctx));
-  test_convert();
+  test_convert(100003);
+  test_convert(100000);
   /* ragged: partial 128-row and 128-column blocks, odd row counts, K not a multiple of 16
    * (scalar path), a misaligned x (scalar path) */
   const int64_t fp8[][2] = {{1, 16},   {7, 48},     {130, 272}, {257, 1040}, {576, 2048}, {2100, 7168},
