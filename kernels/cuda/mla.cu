@@ -900,7 +900,7 @@ __global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, c
 enum { MF_Q = 64, MF_K = 64 };
 struct MlaFusedArgs {
   float *o;                /* [nq, H, VD] */
-  const uint16_t *Q;       /* bf16 [nq, H, QK] */
+  const float *Q;          /* [nq, H, QK]: rounded to bf16 as the fragments are built */
   const uint16_t *KV;      /* bf16 [keys, HW]: head h at h * (nope + VD): nope k values, then VD v values */
   const uint16_t *pe;      /* bf16 [keys, QK - nope] (the sequence's first cache row) */
   int64_t HW;
@@ -932,7 +932,9 @@ __global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) 
 #pragma unroll
     for (int r = 0; r < 4; r++) {
       const int qi = q0 + warp * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
-      qf[ks][r] = qi < a.nq ? *reinterpret_cast<const uint32_t *>(a.Q + ((int64_t)qi * a.H + h) * QK + k) : 0u;
+      const float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * a.H + h) * QK + k)
+                                 : make_float2(0.f, 0.f);
+      qf[ks][r] = pack_bf16(v.x, v.y);
     }
   float o[VD / 8][4];
 #pragma unroll
@@ -1097,7 +1099,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   if (nq <= 0) return 0;
   const int64_t qk = nope + R, HW = H * (nope + V), L = pos0 + nq, ldL = cdiv(L, 8) * 8;
   const char *fe = getenv("DSV3_MLA_FUSED"); /* 0: the score-matrix path always */
-  const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) &&
+  const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) && ((uintptr_t)q & 7) == 0 &&
                      nq < (1ll << 31) / 64 && pos0 < (1ll << 30) && H < 65536;
   /* query tokens per chunk: scores (fp32) + probabilities (bf16) within the budget */
   const int64_t per_tok = H * ldL * 6;
@@ -1108,7 +1110,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   tq = cdiv(nq, nchunk); /* balanced chunks */
   CU_ARG("mla prefill", tq * H < (1ll << 31) && L * HW < (1ll << 40), "%lld query rows per chunk, %lld cached keys x %lld: too many",
          (long long)(tq * H), (long long)L, (long long)HW);
-  const size_t kb = align256((size_t)(ldL * HW) * 2), qb = align256((size_t)(nq * H * qk) * 2),
+  const size_t kb = align256((size_t)(ldL * HW) * 2), qb = fused ? 0 : align256((size_t)(nq * H * qk) * 2),
                sb = fused ? 0 : align256((size_t)(tq * H * ldL) * 4), pb = fused ? 0 : align256((size_t)(tq * H * ldL) * 2);
   uint8_t *scr = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA_PREFILL, kb + qb + sb + pb);
   if (!scr) return -1;
@@ -1127,11 +1129,11 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   /* rows L .. ldL - 1 are zero: the GEMMs below run over multiples of 8 keys (aligned tiles;
    * their scores are never read and their probabilities are 0) */
   if (ldL > L) CU_TRY("mla prefill", cudaMemsetAsync(KV + L * HW, 0, (size_t)((ldL - L) * HW) * 2, st));
-  if (dsv3_cuda_f32_to_bf16(Q, q, nq * H * qk, st)) return -1;
-  if (fused) {
-    MlaFusedArgs fa = {o, Q, KV, pe_cache + base * R, HW, (int)H, (int)nope, (int)nq, (int)pos0, sl2};
+  if (fused) { /* the kernel rounds q to bf16 itself (a conversion pass: 111 us a layer at 2048 tokens) */
+    MlaFusedArgs fa = {o, q, KV, pe_cache + base * R, HW, (int)H, (int)nope, (int)nq, (int)pos0, sl2};
     return qk == 192 ? mla_fused_launch<192, 128>(fa, st) : mla_fused_launch<64, 32>(fa, st);
   }
+  if (dsv3_cuda_f32_to_bf16(Q, q, nq * H * qk, st)) return -1;
   for (int64_t t0 = 0; t0 < nq; t0 += tq) {
     const int64_t t1 = t0 + tq < nq ? t0 + tq : nq, nt = t1 - t0, rows = nt * H, N = pos0 + t1, ld = cdiv(N, 8) * 8;
     const uint16_t *Qc = Q + t0 * H * qk;
