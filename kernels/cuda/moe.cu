@@ -162,9 +162,44 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
   }
 }
 
+/* the same sums, 4 columns a thread (D % 4 == 0, 16-byte aligned rows) and 32-bit index math
+ * (ntok * D / 4 < 2^31): 218 -> ~120 us for 2048 tokens of 7168 at top-8 on an H200, the bytes
+ * of the pairs' rows taking ~110 */
+__global__ void moe_combine4_kernel(float4 *y, const float4 *part, const float *w, const int32_t *inv, int n4, int topk,
+                                    int D4, int accumulate) {
+  pdl_wait();
+  pdl_trigger();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
+    const int t = i / D4, d = i - t * D4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < topk; k++) {
+      const int64_t pr = (int64_t)t * topk + k, row = inv ? inv[pr] : pr;
+      if (row >= 0) { /* row < 0: expert index out of range */
+        const float4 v = part[row * D4 + d];
+        const float wk = w[pr];
+        acc.x = fmaf(wk, v.x, acc.x), acc.y = fmaf(wk, v.y, acc.y), acc.z = fmaf(wk, v.z, acc.z), acc.w = fmaf(wk, v.w, acc.w);
+      }
+    }
+    if (accumulate) {
+      const float4 o = y[i];
+      acc.x += o.x, acc.y += o.y, acc.z += o.z, acc.w += o.w;
+    }
+    y[i] = acc;
+  }
+}
+
 static int combine(cudaStream_t st, float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int64_t topk,
                    int64_t D, int accumulate) {
   int64_t n = ntok * D;
+  /* prefill sizes only: a decode step's few rows ran slower on a quarter of the threads (batch 1
+   * 1.30 -> 1.31-1.33 ms a step) */
+  if (ntok > 64 && D % 4 == 0 && n / 4 < (1ll << 31) - 65536 * 256 && ((uintptr_t)y & 15) == 0 &&
+      ((uintptr_t)part & 15) == 0) {
+    launch_pdl(moe_combine4_kernel, grid_for(n / 4), 256, 0, st, (float4 *)y, (const float4 *)part, w, inv, (int)(n / 4),
+               (int)topk, (int)(D / 4), accumulate);
+    CU_LAUNCHED("moe combine");
+    return 0;
+  }
   launch_pdl(moe_combine_kernel, grid_for(n), 256, 0, st, y, part, w, inv, ntok, (int)topk, D, accumulate);
   CU_LAUNCHED("moe combine");
   return 0;
@@ -378,6 +413,8 @@ struct GroupedArgs {
   const int *ntiles;
   int mat;                /* 1: W1 (grid.z = 2 adds W3), 2: W2 */
   int N, K;
+  const int32_t *xrow;    /* wgmma kernel, W1 and W3: x holds one row a token, xrow[j] the token of pair row j (NULL:
+                             x holds one row a pair row) */
 };
 
 /* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
@@ -515,7 +552,8 @@ struct GroupedTile {
   const uint8_t *W;
   const float *S;
   const uint16_t *X;
-  const float *Xinv; /* FP8 only */
+  const float *Xinv;   /* FP8 only */
+  const int32_t *Xrow; /* NULL, or the tile's rows' tokens: their rows of X and Xinv */
   float *Y;
   int row0, cnt;
 };
@@ -526,8 +564,9 @@ __device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &
   const int m = a.mat == 2 ? 2 : blockIdx.z ? 3 : 1;
   t.W = (const uint8_t *)(m == 1 ? ex.w1 : m == 2 ? ex.w2 : ex.w3);
   t.S = m == 1 ? ex.s1 : m == 2 ? ex.s2 : ex.s3;
-  t.X = a.x + (int64_t)tl.y * a.K;
-  t.Xinv = a.xinv ? a.xinv + tl.y : nullptr;
+  t.Xrow = a.xrow ? a.xrow + tl.y : nullptr;
+  t.X = a.xrow ? a.x : a.x + (int64_t)tl.y * a.K;
+  t.Xinv = a.xinv ? (a.xrow ? a.xinv : a.xinv + tl.y) : nullptr;
   t.Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
   t.row0 = blockIdx.x * bm, t.cnt = tl.z;
   if (!t.W) {
@@ -702,9 +741,13 @@ template <> struct Wg<16> {
  * stage boundary.  NB k16 steps' A fragments are in flight (2; DSV3_MOE_WG_NB=4: four). */
 enum { GW_M = 256, GW_N = 128, GW_ST = 6, GW_THREADS = 512 };
 template <int NT, int NB>
-__device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw,
-                                                const uint16_t *X, const float *Xinv, float *Y, int N, int K, int row0,
-                                                int cnt) {
+__device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const GroupedTile &tl, const float *Sw, int N,
+                                                int K) {
+  const uint8_t *W = tl.W;
+  const uint16_t *X = tl.X;
+  const float *Xinv = tl.Xinv;
+  float *Y = tl.Y;
+  const int row0 = tl.row0, cnt = tl.cnt;
   static_assert(NB == 2 || NB == 4, "A buffers");
   constexpr int PD = GW_ST - 2; /* stages loaded ahead */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
@@ -713,7 +756,13 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
    * column 16 (tid % 4)), x rows tid / 8 + 64 j (16 bytes at 8 (tid % 8), swizzled) */
   const int tr = threadIdx.x >> 2, xt = threadIdx.x >> 3, xc = threadIdx.x & 7;
   const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + (threadIdx.x & 3) * 16;
-  const uint16_t *xsrc = X + (int64_t)xt * K + xc * 8;
+  /* x rows xt + 64 j: the tile's rows, or (Xrow) their tokens' rows of the per-token x */
+  const uint16_t *xsrc[2];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int t = xt + 64 * j;
+    xsrc[j] = X + (int64_t)(tl.Xrow ? (t < cnt ? tl.Xrow[t] : 0) : t) * K + xc * 8;
+  }
   const int xoff = xt * GB_K + (xc ^ (xt & 7)) * 8;
   auto load = [&](int st, int kt) {
     const int k0 = kt * GB_K;
@@ -727,7 +776,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     for (int j = 0; j < (NT * 64 + GW_THREADS - 1) / GW_THREADS; j++)
       if (NT * 64 >= GW_THREADS || (int)threadIdx.x < NT * 64) {
         const bool ok = xt + 64 * j < cnt;
-        cp_async16(sx + st * GW_N * GB_K + xoff + j * 64 * GB_K, ok ? xsrc + (int64_t)j * 64 * K + k0 : X, ok ? 16 : 0);
+        cp_async16(sx + st * GW_N * GB_K + xoff + j * 64 * GB_K, ok ? xsrc[j] + k0 : X, ok ? 16 : 0);
       }
   };
   float acc[NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
@@ -785,7 +834,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
 #pragma unroll
     for (int c = 0; c < 4; c++) {
       const int row = row0 + wg * 64 + wi * 16 + g + (c >= 2 ? 8 : 0), t = j * 8 + 2 * q + (c & 1);
-      if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[j * 4 + c] * Xinv[t], -ew);
+      if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[j * 4 + c] * Xinv[tl.Xrow ? tl.Xrow[t] : t], -ew);
     }
 }
 
@@ -803,12 +852,12 @@ __global__ void __launch_bounds__(GW_THREADS, 1) grouped_wg_kernel(GroupedArgs a
   uint16_t *sx = (uint16_t *)(sw + GW_ST * GW_M * GB_K); /* [GW_ST][GW_N][GB_K] f16 */
   /* the warpgroup's 64 rows sit in one scale row (clamped: rows past N compute unused zeros) */
   const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 64, N - 1) >> 7) * ((K + 127) >> 7);
-  if (tl.cnt <= 8) grouped_main_wg<1, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 16) grouped_main_wg<2, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 32) grouped_main_wg<4, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 64) grouped_main_wg<8, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 96) grouped_main_wg<12, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else grouped_main_wg<16, NB>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  if (tl.cnt <= 8) grouped_main_wg<1, NB>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 16) grouped_main_wg<2, NB>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 32) grouped_main_wg<4, NB>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 64) grouped_main_wg<8, NB>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 96) grouped_main_wg<12, NB>(sw, sx, tl, Sw, N, K);
+  else grouped_main_wg<16, NB>(sw, sx, tl, Sw, N, K);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
@@ -931,16 +980,19 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   grouped_scatter_kernel<<<grid_for(np), 256, 0, st>>>(inv, src, fill, idx, np, (int)E, (int)topk);
   /* FP8: x as f16 rows with their powers of two (the tensor-core GEMV's x_f16_kernel); rows of
    * out-of-range pairs (never placed) convert row 0: no tile reads them */
-  if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, wgm);
+  /* wgmma: x converted once a token and read through src (converting a row per pair took 153 us
+   * a layer at 2048 tokens, top-8); the mma.sync kernel reads a gathered row per pair */
+  if (wgm) x_f16_kernel<<<(unsigned)ntok, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, (const int32_t *)nullptr, true);
+  else if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, false);
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
-  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim};
+  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim, wgm ? src : nullptr};
   if (wgm ? grouped_wg_launch(a, maxt, 2, st) : fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st))
     return -1;
   if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter, wgm);
   else grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
-  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter};
+  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter, nullptr};
   if (wgm ? grouped_wg_launch(b, maxt, 1, st) : fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st))
     return -1;
   return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);
