@@ -1099,8 +1099,8 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   if (nq <= 0) return 0;
   const int64_t qk = nope + R, HW = H * (nope + V), L = pos0 + nq, ldL = cdiv(L, 8) * 8;
   const char *fe = getenv("DSV3_MLA_FUSED"); /* 0: the score-matrix path always */
-  const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) && ((uintptr_t)q & 7) == 0 &&
-                     nq < (1ll << 31) / 64 && pos0 < (1ll << 30) && H < 65536;
+  const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) &&
+                     ((uintptr_t)q & 7) == 0 && nq < (1ll << 31) / 64 && pos0 < (1ll << 30) && H < 65536;
   /* query tokens per chunk: scores (fp32) + probabilities (bf16) within the budget */
   const int64_t per_tok = H * ldL * 6;
   int64_t tq = (int64_t)(dsv3_cuda_mla_prefill_score_bytes / (size_t)per_tok);

@@ -177,7 +177,8 @@ __global__ void moe_combine4_kernel(float4 *y, const float4 *part, const float *
       if (row >= 0) { /* row < 0: expert index out of range */
         const float4 v = part[row * D4 + d];
         const float wk = w[pr];
-        acc.x = fmaf(wk, v.x, acc.x), acc.y = fmaf(wk, v.y, acc.y), acc.z = fmaf(wk, v.z, acc.z), acc.w = fmaf(wk, v.w, acc.w);
+        acc.x = fmaf(wk, v.x, acc.x), acc.y = fmaf(wk, v.y, acc.y);
+        acc.z = fmaf(wk, v.z, acc.z), acc.w = fmaf(wk, v.w, acc.w);
       }
     }
     if (accumulate) {
@@ -388,7 +389,8 @@ out:
 
 /* ---------------------------------------------------------------- grouped prefill
  * All experts in one launch per projection, nothing copied to the host:
- *   count pairs per expert -> offsets and a table of tiles (expert, first row, tokens <= GB_N)
+ *   count pairs per expert -> offsets and a table of tiles (expert, first row, tokens <= GB_N;
+ *   GW_N for the wgmma kernel)
  *   -> each pair's row in expert order (atomics: the order inside an expert is arbitrary, the
  *   values are not, since every output row depends on its own input row only) -> x gathered
  *   (FP8 experts: f16 rows times a power of two, x_f16_kernel; BF16: bf16) -> W1 and W3 (one
@@ -982,7 +984,8 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
    * out-of-range pairs (never placed) convert row 0: no tile reads them */
   /* wgmma: x converted once a token and read through src (converting a row per pair took 153 us
    * a layer at 2048 tokens, top-8); the mma.sync kernel reads a gathered row per pair */
-  if (wgm) x_f16_kernel<<<(unsigned)ntok, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, (const int32_t *)nullptr, true);
+  if (wgm)
+    x_f16_kernel<<<(unsigned)ntok, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, (const int32_t *)nullptr, true);
   else if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, false);
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
