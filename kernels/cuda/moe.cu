@@ -598,8 +598,9 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
 
 /* ---------------------------------------------------------------- grouped prefill, wgmma
  * The FP8 experts' grouped GEMM on sm_90a's warpgroup MMA (DSV3_MOE_WGMMA=0: the mma.sync kernel
- * above).  The same tiles, stages and weight conversion as grouped_main, but the x tile is the B
- * operand of wgmma.mma_async read straight from shared memory (no per-warp fragment loads: the
+ * above).  The same weight conversion and 64-wide K stages as grouped_main (larger blocks and
+ * tiles: below, at GW_M), but the x tile is the B operand of wgmma.mma_async read straight from
+ * shared memory (no per-warp fragment loads: the
  * mma.sync kernel read each x stage 8 times, once a warp) and one instruction covers 64 rows of
  * a warpgroup instead of 16.  A = the weights, converted per warp into registers exactly as
  * grouped_main does (rows 16i + g, + 8 of each 64-row tile for warp i of the warpgroup: the
@@ -789,8 +790,8 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     asm volatile("cp.async.commit_group;");
   }
   uint32_t af[NB][4]; /* [buffer]: the A fragments of a k16 step, NB steps in flight */
-  /* the scale of the next stage loaded a stage ahead: a load from L2 at the stage's start held
-   * every warp of the block (ncu: long-scoreboard stalls the largest share) */
+  /* the next stage's scale loaded a stage ahead, off the stage's critical path (measured no
+   * faster: the long-scoreboard waits ncu shows are the stages' cp.async data) */
   float scn = __ldg(Sw);
   for (int kt = 0; kt < nk; kt++) {
     const float sck = scn;
