@@ -45,6 +45,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (wg && (!strcmp(wg, "0") || !strcmp(wg, "1"))) dsv3_cuda_moe_wgmma = atoi(wg);
   const char *nb = getenv("DSV3_MOE_WG_NB"); /* its k16 steps in flight: 2, 4 */
   if (nb && (!strcmp(nb, "2") || !strcmp(nb, "4"))) dsv3_cuda_moe_wg_nb = atoi(nb);
+  const char *wk = getenv("DSV3_MOE_WG_KS"); /* its slices of each weight row, bytes: 64, 128 */
+  if (wk && (!strcmp(wk, "64") || !strcmp(wk, "128"))) dsv3_cuda_moe_wg_ks = atoi(wk);
   const char *tc = getenv("DSV3_CUDA_GEMV_TC"); /* the tensor-core GEMV (gemv.cuh): 0, 1, 2 */
   if (tc && (!strcmp(tc, "0") || !strcmp(tc, "1") || !strcmp(tc, "2"))) dsv3_cuda_gemv_tc = atoi(tc);
   const char *h2 = getenv("DSV3_CUDA_GEMV_H2"); /* the packed-f16 GEMV at one token (gemv.cuh): 0, 1 */

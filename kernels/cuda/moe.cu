@@ -598,8 +598,8 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
 
 /* ---------------------------------------------------------------- grouped prefill, wgmma
  * The FP8 experts' grouped GEMM on sm_90a's warpgroup MMA (DSV3_MOE_WGMMA=0: the mma.sync kernel
- * above).  The same weight conversion and 64-wide K stages as grouped_main (larger blocks and
- * tiles: below, at GW_M), but the x tile is the B operand of wgmma.mma_async read straight from
+ * above).  The same weight conversion as grouped_main (larger blocks, tiles and K slices:
+ * below, at WgCfg), but the x tile is the B operand of wgmma.mma_async read straight from
  * shared memory (no per-warp fragment loads: the
  * mma.sync kernel read each x stage 8 times, once a warp) and one instruction covers 64 rows of
  * a warpgroup instead of 16.  A = the weights, converted per warp into registers exactly as
@@ -733,53 +733,77 @@ template <> struct Wg<16> {
   }
 };
 
-/* A block of the wgmma kernel: 256 weight rows (4 warpgroups of 64: one m64 tile each) x up to
- * 128 tokens of one tile (GW_N: a typical expert's tokens at a 2K prompt, so its weights are
- * converted once, where 64-token tiles converted them twice for most experts), NT = tokens / 8
- * rounded up to 1, 2, 4, 8, 12 or 16 (the wgmma's N); 512 threads, one block an SM, 6 stages.
- * x (f16) is twice the bytes of an FP8 weight: 256 rows a block keep its reads from L2 at the
- * weights' bytes (128 rows: ncu showed L2 at 73% of its peak, DRAM at 51%).  The loads run
- * stages ahead of the stage computed, PD = GW_ST - 2: a load overwrites the stage two back,
- * which the previous stage's wgmma waits already retired, so the tensor cores never drain at a
- * stage boundary.  NB k16 steps' A fragments are in flight (2; DSV3_MOE_WG_NB=4: four). */
-enum { GW_M = 256, GW_N = 128, GW_ST = 6, GW_THREADS = 512 };
-template <int NT, int NB>
+/* A block of the wgmma kernel: 256 weight rows (4 warpgroups of 64: one m64 tile each; 512
+ * threads, one block an SM) x up to 128 tokens of one tile (GW_N: a typical expert's tokens at a
+ * 2K prompt, so its weights are converted once, where 64-token tiles converted them twice for
+ * most experts), NT = tokens / 8 rounded up to 1, 2, 4, 8, 12 or 16 (the wgmma's N).  x (f16) is
+ * twice the bytes of an FP8 weight: 256 rows a block keep its reads from L2 at the weights'
+ * bytes (128 rows: ncu showed L2 at 73% of its peak).  NB k16 steps' A fragments are in flight
+ * (2; DSV3_MOE_WG_NB=4: four).
+ * A block shape: M weight rows (M / 64 warpgroups, 2 M threads), K slices of KS (64: 64-byte
+ * pieces of each weight row a stage; 128: 128-byte pieces), ST stages, loads PD stages ahead
+ * (ST - 2: a load overwrites the stage two back, which the previous stage's wgmma waits already
+ * retired, so no stage boundary drains the tensor cores; ST - 1: the previous stage's wgmmas
+ * retire first), tiles of up to N tokens. */
+template <int M_, int KS_, int ST_, int PD_, int N_> struct WgCfg {
+  static constexpr int M = M_, KS = KS_, ST = ST_, PD = PD_, N = N_, T = 2 * M_, XC = KS_ / 64, CW = KS_ / 16;
+  static constexpr int smem = ST * (M * KS + N * KS * 2) + 1024; /* + the 1024-byte alignment */
+  static_assert(PD == ST - 1 || PD == ST - 2, "prefetch distance");
+};
+/* 128-byte slices where K % 128 == 0 (the default, dsv3_cuda_moe_wg_ks): DRAM serves each weight
+ * row in 128-byte pieces rather than 64 (ncu: DRAM 51 -> 59% of its peak; H200, cuda_bench
+ * --quick: 1393 -> 1162-1175 us; the 2048-token prefill 0.030-0.031 -> 0.027-0.028 s), even
+ * though only 3 stages fit and each stage waits for the previous one's wgmmas.  Measured and
+ * not kept: 128 rows x 128-byte slices with 4 stages (1461 us), 96-token tiles with 4 stages
+ * (1149 us: the same as 3 stages, and experts past 96 tokens would take two tiles), 3 stages
+ * loaded one ahead without the wait (1217 us). */
+using WgA = WgCfg<256, 64, 6, 4, 128>;
+using WgB = WgCfg<256, 128, 3, 2, 128>;
+enum { GW_N = 128 }; /* the most tokens a tile */
+template <int NT, int NB, class C>
 __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const GroupedTile &tl, const float *Sw, int N,
                                                 int K) {
+  constexpr int M = C::M, KS = C::KS, ST = C::ST, T = C::T, XC = C::XC, CW = C::CW;
   const uint8_t *W = tl.W;
   const uint16_t *X = tl.X;
   const float *Xinv = tl.Xinv;
   float *Y = tl.Y;
   const int row0 = tl.row0, cnt = tl.cnt;
   static_assert(NB == 2 || NB == 4, "A buffers");
-  constexpr int PD = GW_ST - 2; /* stages loaded ahead */
+  constexpr int PD = C::PD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-  const int wg = warp >> 2, wi = warp & 3, nk = K / GB_K; /* K % 64 == 0 here */
-  /* each thread copies the same chunks every stage: weight rows tid / 4 + 128 j (16 bytes at
-   * column 16 (tid % 4)), x rows tid / 8 + 64 j (16 bytes at 8 (tid % 8), swizzled) */
-  const int tr = threadIdx.x >> 2, xt = threadIdx.x >> 3, xc = threadIdx.x & 7;
-  const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + (threadIdx.x & 3) * 16;
-  /* x rows xt + 64 j: the tile's rows, or (Xrow) their tokens' rows of the per-token x */
-  const uint16_t *xsrc[2];
+  const int wg = warp >> 2, wi = warp & 3, nk = K / KS; /* K % KS == 0 here */
+  /* each thread copies the same chunks every stage: weight rows tid / CW + (T / CW) j (16 bytes
+   * at chunk tid % CW; with 128-byte rows the chunk index XOR the row's low 3 bits, so the
+   * A-fragment reads of 8 rows hit distinct banks), x rows (tokens) xt + XR j, 16 bytes at chunk
+   * xc of 64-column block xb (swizzled as the descriptor's 128-byte mode) */
+  constexpr int WR = T / CW, XR = T / (8 * XC); /* rows a pass */
+  const int tr = threadIdx.x / CW, tc = threadIdx.x % CW;
+  const int xc = threadIdx.x & 7, xb = (threadIdx.x >> 3) % XC, xt = threadIdx.x / (8 * XC);
+  const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + tc * 16;
+  const int wdoff = tr * KS + (CW == 8 ? tc ^ (tr & 7) : tc) * 16;
+  /* x rows: the tile's rows, or (Xrow) their tokens' rows of the per-token x */
+  constexpr int XP = (C::N + XR - 1) / XR;
+  const uint16_t *xsrc[XP];
 #pragma unroll
-  for (int j = 0; j < 2; j++) {
-    const int t = xt + 64 * j;
-    xsrc[j] = X + (int64_t)(tl.Xrow ? (t < cnt ? tl.Xrow[t] : 0) : t) * K + xc * 8;
+  for (int j = 0; j < XP; j++) {
+    const int t = xt + XR * j;
+    xsrc[j] = X + (int64_t)(tl.Xrow ? (t < cnt ? tl.Xrow[t] : 0) : t) * K + xb * 64 + xc * 8;
   }
-  const int xoff = xt * GB_K + (xc ^ (xt & 7)) * 8;
+  const int xoff = xb * C::N * 64 + xt * 64 + (xc ^ (xt & 7)) * 8;
   auto load = [&](int st, int kt) {
-    const int k0 = kt * GB_K;
-    uint8_t *wd = sw + st * GW_M * GB_K + threadIdx.x * 16;
+    const int k0 = kt * KS;
+    uint8_t *wd = sw + st * M * KS + wdoff;
 #pragma unroll
-    for (int j = 0; j < GW_M / 128; j++) {
-      const bool ok = row0 + tr + 128 * j < N;
-      cp_async16(wd + j * 128 * GB_K, ok ? wsrc + (int64_t)j * 128 * K + k0 : W, ok ? 16 : 0);
+    for (int j = 0; j < CW * M / T; j++) {
+      const bool ok = row0 + tr + WR * j < N;
+      cp_async16(wd + j * WR * KS, ok ? wsrc + (int64_t)j * WR * K + k0 : W, ok ? 16 : 0);
     }
 #pragma unroll
-    for (int j = 0; j < (NT * 64 + GW_THREADS - 1) / GW_THREADS; j++)
-      if (NT * 64 >= GW_THREADS || (int)threadIdx.x < NT * 64) {
-        const bool ok = xt + 64 * j < cnt;
-        cp_async16(sx + st * GW_N * GB_K + xoff + j * 64 * GB_K, ok ? xsrc[j] + k0 : X, ok ? 16 : 0);
+    for (int j = 0; j < (NT * 8 + XR - 1) / XR; j++)
+      if (NT * 8 >= XR * (j + 1) || xt + XR * j < NT * 8) {
+        const bool ok = xt + XR * j < cnt;
+        cp_async16(sx + st * C::N * KS + xoff + j * XR * 64, ok ? xsrc[j] + k0 : X, ok ? 16 : 0);
       }
   };
   float acc[NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
@@ -795,36 +819,45 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
   float scn = __ldg(Sw);
   for (int kt = 0; kt < nk; kt++) {
     const float sck = scn;
-    if (kt + 1 < nk) scn = __ldg(Sw + (((kt + 1) * GB_K) >> 7));
+    if (kt + 1 < nk) scn = __ldg(Sw + (((kt + 1) * KS) >> 7));
     asm volatile("cp.async.wait_group %0;" ::"n"(PD - 1));
     /* the cp.async writes (generic proxy) before wgmma's reads (async proxy) */
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    /* the stage the next load overwrites, two back, was last read by step 4 kt - 5: retired by
-     * the wait_group NB - 1 of step 4 kt - 1 */
-    __syncthreads();
-    if (kt + PD < nk) load((kt + PD) % GW_ST, kt + PD);
-    asm volatile("cp.async.commit_group;");
-    const int st = kt % GW_ST;
-    const __half2 sc2 = __float2half2_rn(ldexpf(sck, ew));
-    uint32_t pa[2][4]; /* rows 16 wi + g (+ 8) of the warpgroup's 64: bytes 16q .. 16q + 15 of the stage */
+    /* PD = ST - 2: the stage the next load overwrites, two back, was last read by a step that the
+     * wait_group NB - 1 of the previous stage's last step retired; PD = ST - 1: it is the
+     * previous stage, whose wgmmas retire here */
+    if (PD == ST - 1) {
+      wg_wait<0>();
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int r = wg * 64 + wi * 16 + h * 8 + g;
-      const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * GW_M + r) * GB_K + q * 16);
-      pa[h][0] = u.x, pa[h][1] = u.y, pa[h][2] = u.z, pa[h][3] = u.w;
+      for (int b = 0; b < NB; b++) wg_hold(af[b]);
     }
-    const uint64_t d0 = wg_desc(sx + st * GW_N * GB_K);
+    __syncthreads();
+    if (kt + PD < nk) load((kt + PD) % ST, kt + PD);
+    asm volatile("cp.async.commit_group;");
+    const int st = kt % ST;
+    const __half2 sc2 = __float2half2_rn(ldexpf(sck, ew));
 #pragma unroll
-    for (int s = 0; s < 4; s++) {
-      uint32_t(&a)[4] = af[s % NB];
-      wg_wait<NB - 1>(); /* the step that last used this buffer is done */
-      wg_hold(a);
-      uint32_t h[4];
-      grouped_cvt(pa[0][s], pa[1][s], sc2, h);
-      a[0] = h[0], a[1] = h[2], a[2] = h[1], a[3] = h[3];
-      wg_fence();
-      Wg<NT>::mma(acc, a, d0 + (uint64_t)((s * 32) >> 4), kt | s);
-      wg_commit();
+    for (int hb = 0; hb < XC; hb++) {
+      uint32_t pa[2][4]; /* rows 16 wi + g (+ 8) of the warpgroup's 64: bytes 16q .. 16q + 15 of block hb */
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int r = wg * 64 + wi * 16 + h * 8 + g, c = hb * 4 + q;
+        const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * M + r) * KS + (CW == 8 ? c ^ (r & 7) : c) * 16);
+        pa[h][0] = u.x, pa[h][1] = u.y, pa[h][2] = u.z, pa[h][3] = u.w;
+      }
+      const uint64_t d0 = wg_desc(sx + st * C::N * KS + hb * C::N * 64);
+#pragma unroll
+      for (int s = 0; s < 4; s++) {
+        uint32_t(&a)[4] = af[(hb * 4 + s) % NB];
+        wg_wait<NB - 1>(); /* the step that last used this buffer is done */
+        wg_hold(a);
+        uint32_t h[4];
+        grouped_cvt(pa[0][s], pa[1][s], sc2, h);
+        a[0] = h[0], a[1] = h[2], a[2] = h[1], a[3] = h[3];
+        wg_fence();
+        Wg<NT>::mma(acc, a, d0 + (uint64_t)((s * 32) >> 4), kt | hb | s);
+        wg_commit();
+      }
     }
   }
   asm volatile("cp.async.wait_group 0;");
@@ -841,26 +874,26 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     }
 }
 
-template <int NB>
-__global__ void __launch_bounds__(GW_THREADS, 1) grouped_wg_kernel(GroupedArgs a) {
+template <int NB, class C>
+__global__ void __launch_bounds__(C::T, 1) grouped_wg_kernel(GroupedArgs a) {
   extern __shared__ __align__(16) uint8_t gsm[];
   GroupedTile tl;
-  if (!grouped_tile(a, tl, GW_M)) return;
+  if (!grouped_tile(a, tl, C::M)) return;
   const int N = a.N, K = a.K;
 #if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
   __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
 #endif
   /* the 128-byte swizzle repeats every 1024 bytes: x's stages start on such a boundary */
-  uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [GW_ST][GW_M][GB_K] */
-  uint16_t *sx = (uint16_t *)(sw + GW_ST * GW_M * GB_K); /* [GW_ST][GW_N][GB_K] f16 */
+  uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [ST][M][KS] */
+  uint16_t *sx = (uint16_t *)(sw + C::ST * C::M * C::KS); /* [ST][XC][N][64] f16 */
   /* the warpgroup's 64 rows sit in one scale row (clamped: rows past N compute unused zeros) */
   const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 64, N - 1) >> 7) * ((K + 127) >> 7);
-  if (tl.cnt <= 8) grouped_main_wg<1, NB>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 16) grouped_main_wg<2, NB>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 32) grouped_main_wg<4, NB>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 64) grouped_main_wg<8, NB>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 96) grouped_main_wg<12, NB>(sw, sx, tl, Sw, N, K);
-  else grouped_main_wg<16, NB>(sw, sx, tl, Sw, N, K);
+  if (tl.cnt <= 8) grouped_main_wg<1, NB, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 16) grouped_main_wg<2, NB, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 32) grouped_main_wg<4, NB, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 64) grouped_main_wg<8, NB, C>(sw, sx, tl, Sw, N, K);
+  else if (C::N <= 96 || tl.cnt <= 96) grouped_main_wg<12, NB, C>(sw, sx, tl, Sw, N, K);
+  else if constexpr (C::N > 96) grouped_main_wg<16, NB, C>(sw, sx, tl, Sw, N, K);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
@@ -926,13 +959,18 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
 
 /* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
  * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
-int dsv3_cuda_moe_wg_nb = 2;
+int dsv3_cuda_moe_wg_nb = 2, dsv3_cuda_moe_wg_ks = 128;
+template <class C>
+static int grouped_wg_go(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
+  auto k = dsv3_cuda_moe_wg_nb == 2 ? grouped_wg_kernel<2, C> : grouped_wg_kernel<4, C>;
+  CU_TRY("moe grouped", cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem));
+  dim3 grid((unsigned)cdiv(a.N, C::M), (unsigned)maxt, (unsigned)z);
+  k<<<grid, C::T, C::smem, st>>>(a);
+  return 0;
+}
 static int grouped_wg_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
-  constexpr int smem = GW_ST * (GW_M * GB_K + GW_N * GB_K * 2) + 1024; /* + the 1024-byte alignment */
-  auto k = dsv3_cuda_moe_wg_nb == 2 ? grouped_wg_kernel<2> : grouped_wg_kernel<4>;
-  CU_TRY("moe grouped", cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  dim3 grid((unsigned)cdiv(a.N, GW_M), (unsigned)maxt, (unsigned)z);
-  k<<<grid, GW_THREADS, smem, st>>>(a);
+  if (dsv3_cuda_moe_wg_ks == 128 && a.K % 128 == 0 ? grouped_wg_go<WgB>(a, maxt, z, st) : grouped_wg_go<WgA>(a, maxt, z, st))
+    return -1;
   CU_LAUNCHED("moe grouped");
   return 0;
 }
