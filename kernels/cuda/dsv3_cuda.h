@@ -223,10 +223,7 @@ int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
 /* 1 (default): FP8 experts on sm_90 run the grouped GEMM on wgmma (moe.cu, grouped_wg_kernel);
  * 0 (DSV3_MOE_WGMMA=0 at context creation): the mma.sync kernel. */
 extern int dsv3_cuda_moe_wgmma;
-/* how many k16 steps' wgmmas the wgmma kernel keeps in flight: 2 (default) or 4
- * (DSV3_MOE_WG_NB=4) */
-extern int dsv3_cuda_moe_wg_nb;
-/* the bytes of each weight row a stage of it loads: 128 (default; 3 stages; where K % 128 == 0,
+/* the bytes of each weight row a stage of the wgmma kernel loads: 128 (default; 3 stages; where K % 128 == 0,
  * else 64) or 64 (DSV3_MOE_WG_KS=64: 6 stages) */
 extern int dsv3_cuda_moe_wg_ks;
 int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,

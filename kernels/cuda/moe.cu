@@ -696,16 +696,17 @@ WG_MMA(16,
  * 2K prompt, so its weights are converted once, where 64-token tiles converted them twice for
  * most experts), NT = tokens / 8 rounded up to 1, 2, 4, 8, 12 or 16 (the wgmma's N).  x (f16) is
  * twice the bytes of an FP8 weight: 256 rows a block keep its reads from L2 at the weights'
- * bytes (128 rows: ncu showed L2 at 73% of its peak).  NB k16 steps' A fragments are in flight
- * (2; DSV3_MOE_WG_NB=4: four).
+ * bytes (128 rows: ncu showed L2 at 73% of its peak).  Two k16 steps' A fragments are in flight
+ * (four measured no faster: RESULTS, sixth session).
  * A block shape: M weight rows (M / 64 warpgroups, 2 M threads), K slices of KS (64: 64-byte
  * pieces of each weight row a stage; 128: 128-byte pieces), ST stages, loads PD stages ahead
  * (ST - 2: a load overwrites the stage two back, which the previous stage's wgmma waits already
  * retired, so no stage boundary drains the tensor cores; ST - 1: the previous stage's wgmmas
- * retire first), tiles of up to N tokens. */
-template <int M_, int KS_, int ST_, int PD_, int N_> struct WgCfg {
-  static constexpr int M = M_, KS = KS_, ST = ST_, PD = PD_, N = N_, T = 2 * M_, XC = KS_ / 64, CW = KS_ / 16;
-  static constexpr int smem = ST * (M * KS + N * KS * 2) + 1024; /* + the 1024-byte alignment */
+ * retire first). */
+enum { GW_N = 128 }; /* the most tokens a tile */
+template <int M_, int KS_, int ST_, int PD_> struct WgCfg {
+  static constexpr int M = M_, KS = KS_, ST = ST_, PD = PD_, T = 2 * M_, XC = KS_ / 64, CW = KS_ / 16;
+  static constexpr int smem = ST * (M * KS + GW_N * KS * 2) + 1024; /* + the 1024-byte alignment */
   static_assert(PD == ST - 1 || PD == ST - 2, "prefetch distance");
 };
 /* 128-byte slices where K % 128 == 0 (the default, dsv3_cuda_moe_wg_ks): DRAM serves each weight
@@ -715,10 +716,9 @@ template <int M_, int KS_, int ST_, int PD_, int N_> struct WgCfg {
  * not kept: 128 rows x 128-byte slices with 4 stages (1461 us), 96-token tiles with 4 stages
  * (1149 us: the same as 3 stages, and experts past 96 tokens would take two tiles), 3 stages
  * loaded one ahead without the wait (1217 us). */
-using WgA = WgCfg<256, 64, 6, 4, 128>;
-using WgB = WgCfg<256, 128, 3, 2, 128>;
-enum { GW_N = 128 }; /* the most tokens a tile */
-template <int NT, int NB, class C>
+using WgA = WgCfg<256, 64, 6, 4>;
+using WgB = WgCfg<256, 128, 3, 2>;
+template <int NT, class C>
 __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const GroupedTile &tl, const float *Sw, int N,
                                                 int K) {
   constexpr int M = C::M, KS = C::KS, ST = C::ST, T = C::T, XC = C::XC, CW = C::CW;
@@ -727,7 +727,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
   const float *Xinv = tl.Xinv;
   float *Y = tl.Y;
   const int row0 = tl.row0, cnt = tl.cnt;
-  static_assert(NB == 2 || NB == 4, "A buffers");
+  constexpr int NB = 2; /* A-fragment buffers: k16 steps in flight */
   constexpr int PD = C::PD;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int wg = warp >> 2, wi = warp & 3, nk = K / KS; /* K % KS == 0 here */
@@ -741,14 +741,14 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
   const uint8_t *wsrc = W + (int64_t)(row0 + tr) * K + tc * 16;
   const int wdoff = tr * KS + (CW == 8 ? tc ^ (tr & 7) : tc) * 16;
   /* x rows: the tile's rows, or (Xrow) their tokens' rows of the per-token x */
-  constexpr int XP = (C::N + XR - 1) / XR;
+  constexpr int XP = (GW_N + XR - 1) / XR;
   const uint16_t *xsrc[XP];
 #pragma unroll
   for (int j = 0; j < XP; j++) {
     const int t = xt + XR * j;
     xsrc[j] = X + (int64_t)(tl.Xrow ? (t < cnt ? tl.Xrow[t] : 0) : t) * K + xb * 64 + xc * 8;
   }
-  const int xoff = xb * C::N * 64 + xt * 64 + (xc ^ (xt & 7)) * 8;
+  const int xoff = xb * GW_N * 64 + xt * 64 + (xc ^ (xt & 7)) * 8;
   auto load = [&](int st, int kt) {
     const int k0 = kt * KS;
     uint8_t *wd = sw + st * M * KS + wdoff;
@@ -761,7 +761,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     for (int j = 0; j < (NT * 8 + XR - 1) / XR; j++)
       if (NT * 8 >= XR * (j + 1) || xt + XR * j < NT * 8) {
         const bool ok = xt + XR * j < cnt;
-        cp_async16(sx + st * C::N * KS + xoff + j * XR * 64, ok ? xsrc[j] + k0 : X, ok ? 16 : 0);
+        cp_async16(sx + st * GW_N * KS + xoff + j * XR * 64, ok ? xsrc[j] + k0 : X, ok ? 16 : 0);
       }
   };
   float acc[NT * 4]; /* set by the first wgmma (scale-d 0): no other instruction writes them */
@@ -803,7 +803,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
         const uint4 u = *reinterpret_cast<const uint4 *>(sw + (st * M + r) * KS + (CW == 8 ? c ^ (r & 7) : c) * 16);
         pa[h][0] = u.x, pa[h][1] = u.y, pa[h][2] = u.z, pa[h][3] = u.w;
       }
-      const uint64_t d0 = wg_desc(sx + st * C::N * KS + hb * C::N * 64);
+      const uint64_t d0 = wg_desc(sx + st * GW_N * KS + hb * GW_N * 64);
 #pragma unroll
       for (int s = 0; s < 4; s++) {
         uint32_t(&a)[4] = af[(hb * 4 + s) % NB];
@@ -832,7 +832,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     }
 }
 
-template <int NB, class C>
+template <class C>
 __global__ void __launch_bounds__(C::T, 1) grouped_wg_kernel(GroupedArgs a) {
   extern __shared__ __align__(16) uint8_t gsm[];
   GroupedTile tl;
@@ -843,15 +843,15 @@ __global__ void __launch_bounds__(C::T, 1) grouped_wg_kernel(GroupedArgs a) {
 #endif
   /* the 128-byte swizzle repeats every 1024 bytes: x's stages start on such a boundary */
   uint8_t *sw = gsm + ((1024 - ((unsigned)__cvta_generic_to_shared(gsm) & 1023)) & 1023); /* [ST][M][KS] */
-  uint16_t *sx = (uint16_t *)(sw + C::ST * C::M * C::KS); /* [ST][XC][N][64] f16 */
+  uint16_t *sx = (uint16_t *)(sw + C::ST * C::M * C::KS); /* [ST][XC][GW_N][64] f16 */
   /* the warpgroup's 64 rows sit in one scale row (clamped: rows past N compute unused zeros) */
   const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 64, N - 1) >> 7) * ((K + 127) >> 7);
-  if (tl.cnt <= 8) grouped_main_wg<1, NB, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 16) grouped_main_wg<2, NB, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 32) grouped_main_wg<4, NB, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 64) grouped_main_wg<8, NB, C>(sw, sx, tl, Sw, N, K);
-  else if (C::N <= 96 || tl.cnt <= 96) grouped_main_wg<12, NB, C>(sw, sx, tl, Sw, N, K);
-  else if constexpr (C::N > 96) grouped_main_wg<16, NB, C>(sw, sx, tl, Sw, N, K);
+  if (tl.cnt <= 8) grouped_main_wg<1, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 16) grouped_main_wg<2, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 32) grouped_main_wg<4, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 64) grouped_main_wg<8, C>(sw, sx, tl, Sw, N, K);
+  else if (tl.cnt <= 96) grouped_main_wg<12, C>(sw, sx, tl, Sw, N, K);
+  else grouped_main_wg<16, C>(sw, sx, tl, Sw, N, K);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
@@ -917,10 +917,10 @@ extern "C" int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t int
 
 /* FP8: 2 blocks an SM (128 registers: the compiler spills ~100 bytes, still faster than one
  * block of 196 registers, measured); BF16 weights need 160 KB of shared memory: one block */
-int dsv3_cuda_moe_wg_nb = 2, dsv3_cuda_moe_wg_ks = 128;
+int dsv3_cuda_moe_wg_ks = 128;
 template <class C>
 static int grouped_wg_go(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
-  auto k = dsv3_cuda_moe_wg_nb == 2 ? grouped_wg_kernel<2, C> : grouped_wg_kernel<4, C>;
+  auto k = grouped_wg_kernel<C>;
   CU_TRY("moe grouped", cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, C::smem));
   dim3 grid((unsigned)cdiv(a.N, C::M), (unsigned)maxt, (unsigned)z);
   k<<<grid, C::T, C::smem, st>>>(a);
