@@ -166,25 +166,25 @@ __global__ void embed_kernel(float *out, const int32_t *ids, const void *E, dsv3
   for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) o[i] = load_vec(E, edt, id * dim + i);
 }
 
-extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
-                               int64_t vocab, int64_t dim, cudaStream_t st) {
-  if (check_vec_dt("embed", edt)) return -1;
-  if (ntok <= 0 || dim <= 0) return 0;
-  CU_ARG("embed", ntok < (1ll << 31) && dim < (1ll << 30), "too many tokens or too wide");
-  launch_pdl(embed_kernel, dim3((unsigned)ntok, (unsigned)cdiv(dim, EMB_SPAN)), 256, 0, st, out, ids, E, edt, 0, vocab, dim, 0);
-  CU_LAUNCHED("embed");
-  return 0;
-}
-
-extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
-                                    int64_t v0, int64_t vocab, int64_t dim, cudaStream_t st) {
+static int embed_launch(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t v0,
+                        int64_t vocab, int64_t dim, int part, cudaStream_t st) {
   if (check_vec_dt("embed", edt)) return -1;
   if (ntok <= 0 || dim <= 0) return 0;
   CU_ARG("embed", ntok < (1ll << 31) && dim < (1ll << 30), "too many tokens or too wide");
   launch_pdl(embed_kernel, dim3((unsigned)ntok, (unsigned)cdiv(dim, EMB_SPAN)), 256, 0, st, out, ids, E, edt, v0, vocab, dim,
-             1);
+             part);
   CU_LAUNCHED("embed");
   return 0;
+}
+
+extern "C" int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
+                               int64_t vocab, int64_t dim, cudaStream_t st) {
+  return embed_launch(out, ids, ntok, E, edt, 0, vocab, dim, 0, st);
+}
+
+extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt,
+                                    int64_t v0, int64_t vocab, int64_t dim, cudaStream_t st) {
+  return embed_launch(out, ids, ntok, E, edt, v0, vocab, dim, 1, st);
 }
 
 /* one thread per (token, vector, pair) */
