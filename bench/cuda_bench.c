@@ -441,7 +441,9 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   mla_arg a = {0};
   a.H = 128, a.C = 512, a.R = 64, a.max_seq = L, a.max_len = L;
   a.nq = prefill ? L : nseq;
-  a.tc = prefill >= 2; /* 2: dsv3_cuda_mla_prefill (fused kernel), 3: the same with the fused kernel off */
+  /* 2: dsv3_cuda_mla_prefill (fused kernel: wgmma on sm_90), 3: the same with the fused kernel
+   * off, 4: the mma.sync fused kernel */
+  a.tc = prefill >= 2;
   a.kv = dev_random((size_t)(nseq * L * a.C) * 2, 2);
   a.pe = dev_random((size_t)(nseq * L * a.R) * 2, 2);
   a.ql = dev_random((size_t)(a.nq * a.H * a.C) * 4, 1);
@@ -463,10 +465,12 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   CU(cudaMalloc((void **)&a.len, (size_t)a.nq * 4));
   CU(cudaMemcpy(a.seq, seq, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(a.len, len, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
-  const int keep_fused = dsv3_cuda_mla_fused;
+  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg;
   dsv3_cuda_mla_fused = prefill == 3 ? 0 : keep_fused;
+  dsv3_cuda_mla_wg = prefill == 4 ? 0 : keep_wg;
   double s = timeit(f_mla, &a, prefill ? 2 : (quick ? 5 : 20));
   dsv3_cuda_mla_fused = keep_fused;
+  dsv3_cuda_mla_wg = keep_wg;
   char shape[80];
   snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld%s", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
            (long long)L, prefill ? " causal" : "");
@@ -741,6 +745,7 @@ int main(int argc, char **argv) {
   bench_mla("mla prefill", 1, 2048, 1);
   bench_mla("mla prefill(tc)", 1, 2048, 3);
   bench_mla("mla prefill(fused)", 1, 2048, 2);
+  bench_mla("mla prefill(mma.sync)", 1, 2048, 4);
   bench_moe();
   bench_moe_prefill();
   bench_small();

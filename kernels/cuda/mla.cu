@@ -15,6 +15,7 @@
 
 #include "common.cuh"
 #include "gemv.cuh"
+#include "wgmma.cuh"
 
 #define MLA_MAXJ 3 /* (C + R) <= 32 lanes * 8 values * 3 = 768 */
 #define MLA_P 2    /* positions per step */
@@ -1053,6 +1054,180 @@ __global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) 
   }
 }
 
+/* Fused causal attention on sm_90a's warpgroup MMA, for DeepSeek-V3's heads (nope 128, rope 64,
+ * v 128): a block of 2 warpgroups takes 128 queries of one head (64 a warpgroup, 16 a warp as in
+ * the mma.sync kernel above) and walks the keys in tiles of 64, staged by cp.async two tiles
+ * ahead into 3 buffers.  Per tile and warpgroup:
+ *   S [64, 64] = Q . K^T: 12 wgmma m64n64k16, Q the A operand from registers (as above), K the
+ *   B operand from shared memory: the tile's [64 keys][192] as 3 K-major blocks of 64 columns
+ *   (the 128-byte swizzle of wgmma.cuh);
+ *   the causal mask and the online softmax of the kernel above (the accumulators have the
+ *   mma.sync layout, 16 rows a warp);
+ *   O [64, 128] += P . V: 4 wgmma m64n128k16, P from the S accumulators as bf16 A fragments, V
+ *   the B operand K-major: the tile of V^T [128][64 keys], which the caller writes transposed
+ *   ([H][128][ldL]: keys contiguous) so both operands take the one descriptor form.
+ * A warpgroup skips the tiles that lie wholly past its last query (the diagonal's second tile
+ * for the first warpgroup).  The same roundings as the kernels above (bf16 Q, K, V, P; float32
+ * scores, sums and O). */
+enum { MW_Q = 128, MW_K = 64, MW_ST = 3, MW_NOPE = 128, MW_R = 64, MW_V = 128, MW_QK = MW_NOPE + MW_R };
+struct MlaWgArgs {
+  float *o;           /* [nq, H, V] */
+  const float *Q;     /* [nq, H, QK] */
+  const uint16_t *K;  /* bf16 [keys, H, nope] */
+  const uint16_t *VT; /* bf16 [H, V, ldL]: key-contiguous rows, keys past the sequence zero */
+  const uint16_t *pe; /* bf16 [keys, R] (the sequence's first cache row) */
+  int64_t ldL;
+  int H, nq, pos0;
+  float scale_log2;
+};
+enum { MW_STAGE = (MW_K * MW_QK + MW_V * MW_K) * 2, MW_SMEM = MW_ST * MW_STAGE + 1024 }; /* 40 KB a stage, + alignment */
+__global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
+#if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
+  __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
+#else
+  extern __shared__ __align__(16) uint8_t mw_smem_raw[];
+  uint8_t *sm = mw_smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(mw_smem_raw) & 1023)) & 1023);
+  const int qt = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
+  const int h = blockIdx.y, q0 = qt * MW_Q;
+  const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int H = a.H;
+  const int kend = a.pos0 + min(q0 + MW_Q, a.nq); /* keys the block's last query sees */
+  const int ntile = (kend + MW_K - 1) / MW_K;
+  const int wlast = a.pos0 + q0 + wg * 64 + 63; /* the warpgroup's last query position */
+
+  /* Q fragments: rows g, g + 8 of this warp */
+  uint32_t qf[MW_QK / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < MW_QK / 16; ks++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int qi = q0 + wg * 64 + wi * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
+      const float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * H + h) * MW_QK + k)
+                                 : make_float2(0.f, 0.f);
+      qf[ks][r] = pack_bf16(v.x, v.y);
+    }
+  float o[MW_V / 2]; /* O accumulators: [n tile j][4] */
+#pragma unroll
+  for (int i = 0; i < MW_V / 2; i++) o[i] = 0.f;
+  float s[MW_K / 2]; /* S accumulators */
+  uint32_t pa[MW_K / 16][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int qpos0 = a.pos0 + q0 + wg * 64 + wi * 16 + g; /* row g's position; row g + 8: + 8 */
+
+  /* staging: thread tid copies 16-byte chunk c8 = tid % 8 of K rows r32 + 32 j in each 64-column
+   * block and of V^T rows r32 + 32 j (keys c8 * 8 .. + 7 of the tile), chunk c8 ^ (row & 7) */
+  const int c8 = tid & 7, r32 = tid >> 3;
+  const uint16_t *vsrc = a.VT + ((int64_t)h * MW_V + r32) * a.ldL + c8 * 8;
+  auto stage = [&](int it) {
+    if (it < ntile) {
+      uint16_t *ks = reinterpret_cast<uint16_t *>(sm + (it % MW_ST) * MW_STAGE);
+      uint16_t *vs = ks + MW_K * MW_QK;
+      const int k0 = it * MW_K;
+#pragma unroll
+      for (int j = 0; j < MW_K / 32; j++) {
+        const int row = r32 + 32 * j, key = k0 + row;
+        const bool ok = key < kend;
+        const int kk = ok ? key : 0;
+#pragma unroll
+        for (int hb = 0; hb < MW_QK / 64; hb++) {
+          const int d = hb * 64 + c8 * 8;
+          const uint16_t *src = d < MW_NOPE ? a.K + ((int64_t)kk * H + h) * MW_NOPE + d : a.pe + (int64_t)kk * MW_R + (d - MW_NOPE);
+          cp_async16(ks + hb * MW_K * 64 + row * 64 + ((c8 ^ (row & 7)) * 8), src, ok ? 16 : 0);
+        }
+      }
+      const bool vok = k0 + c8 * 8 < kend; /* the chunk's keys past kend are masked (or the zero padding) */
+#pragma unroll
+      for (int j = 0; j < MW_V / 32; j++) {
+        const int row = r32 + 32 * j;
+        cp_async16(vs + row * 64 + ((c8 ^ (row & 7)) * 8), vok ? vsrc + (int64_t)32 * j * a.ldL + k0 : a.VT, vok ? 16 : 0);
+      }
+    }
+    asm volatile("cp.async.commit_group;");
+  };
+  stage(0);
+  stage(1);
+  for (int it = 0; it < ntile; it++) {
+    const int k0 = it * MW_K;
+    asm volatile("cp.async.wait_group 1;");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* cp.async writes before wgmma reads */
+    __syncthreads(); /* the tile is in; every warpgroup is done with tile it - 1, whose buffer is staged next */
+    stage(it + 2);
+    if (k0 > wlast) continue; /* wholly masked for this warpgroup */
+    const uint16_t *ks = reinterpret_cast<const uint16_t *>(sm + (it % MW_ST) * MW_STAGE);
+    const uint16_t *vs = ks + MW_K * MW_QK;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < MW_QK / 16; kk++)
+      Wg<MW_K / 8, true>::mma(s, qf[kk], wg_desc(ks + (kk >> 2) * MW_K * 64) + (uint64_t)(((kk & 3) * 32) >> 4), kk);
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(s);
+    /* mask (keys past a row's position; rows past nq see keys < kend only) and online softmax */
+    const bool edge = k0 + MW_K - 1 > qpos0;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int qp = qpos0 + 8 * r;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < MW_K / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          float v = s[4 * n + 2 * r + e] * a.scale_log2;
+          if (edge && k0 + 8 * n + 2 * t4 + e > qp) v = -INFINITY;
+          s[4 * n + 2 * r + e] = v;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(m[r], mx); /* key 0 is always visible: finite from the first tile */
+      const float corr = exp2f(m[r] - mn);
+      m[r] = mn;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < MW_K / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float p = exp2f(s[4 * n + 2 * r + e] - mn);
+          s[4 * n + 2 * r + e] = p;
+          sum += p;
+        }
+      l[r] = l[r] * corr + sum; /* this lane's share; the 4 lanes of the row are summed at the end */
+#pragma unroll
+      for (int n = 0; n < MW_V / 8; n++) o[4 * n + 2 * r] *= corr, o[4 * n + 2 * r + 1] *= corr;
+    }
+    /* O += P . V */
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) {
+      pa[kk][0] = pack_bf16(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) Wg<MW_V / 8, true>::mma(o, pa[kk], wg_desc(vs) + (uint64_t)((kk * 32) >> 4), 1);
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(o);
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
+  }
+  asm volatile("cp.async.wait_group 0;");
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int qi = q0 + wg * 64 + wi * 16 + g + 8 * r;
+    if (qi >= a.nq) continue;
+    const float inv = 1.f / lr;
+    float *dst = a.o + ((int64_t)qi * H + h) * MW_V + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < MW_V / 8; n++)
+      *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+  }
+#endif
+}
+int dsv3_cuda_mla_wg = 1;
+
 template <int QK, int VD>
 static int mla_fused_launch(const MlaFusedArgs &a, cudaStream_t st) {
   const size_t smem = mla_fused_smem<QK, VD>();
@@ -1071,14 +1246,14 @@ int dsv3_cuda_mla_fused = 1;
 
 static size_t align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
-/* one strided batched GEMM over the heads, bf16 in, fp32 out (column-major, as cuBLAS) */
+/* one strided batched GEMM over the heads, bf16 in, fp32 (or ct) out (column-major, as cuBLAS) */
 static int heads_gemm(dsv3_cuda_ctx *ctx, const char *what, cublasOperation_t ta, int64_t m, int64_t n, int64_t k,
                       const uint16_t *A, int64_t lda, int64_t sa, const uint16_t *B, int64_t ldb, int64_t sb, float beta,
-                      float *C, int64_t ldc, int64_t sc, int64_t H) {
+                      void *C, int64_t ldc, int64_t sc, int64_t H, cudaDataType ct = CUDA_R_32F) {
   const float one = 1.f;
   cublasStatus_t s = cublasGemmStridedBatchedEx((cublasHandle_t)ctx->cublas, ta, CUBLAS_OP_N, (int)m, (int)n, (int)k, &one,
                                                 A, CUDA_R_16BF, (int)lda, (long long)sa, B, CUDA_R_16BF, (int)ldb,
-                                                (long long)sb, &beta, C, CUDA_R_32F, (int)ldc, (long long)sc, (int)H,
+                                                (long long)sb, &beta, C, ct, (int)ldc, (long long)sc, (int)H,
                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   CU_ARG("mla prefill", s == CUBLAS_STATUS_SUCCESS, "%s: cublasGemmStridedBatchedEx %lld heads of %lld x %lld x %lld failed (status %d)",
          what, (long long)H, (long long)m, (long long)n, (long long)k, (int)s);
@@ -1101,6 +1276,10 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   const char *fe = getenv("DSV3_MLA_FUSED"); /* 0: the score-matrix path always */
   const bool fused = dsv3_cuda_mla_fused && !(fe && !strcmp(fe, "0")) && mla_fused_fits(nope, R, V) &&
                      ((uintptr_t)q & 7) == 0 && nq < (1ll << 31) / 64 && pos0 < (1ll << 30) && H < 65536;
+  /* DeepSeek-V3's heads on an sm_90 device: the wgmma kernel (DSV3_MLA_WG=0: the mma.sync one) */
+  const char *we = getenv("DSV3_MLA_WG");
+  const bool wgk = fused && dsv3_cuda_mla_wg && !(we && !strcmp(we, "0")) && ctx->sm90 && nope == MW_NOPE && R == MW_R &&
+                   V == MW_V;
   /* query tokens per chunk: scores (fp32) + probabilities (bf16) within the budget */
   const int64_t per_tok = H * ldL * 6;
   int64_t tq = (int64_t)(dsv3_cuda_mla_prefill_score_bytes / (size_t)per_tok);
@@ -1110,7 +1289,8 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   tq = cdiv(nq, nchunk); /* balanced chunks */
   CU_ARG("mla prefill", tq * H < (1ll << 31) && L * HW < (1ll << 40), "%lld query rows per chunk, %lld cached keys x %lld: too many",
          (long long)(tq * H), (long long)L, (long long)HW);
-  const size_t kb = align256((size_t)(ldL * HW) * 2), qb = fused ? 0 : align256((size_t)(nq * H * qk) * 2),
+  /* (wgk: K and V^T in kb, 256-byte aligned apart) */
+  const size_t kb = align256((size_t)(ldL * HW) * 2) + (wgk ? 256 : 0), qb = fused ? 0 : align256((size_t)(nq * H * qk) * 2),
                sb = fused ? 0 : align256((size_t)(tq * H * ldL) * 4), pb = fused ? 0 : align256((size_t)(tq * H * ldL) * 2);
   uint8_t *scr = (uint8_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_MLA_PREFILL, kb + qb + sb + pb);
   if (!scr) return -1;
@@ -1119,6 +1299,23 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   const int64_t base = seq * max_seq; /* first cache row of the sequence */
   cudaStream_t st = ctx->stream;
   const float one = 1.f, zero = 0.f, sl2 = scale * 1.4426950408889634f;
+  if (wgk) {
+    /* K [L, H, nope] = kv . Wk_h^T and V^T [H, V, ldL] = Wv_h . kv^T (keys contiguous), head by
+     * head (Wkvb's rows: nope k rows, then V v rows a head); V^T's columns L .. ldL - 1 zero */
+    uint16_t *Kb = KV, *VT = (uint16_t *)(scr + align256((size_t)(L * H * nope) * 2));
+    if (heads_gemm(ctx, "k", CUBLAS_OP_T, nope, L, C, wkvb, C, (nope + V) * C, kv_cache + base * C, C, 0, 0.f, Kb, H * nope,
+                   nope, H, CUDA_R_16BF) ||
+        heads_gemm(ctx, "v", CUBLAS_OP_T, L, V, C, kv_cache + base * C, C, 0, wkvb + nope * C, C, (nope + V) * C, 0.f, VT, ldL,
+                   V * ldL, H, CUDA_R_16BF))
+      return -1;
+    if (ldL > L) CU_TRY("mla prefill", cudaMemset2DAsync(VT + L, (size_t)ldL * 2, 0, (size_t)(ldL - L) * 2, (size_t)(H * V), st));
+    MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, ldL, (int)H, (int)nq, (int)pos0, sl2};
+    CU_TRY("mla prefill (wgmma)",
+           cudaFuncSetAttribute(mla_prefill_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MW_SMEM));
+    mla_prefill_wg_kernel<<<dim3((unsigned)cdiv(nq, MW_Q), (unsigned)H), 256, MW_SMEM, st>>>(wa);
+    CU_LAUNCHED("mla prefill (wgmma)");
+    return 0;
+  }
 
   /* KV^T [HW, L] = Wkvb [HW, C] . kv^T [C, L] (row-major [L, C] = column-major [C, L]), bf16 out */
   cublasStatus_t s = cublasGemmEx((cublasHandle_t)ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)HW, (int)L, (int)C, &one, wkvb,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gemv.cuh"
+#include "wgmma.cuh"
 
 /* ---------------------------------------------------------------- routing */
 struct RouteArgs {
@@ -607,89 +608,8 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
  * wgmma A-fragment layout), so the e4m3 codes stay in the k order they are loaded in; x is
  * written in the matching order (row_to_f16's perm: within each 64-column block, logical k
  * 16s + 2q + e holds physical 16q + 4s + e, + 8 for e >= 2), and x's shared-memory rows (128
- * bytes: 64 values) use the 128-byte swizzle the descriptor names. */
-static __device__ __forceinline__ uint64_t wg_desc(const void *smem) {
-  const uint64_t a = (uint64_t)__cvta_generic_to_shared(smem);
-  /* start >> 4, leading offset 1 (unused by swizzled K-major), stride 1024 B between 8-row
-   * groups, 128-byte swizzle */
-  return ((a & 0x3ffff) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
-}
-/* wgmma exists in the sm_90a SASS only; the compute_90 PTX gets empty bodies (and a trap) */
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define WG_ASM(...) asm volatile(__VA_ARGS__)
-#else
-#define WG_ASM(...) (void)0
-#endif
-static __device__ __forceinline__ void wg_fence() { WG_ASM("wgmma.fence.sync.aligned;" ::: "memory"); }
-static __device__ __forceinline__ void wg_commit() { WG_ASM("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N>
-static __device__ __forceinline__ void wg_wait() {
-  WG_ASM("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
-/* keeps the compiler from moving or reusing registers an asynchronous wgmma reads or writes */
-template <int R>
-static __device__ __forceinline__ void wg_hold(float (&d)[R]) {
-#pragma unroll
-  for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
-static __device__ __forceinline__ void wg_hold(uint32_t (&a)[4]) {
-  asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
-}
-
-/* d (+)= A (64 x 16, registers) * B (16 x 8NT, shared memory, K-major, descriptor), f16 -> f32;
- * acc = 0: d = A * B */
-template <int NT> struct Wg;
-/* one specialisation per N = 8 NT: the accumulators' operand list in groups of 4, the asm text
- * (its %-numbered operands written out: d's 4 NT, then a's 4, b and acc) given per N */
-#define WG_D4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
-#define WG_D8(i) WG_D4(i), WG_D4(i + 4)
-#define WG_D16(i) WG_D8(i), WG_D8(i + 8)
-#define WG_MMA(NT, TEXT, ...)                                                                                       \
-  template <> struct Wg<NT> {                                                                                     \
-    static __device__ __forceinline__ void mma(float (&d)[4 * NT], const uint32_t (&a)[4], uint64_t b, int acc) { \
-      WG_ASM(TEXT : __VA_ARGS__ : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));                   \
-    }                                                                                                             \
-  };
-WG_MMA(1,
-       "{.reg .pred p; setp.ne.b32 p, %9, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, "
-       "p, 1, 1, 0;}",
-       WG_D4(0))
-WG_MMA(2,
-       "{.reg .pred p; setp.ne.b32 p, %13, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, "
-       "%9, %10, %11}, %12, p, 1, 1, 0;}",
-       WG_D8(0))
-WG_MMA(4,
-       "{.reg .pred p; setp.ne.b32 p, %21, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
-       "%10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;}",
-       WG_D16(0))
-WG_MMA(8,
-       "{.reg .pred p; setp.ne.b32 p, %37, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
-       "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, "
-       "%28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;}",
-       WG_D16(0), WG_D16(16))
-WG_MMA(12,
-       "{.reg .pred p; setp.ne.b32 p, %53, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n96k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
-       "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "
-       "%29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, "
-       "{%48, %49, %50, %51}, %52, p, 1, 1, 0;}",
-       WG_D16(0), WG_D16(16), WG_D16(32))
-WG_MMA(16,
-       "{.reg .pred p; setp.ne.b32 p, %69, 0;\n"
-       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, "
-       "%10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, "
-       "%29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-       "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, "
-       "%66, %67}, %68, p, 1, 1, 0;}",
-       WG_D16(0), WG_D16(16), WG_D16(32), WG_D16(48))
-#undef WG_MMA
-#undef WG_D16
-#undef WG_D8
-#undef WG_D4
+ * bytes: 64 values) use the 128-byte swizzle the descriptor names (wgmma.cuh: the descriptor,
+ * fences and the Wg<N> instructions). */
 
 /* A block of the wgmma kernel: 256 weight rows (4 warpgroups of 64: one m64 tile each; 512
  * threads, one block an SM) x up to 128 tokens of one tile (GW_N: a typical expert's tokens at a

@@ -270,10 +270,13 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
   float *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
   float *dout = t_poison(on * 4), *got = t_xmalloc(on * 4);
   const size_t def = dsv3_cuda_mla_prefill_score_bytes;
-  const int keep_fused = dsv3_cuda_mla_fused;
-  for (int rep = 0; rep < 3; rep++) { /* 0: small score budget, 1: default, 2: the fused kernel off */
+  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg;
+  /* 0: small score budget, 1: default (the wgmma kernel where it applies), 2: the fused kernel
+   * off, 3: the mma.sync fused kernel */
+  for (int rep = 0; rep < 4; rep++) {
     dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
     dsv3_cuda_mla_fused = rep == 2 ? 0 : keep_fused;
+    dsv3_cuda_mla_wg = rep == 3 ? 0 : keep_wg;
     CU(cudaMemset(dout, 0xff, on * 4));
     OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale));
     t_host(got, dout, on * 4);
@@ -284,17 +287,18 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
       if (!(ei <= wt)) wt = ei, wi = i; /* NaN / inf count as worst */
     }
     CHECK(e < 1e-2 && wt < 2e-2,
-          "mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld seq %lld pos0=%lld nq=%lld (score budget %zu, fused %d): rel err "
-          "%.3g (< 1e-2), worst token %lld: %.3g (< 2e-2)",
+          "mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld seq %lld pos0=%lld nq=%lld (score budget %zu, fused %d, wgmma "
+          "%d): rel err %.3g (< 1e-2), worst token %lld: %.3g (< 2e-2)",
           (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)sq, (long long)pos0,
-          (long long)nq, dsv3_cuda_mla_prefill_score_bytes, dsv3_cuda_mla_fused, e, (long long)wi, wt);
+          (long long)nq, dsv3_cuda_mla_prefill_score_bytes, dsv3_cuda_mla_fused, dsv3_cuda_mla_wg, e, (long long)wi, wt);
     if (rep)
       printf("mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld pos0=%lld nq=%lld%s: rel err %.3g, worst token %.3g\n",
              (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)pos0, (long long)nq,
-             dsv3_cuda_mla_fused ? "" : " (fused off)", e, wt);
+             !dsv3_cuda_mla_fused ? " (fused off)" : !dsv3_cuda_mla_wg ? " (wgmma off)" : "", e, wt);
   }
   dsv3_cuda_mla_prefill_score_bytes = def;
   dsv3_cuda_mla_fused = keep_fused;
+  dsv3_cuda_mla_wg = keep_wg;
   cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout);
   free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got);
 }
@@ -379,6 +383,8 @@ int main(void) {
    * fused kernel off: partial 64-query and 64-key tiles, after cached rows, other sequences */
   test_prefill_dims(ctx, 3, 512, 64, 2, 512, 1, 0, 130, 1 << 20, 128, 128);
   test_prefill_dims(ctx, 2, 512, 64, 2, 512, 0, 77, 200, 1 << 20, 128, 128);
+  /* 16 key tiles, queries starting mid-tile, L = 1001 keys (V^T's rows padded to 1008) */
+  test_prefill_dims(ctx, 2, 512, 64, 1, 1024, 0, 301, 700, 1 << 22, 128, 128);
   test_prefill_dims(ctx, 4, 128, 32, 3, 256, 2, 5, 70, 1 << 18, 32, 32);
   test_prefill_dims(ctx, 4, 128, 32, 1, 256, 0, 0, 1, 1 << 18, 32, 32);
   dsv3_cuda_ctx_free(ctx);
