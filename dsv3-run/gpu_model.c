@@ -57,6 +57,7 @@ struct dsv3_gpu {
   /* activations for `cap` tokens */
   int64_t cap;
   float *x, *h, *y, *qa, *q, *kva, *ql, *ol, *o, *glog, *wts, *logits;
+  uint16_t *hb; /* h in bf16 (prefill chunks: the norms write it for the GEMMs that read h) */
   int32_t *idx, *tok, *seqb, *pos, *len; /* tok .. len: rows of in [4][cap] */
   int32_t *in;                           /* the step's inputs on the device, one copy from hin */
   int32_t *hin, *hids;                   /* pinned host: inputs [4][cap], sampled ids [cap] */
@@ -179,13 +180,14 @@ static void drop_graphs(dsv3_gpu *g) {
 
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
-                g->idx, g->in, g->lgall, g->lgrow, g->ids};
+                g->idx, g->in, g->lgall, g->lgrow, g->ids, g->hb};
   for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
   cudaFreeHost(g->hin), cudaFreeHost(g->hids);
   g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
   g->idx = g->tok = g->seqb = g->pos = g->len = g->in = g->hin = g->hids = NULL;
   g->lgall = g->lgrow = NULL;
   g->ids = NULL;
+  g->hb = NULL;
   drop_graphs(g); /* they point at the old buffers */
   memset(g->warm, 0, sizeof g->warm);
   g->cap = 0;
@@ -206,6 +208,7 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
     int64_t n;
   } b[] = {{(void **)&g->x, cap * D * 4},
            {(void **)&g->h, cap * D * 4},
+           {(void **)&g->hb, cap * D * 2},
            {(void **)&g->y, cap * D * 4},
            {(void **)&g->qa, cap * (c->q_lora_rank > 0 ? c->q_lora_rank : 1) * 4},
            {(void **)&g->q, cap * H * qk * 4},
@@ -451,7 +454,8 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   } else {
     TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
   }
-  TRY(dsv3_cuda_rmsnorm(g->h, g->x, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
+  uint16_t *hb = g->prefill_seq >= 0 ? g->hb : NULL; /* bf16 h for a prompt chunk's GEMMs */
+  TRY(dsv3_cuda_rmsnorm_bf16(g->h, hb, g->x, NULL, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
   const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
   /* a timing aid (bench/cuda_decode, docs/cuda.md): DSV3_GPU_SKIP's bit 1 leaves out every
    * layer's attention block, bit 2 its MLP / MoE, bit 4 the attention kernels alone (over the
@@ -467,7 +471,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
       CUDA_TRY("kv stream fork", cudaEventRecord(g->ev_fork, st));
       CUDA_TRY("kv stream fork", cudaStreamWaitEvent(g->st2, g->ev_fork, 0));
     }
-    TRY(dsv3_cuda_linear(par ? g->ctx2 : ctx, g->kva, g->h, n, &L->wkv_a, 0));
+    TRY(dsv3_cuda_linear_xb(par ? g->ctx2 : ctx, g->kva, g->h, hb, n, &L->wkv_a, 0));
     TRY(dsv3_cuda_mla_cache_write(L->kv, L->pe, g->kva, n, L->kv_norm.data, L->kv_norm.dtype, eps, g->cos_t, g->sin_t,
                                   g->seqb, g->pos, C, R, g->max_seq, par ? g->st2 : st));
     if (par) CUDA_TRY("kv stream join", cudaEventRecord(g->ev_join, g->st2));
@@ -479,16 +483,17 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
       TRY(dsv3_cuda_mla_q_fused(g->ql, g->q, g->qa, L->q_norm.data, L->q_norm.dtype, eps, &L->wq_b, L->wkvb, g->cos_t,
                                 g->sin_t, g->pos, H, nope, R, Vh, C, st));
     } else if (c->q_lora_rank > 0) {
-      TRY(dsv3_cuda_linear(ctx, g->qa, g->h, n, &L->wq_a, 0));
+      TRY(dsv3_cuda_linear_xb(ctx, g->qa, g->h, hb, n, &L->wq_a, 0));
       TRY(dsv3_cuda_rmsnorm(g->qa, g->qa, L->q_norm.data, L->q_norm.dtype, n, c->q_lora_rank, eps, st));
       TRY(dsv3_cuda_linear(ctx, g->q, g->qa, n, &L->wq_b, 0));
     } else {
-      TRY(dsv3_cuda_linear(ctx, g->q, g->h, n, &L->wq, 0));
+      TRY(dsv3_cuda_linear_xb(ctx, g->q, g->h, hb, n, &L->wq, 0));
     }
-    if (!qfused) TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
+    /* (a prompt chunk's q is rotated inside the attention: folded into its q loads) */
+    if (!qfused && g->prefill_seq < 0) TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
     if (g->prefill_seq >= 0) { /* a prompt chunk: the non-absorbed form on the tensor cores, o directly */
       TRY(dsv3_cuda_mla_prefill(ctx, g->o, g->q, L->wkvb, L->kv, L->pe, g->prefill_seq, g->prefill_pos0, n, H, nope, R, Vh,
-                                C, g->max_seq, m->softmax_scale));
+                                C, g->max_seq, m->softmax_scale, g->cos_t, g->sin_t));
     } else {
       if (!qfused) TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
       if (par) CUDA_TRY("kv stream join", cudaStreamWaitEvent(st, g->ev_join, 0));
@@ -500,18 +505,18 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
     TRY(allreduce(g, g->y, n * D));
   mlp:
-    TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
+    TRY(dsv3_cuda_rmsnorm_bf16(g->h, hb, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));
     /* MLP / MoE */
     if (skip & 2) {
     } else if (!L->moe) {
-      TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->w1, &L->w2, &L->w3, 0));
+      TRY(dsv3_cuda_mlp_xb(ctx, g->y, g->h, hb, n, &L->w1, &L->w2, &L->w3, 0));
     } else {
       dsv3_route_params rp = {c->n_routed_experts, K, c->n_group, c->topk_group, strcmp(c->scoring_func, "softmax") != 0,
                               (float)c->routed_scaling_factor, 0};
       int64_t I = c->moe_intermediate_size;
       const int dec = n <= DSV3_GPU_GRAPH_MAX && n * (K + 1) < 65536 && D % 16 == 0 && I % 16 == 0;
       const int shared = dec && L->shared_slot; /* the shared expert as routed slot K, weight 1 */
-      TRY(dsv3_cuda_linear(ctx, g->glog, g->h, n, &L->gate, 0));
+      TRY(dsv3_cuda_linear_xb(ctx, g->glog, g->h, hb, n, &L->gate, 0));
       TRY(dsv3_cuda_route_shared(&rp, g->glog, L->gate_bias, g->idx, g->wts, n, shared, st));
       if (dec)
         TRY(dsv3_cuda_moe_decode(ctx, g->y, g->h, n, g->idx, g->wts, K + shared, L->ex_dev, L->edt, D, I, 0));
@@ -519,11 +524,11 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
         TRY(dsv3_cuda_moe_grouped(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_dev, c->n_routed_experts, L->edt, D, I, 0));
       else
         TRY(dsv3_cuda_moe_prefill(ctx, g->y, g->h, n, g->idx, g->wts, K, L->ex_host, c->n_routed_experts, L->edt, D, I, 0));
-      if (L->sw1.rows && !shared) TRY(dsv3_cuda_mlp(ctx, g->y, g->h, n, &L->sw1, &L->sw2, &L->sw3, 1));
+      if (L->sw1.rows && !shared) TRY(dsv3_cuda_mlp_xb(ctx, g->y, g->h, hb, n, &L->sw1, &L->sw2, &L->sw3, 1));
     }
     TRY(allreduce(g, g->y, n * D)); /* the MLP's row-parallel part, or local experts + shared part */
     const gvec *nn = l + 1 < m->n_layers ? &g->L[l + 1].attn_norm : &g->norm;
-    TRY(dsv3_cuda_add_rmsnorm(g->h, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
+    TRY(dsv3_cuda_rmsnorm_bf16(g->h, l + 1 < m->n_layers ? hb : NULL, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
   }
   return 0;
 }

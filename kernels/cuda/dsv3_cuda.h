@@ -53,6 +53,10 @@ int dsv3_cuda_device_count(void);
  * run of the same shape). */
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
+/* The same with xb (NULL, or x rounded to bf16: dsv3_cuda_rmsnorm_bf16) as the BF16 GEMM's
+ * input in place of its conversion of x; the other paths read x. */
+int dsv3_cuda_linear_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok, const dsv3_wmat *w,
+                        int accumulate);
 extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
 extern int dsv3_cuda_mma_max_tokens;  /* default 64; 0 (or DSV3_CUDA_MMA=0 at context creation) disables */
 /* 1 (default): decode GEMVs of FP8 weights from 2 tokens (linear and MLP up to 8 tokens, the MoE
@@ -108,6 +112,11 @@ int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt,
 /* Fused residual add + norm: x[t] += y[t]; out[t] = rmsnorm(x[t]) * w. */
 int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, dsv3_dtype wdt, int64_t ntok,
                           int64_t dim, float eps, cudaStream_t st);
+/* Either of the two (y NULL: dsv3_cuda_rmsnorm, else dsv3_cuda_add_rmsnorm), with outb (NULL
+ * or [ntok, dim] bf16) receiving out rounded to bf16 as well: the input of the GEMMs that
+ * read it (dsv3_cuda_linear_xb), written in the same pass. */
+int dsv3_cuda_rmsnorm_bf16(float *out, uint16_t *outb, float *x, const float *y, const void *w, dsv3_dtype wdt,
+                           int64_t ntok, int64_t dim, float eps, cudaStream_t st);
 /* out[t] = E[ids[t]] as float32 (E: [vocab, dim] of dtype edt); an id outside [0, vocab)
  * gives a row of NaN (the host validates ids; NaN makes a stray one visible). */
 int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t vocab,
@@ -120,6 +129,9 @@ int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok, const voi
  * from dsv3_rope_tables). */
 int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride, int64_t rope_dim,
                    const float *cos_t, const float *sin_t, const int32_t *pos, cudaStream_t st);
+/* The same for tokens at consecutive positions pos0 + t. */
+int dsv3_cuda_rope_seq(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride, int64_t rope_dim,
+                       const float *cos_t, const float *sin_t, int64_t pos0, cudaStream_t st);
 /* out[i] = silu(g[i]) * u[i] */
 int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st);
 /* y[i] += x[i] */
@@ -162,16 +174,18 @@ int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, cons
 /* Causal prefill of one sequence on tensor cores (cuBLAS), in the non-absorbed form: nq queries
  * of sequence `seq` at positions pos0 .. pos0 + nq - 1 (host values; cache rows [0, pos0 + nq)
  * already written), query i sees rows [0, pos0 + i + 1).  q: [nq, H, nope + R] (the wq_b
- * output, RoPE applied); Wkvb: the bf16 kv_b_proj [H * (nope + V), C]; writes o [nq, H, V]
+ * output), its rope part rotated already (cos_t = sin_t = NULL) or rotated here by the tables
+ * (dsv3_rope_tables) at position pos0 + i: folded into the wgmma kernel's q loads, else in q
+ * itself (dsv3_cuda_rope_seq); Wkvb: the bf16 kv_b_proj [H * (nope + V), C]; writes o [nq, H, V]
  * (the o_proj input: no absorb step).  The keys and values are materialised in bf16
  * (kv_b of the cache rows, as the official attn_impl="naive"), queries and probabilities
  * rounded to bf16, accumulation and softmax in fp32: relative error ~3e-3 against float64.
  * Scores are computed for chunks of query tokens whose fp32 scores + bf16 probabilities fit in
  * dsv3_cuda_mla_prefill_score_bytes (default 512 MB) of ctx scratch, plus the bf16 keys and
  * values (L x H x (nope + V) x 2 bytes) and queries (allocated on first use: not capturable). */
-int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
+int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
                           const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope, int64_t R,
-                          int64_t V, int64_t C, int64_t max_seq, float scale);
+                          int64_t V, int64_t C, int64_t max_seq, float scale, const float *cos_t, const float *sin_t);
 extern size_t dsv3_cuda_mla_prefill_score_bytes;
 /* 1 (default): for the head sizes it is built for (DeepSeek-V3's nope + rope = 192 with v 128,
  * dsv3-tiny's 64 with 32), one fused flash-style kernel instead of the scores in scratch (same
@@ -233,9 +247,12 @@ int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t 
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
 /* A dense MLP (also the shared experts): y (+)= W2 (silu(W1 x) * W3 x).  Decode sizes use a
- * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear. */
+ * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear (W1 and W3
+ * reading dsv3_cuda_mlp_xb's xb, where given, instead of converting x each). */
 int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w1,
                   const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate);
+int dsv3_cuda_mlp_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok, const dsv3_wmat *w1,
+                     const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate);
 
 /* ---------------------------------------------------------------- sampling (sample.cu) */
 /* out[r] = argmax of logits[r, :V] (the first on ties). */

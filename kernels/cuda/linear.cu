@@ -364,8 +364,9 @@ extern "C" int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t 
   return 0;
 }
 
-extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
-                              int accumulate) {
+/* xb: NULL, or x already in bf16 */
+static int gemm_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok, const dsv3_wmat *w,
+                   int accumulate) {
   if (check_w("gemm", w)) return -1;
   if (ntok <= 0) return 0;
   const uint16_t *wb = (const uint16_t *)w->data;
@@ -374,13 +375,24 @@ extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int6
     if (!s || dsv3_cuda_dequant(s, w, ctx->stream)) return -1;
     wb = s;
   }
-  uint16_t *xb = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_X, (size_t)(ntok * w->cols) * 2);
-  if (!xb || dsv3_cuda_f32_to_bf16(xb, x, ntok * w->cols, ctx->stream)) return -1;
+  if (!xb) {
+    uint16_t *s = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_X, (size_t)(ntok * w->cols) * 2);
+    if (!s || dsv3_cuda_f32_to_bf16(s, x, ntok * w->cols, ctx->stream)) return -1;
+    xb = s;
+  }
   return dsv3_cuda_gemm_bf16(ctx, y, xb, ntok, wb, w->rows, w->cols, accumulate);
+}
+extern "C" int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
+                              int accumulate) {
+  return gemm_xb(ctx, y, x, NULL, ntok, w, accumulate);
 }
 
 extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                                 int accumulate) {
+  return dsv3_cuda_linear_xb(ctx, y, x, NULL, ntok, w, accumulate);
+}
+extern "C" int dsv3_cuda_linear_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok,
+                                   const dsv3_wmat *w, int accumulate) {
   if (dsv3_cuda_tc_tokens(ntok, 8) && tc_ok(w, x)) return dsv3_cuda_gemv_tcore(ctx, y, x, ntok, w, accumulate);
   if (ntok <= dsv3_cuda_gemv_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
   /* the mma tiles are 16 rows: narrow matrices would leave SMs idle, the GEMV does better */
@@ -393,12 +405,16 @@ extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, in
    * official fp8_gemm (activations quantised per token and 128 columns) where cuBLASLt's block
    * scaling covers the shape */
   if (dsv3_cuda_fp8_gemm) return dsv3_cuda_gemm_fp8(ctx, y, x, ntok, w, accumulate);
-  return dsv3_cuda_gemm(ctx, y, x, ntok, w, accumulate);
+  return gemm_xb(ctx, y, x, xb, ntok, w, accumulate);
 }
 
 /* ---------------------------------------------------------------- dense MLP */
 extern "C" int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w1,
                              const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate) {
+  return dsv3_cuda_mlp_xb(ctx, y, x, NULL, ntok, w1, w2, w3, accumulate);
+}
+extern "C" int dsv3_cuda_mlp_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok,
+                                const dsv3_wmat *w1, const dsv3_wmat *w2, const dsv3_wmat *w3, int accumulate) {
   if (check_w("mlp", w1) || check_w("mlp", w2) || check_w("mlp", w3)) return -1;
   if (ntok <= 0) return 0;
   int64_t I = w1->rows, D = w1->cols;
@@ -418,7 +434,7 @@ extern "C" int dsv3_cuda_mlp(dsv3_cuda_ctx *ctx, float *y, const float *x, int64
       return -1;
   } else {
     float *u = h + ntok * I;
-    if (dsv3_cuda_linear(ctx, h, x, ntok, w1, 0) || dsv3_cuda_linear(ctx, u, x, ntok, w3, 0) ||
+    if (dsv3_cuda_linear_xb(ctx, h, x, xb, ntok, w1, 0) || dsv3_cuda_linear_xb(ctx, u, x, xb, ntok, w3, 0) ||
         dsv3_cuda_silu_mul(h, h, u, ntok * I, ctx->stream))
       return -1;
   }

@@ -1076,6 +1076,7 @@ struct MlaWgArgs {
   const uint16_t *K;  /* bf16 [keys, H, nope] */
   const uint16_t *VT; /* bf16 [H, V, ldL]: key-contiguous rows, keys past the sequence zero */
   const uint16_t *pe; /* bf16 [keys, R] (the sequence's first cache row) */
+  const float *cos_t, *sin_t; /* NULL, or RoPE tables: q's rope part rotated here at pos0 + i */
   int64_t ldL;
   int H, nq, pos0;
   float scale_log2;
@@ -1095,15 +1096,19 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
   const int ntile = (kend + MW_K - 1) / MW_K;
   const int wlast = a.pos0 + q0 + wg * 64 + 63; /* the warpgroup's last query position */
 
-  /* Q fragments: rows g, g + 8 of this warp */
+  /* Q fragments: rows g, g + 8 of this warp; a rope pair (k, k + 1) rotated as dsv3_cuda_rope */
   uint32_t qf[MW_QK / 16][4];
 #pragma unroll
   for (int ks = 0; ks < MW_QK / 16; ks++)
 #pragma unroll
     for (int r = 0; r < 4; r++) {
       const int qi = q0 + wg * 64 + wi * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
-      const float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * H + h) * MW_QK + k)
-                                 : make_float2(0.f, 0.f);
+      float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * H + h) * MW_QK + k) : make_float2(0.f, 0.f);
+      if (k >= MW_NOPE && a.cos_t) {
+        const int64_t row = (int64_t)(a.pos0 + qi) * (MW_R / 2) + (k - MW_NOPE) / 2;
+        const float c = a.cos_t[row], s = a.sin_t[row], x0 = v.x, x1 = v.y;
+        v.x = x0 * c - x1 * s, v.y = x0 * s + x1 * c;
+      }
       qf[ks][r] = pack_bf16(v.x, v.y);
     }
   float o[MW_V / 2]; /* O accumulators: [n tile j][4] */
@@ -1260,9 +1265,10 @@ static int heads_gemm(dsv3_cuda_ctx *ctx, const char *what, cublasOperation_t ta
   return 0;
 }
 
-extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *q, const uint16_t *wkvb,
-                                     const uint16_t *kv_cache, const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq,
-                                     int64_t H, int64_t nope, int64_t R, int64_t V, int64_t C, int64_t max_seq, float scale) {
+extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
+                                     const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope,
+                                     int64_t R, int64_t V, int64_t C, int64_t max_seq, float scale, const float *cos_t,
+                                     const float *sin_t) {
   CU_ARG("mla prefill", H > 0 && H < (1 << 20) && C > 0 && R >= 0 && nope > 0 && V > 0 && H * (nope + V + R) < (1 << 30),
          "bad shape (heads %lld, kv_lora_rank %lld, nope %lld, rope %lld, v %lld)", (long long)H, (long long)C,
          (long long)nope, (long long)R, (long long)V);
@@ -1309,7 +1315,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
                    V * ldL, H, CUDA_R_16BF))
       return -1;
     if (ldL > L) CU_TRY("mla prefill", cudaMemset2DAsync(VT + L, (size_t)ldL * 2, 0, (size_t)(ldL - L) * 2, (size_t)(H * V), st));
-    MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, ldL, (int)H, (int)nq, (int)pos0, sl2};
+    MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, cos_t, sin_t, ldL, (int)H, (int)nq, (int)pos0, sl2};
     CU_TRY("mla prefill (wgmma)",
            cudaFuncSetAttribute(mla_prefill_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MW_SMEM));
     mla_prefill_wg_kernel<<<dim3((unsigned)cdiv(nq, MW_Q), (unsigned)H), 256, MW_SMEM, st>>>(wa);
@@ -1326,6 +1332,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, const float *
   /* rows L .. ldL - 1 are zero: the GEMMs below run over multiples of 8 keys (aligned tiles;
    * their scores are never read and their probabilities are 0) */
   if (ldL > L) CU_TRY("mla prefill", cudaMemsetAsync(KV + L * HW, 0, (size_t)((ldL - L) * HW) * 2, st));
+  if (cos_t && R > 0 && dsv3_cuda_rope_seq(q + nope, nq, H, H * qk, qk, R, cos_t, sin_t, pos0, st)) return -1;
   if (fused) { /* the kernel rounds q to bf16 itself (a conversion pass: 111 us a layer at 2048 tokens) */
     MlaFusedArgs fa = {o, q, KV, pe_cache + base * R, HW, (int)H, (int)nope, (int)nq, (int)pos0, sl2};
     return qk == 192 ? mla_fused_launch<192, 128>(fa, st) : mla_fused_launch<64, 32>(fa, st);

@@ -70,9 +70,10 @@ __device__ __forceinline__ float4 load_vec4(const void *p, dsv3_dtype dt, int64_
   const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&u.x)), b = __half22float2(*reinterpret_cast<const __half2 *>(&u.y));
   return make_float4(a.x, a.y, b.x, b.y);
 }
+/* outb non-NULL: out rounded to bf16 there too (a GEMM's input, no conversion pass) */
 template <bool ADD>
-__global__ void __launch_bounds__(RMS4_THREADS) rmsnorm4_kernel(float *out, float *x, const float *y, const void *w,
-                                                                dsv3_dtype wdt, int dim, float eps) {
+__global__ void __launch_bounds__(RMS4_THREADS) rmsnorm4_kernel(float *out, uint16_t *outb, float *x, const float *y,
+                                                                const void *w, dsv3_dtype wdt, int dim, float eps) {
   const int n4 = dim >> 2;
   float4 wv[RMS4_PV], v[RMS4_PV];
 #pragma unroll
@@ -105,10 +106,14 @@ __global__ void __launch_bounds__(RMS4_THREADS) rmsnorm4_kernel(float *out, floa
   ss = block_sum(ss);
   const float r = rsqrtf(ss / (float)dim + eps);
   float4 *o = reinterpret_cast<float4 *>(out + t * dim);
+  uint2 *ob = outb ? reinterpret_cast<uint2 *>(outb + t * dim) : nullptr;
 #pragma unroll
   for (int j = 0; j < RMS4_PV; j++) {
     const int i = threadIdx.x + j * RMS4_THREADS;
-    if (i < n4) o[i] = make_float4(v[j].x * r * wv[j].x, v[j].y * r * wv[j].y, v[j].z * r * wv[j].z, v[j].w * r * wv[j].w);
+    if (i >= n4) continue;
+    const float4 a = make_float4(v[j].x * r * wv[j].x, v[j].y * r * wv[j].y, v[j].z * r * wv[j].z, v[j].w * r * wv[j].w);
+    o[i] = a;
+    if (ob) ob[i] = make_uint2(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w));
   }
 }
 /* whether rmsnorm4_kernel covers the call */
@@ -123,30 +128,31 @@ static int check_vec_dt(const char *op, dsv3_dtype dt) {
   return 0;
 }
 
-extern "C" int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int64_t ntok, int64_t dim,
-                                 float eps, cudaStream_t st) {
-  if (check_vec_dt("rmsnorm", wdt)) return -1;
+extern "C" int dsv3_cuda_rmsnorm_bf16(float *out, uint16_t *outb, float *x, const float *y, const void *w, dsv3_dtype wdt,
+                                      int64_t ntok, int64_t dim, float eps, cudaStream_t st) {
+  const char *op = y ? "add_rmsnorm" : "rmsnorm";
+  if (check_vec_dt(op, wdt)) return -1;
   if (ntok <= 0 || dim <= 0) return 0;
-  CU_ARG("rmsnorm", ntok < (1ll << 31), "too many tokens");
-  if (rms4_ok(out, x, NULL, w, wdt, dim))
-    launch_pdl(rmsnorm4_kernel<false>, (unsigned)ntok, RMS4_THREADS, 0, st, out, (float *)x, nullptr, w, wdt, (int)dim, eps);
-  else
-    launch_pdl(rmsnorm_kernel<false>, (unsigned)ntok, 256, 0, st, out, (float *)x, nullptr, w, wdt, dim, eps);
-  CU_LAUNCHED("rmsnorm");
+  CU_ARGV(op, ntok < (1ll << 31), "too many tokens");
+  if (rms4_ok(out, x, y, w, wdt, dim) && ((uintptr_t)outb & 7) == 0) {
+    if (y) launch_pdl(rmsnorm4_kernel<true>, (unsigned)ntok, RMS4_THREADS, 0, st, out, outb, x, y, w, wdt, (int)dim, eps);
+    else launch_pdl(rmsnorm4_kernel<false>, (unsigned)ntok, RMS4_THREADS, 0, st, out, outb, x, y, w, wdt, (int)dim, eps);
+  } else {
+    if (y) launch_pdl(rmsnorm_kernel<true>, (unsigned)ntok, 256, 0, st, out, x, y, w, wdt, dim, eps);
+    else launch_pdl(rmsnorm_kernel<false>, (unsigned)ntok, 256, 0, st, out, x, y, w, wdt, dim, eps);
+    CU_LAUNCHED(op);
+    return outb ? dsv3_cuda_f32_to_bf16(outb, out, ntok * dim, st) : 0;
+  }
+  CU_LAUNCHED(op);
   return 0;
 }
-
+extern "C" int dsv3_cuda_rmsnorm(float *out, const float *x, const void *w, dsv3_dtype wdt, int64_t ntok, int64_t dim,
+                                 float eps, cudaStream_t st) {
+  return dsv3_cuda_rmsnorm_bf16(out, NULL, (float *)x, NULL, w, wdt, ntok, dim, eps, st);
+}
 extern "C" int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, dsv3_dtype wdt, int64_t ntok,
                                      int64_t dim, float eps, cudaStream_t st) {
-  if (check_vec_dt("add_rmsnorm", wdt)) return -1;
-  if (ntok <= 0 || dim <= 0) return 0;
-  CU_ARG("add_rmsnorm", ntok < (1ll << 31), "too many tokens");
-  if (rms4_ok(out, x, y, w, wdt, dim))
-    launch_pdl(rmsnorm4_kernel<true>, (unsigned)ntok, RMS4_THREADS, 0, st, out, x, y, w, wdt, (int)dim, eps);
-  else
-    launch_pdl(rmsnorm_kernel<true>, (unsigned)ntok, 256, 0, st, out, x, y, w, wdt, dim, eps);
-  CU_LAUNCHED("add_rmsnorm");
-  return 0;
+  return dsv3_cuda_rmsnorm_bf16(out, NULL, x, y, w, wdt, ntok, dim, eps, st);
 }
 
 /* rows [v0, v0 + vocab) of the table; ids outside give NaN rows (whole table) or zero rows (a
@@ -188,31 +194,40 @@ extern "C" int dsv3_cuda_embed_part(float *out, const int32_t *ids, int64_t ntok
 }
 
 /* one thread per (token, vector, pair) */
+/* pos NULL: position pos0 + t */
 __global__ void rope_kernel(float *x, int64_t ntok, int64_t nvec, int64_t ts, int64_t vs, int64_t half,
-                            const float *cos_t, const float *sin_t, const int32_t *pos) {
+                            const float *cos_t, const float *sin_t, const int32_t *pos, int64_t pos0) {
   pdl_wait();
   pdl_trigger();
   int64_t n = ntok * nvec * half;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t p = i % half, v = (i / half) % nvec, t = i / (half * nvec);
     float *xp = x + t * ts + v * vs + 2 * p;
-    int64_t row = (int64_t)pos[t] * half + p;
+    int64_t row = (pos ? (int64_t)pos[t] : pos0 + t) * half + p;
     float c = cos_t[row], s = sin_t[row], a = xp[0], b = xp[1];
     xp[0] = a * c - b * s;
     xp[1] = a * s + b * c;
   }
 }
 
-extern "C" int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride,
-                              int64_t rope_dim, const float *cos_t, const float *sin_t, const int32_t *pos,
-                              cudaStream_t st) {
+static int rope_launch(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride, int64_t rope_dim,
+                       const float *cos_t, const float *sin_t, const int32_t *pos, int64_t pos0, cudaStream_t st) {
   CU_ARG("rope", rope_dim > 0 && rope_dim % 2 == 0, "rope_dim %lld must be even", (long long)rope_dim);
   int64_t n = ntok * nvec * (rope_dim / 2);
   if (n <= 0) return 0;
   launch_pdl(rope_kernel, grid_for(n), 256, 0, st, x, ntok, nvec, tok_stride, vec_stride, rope_dim / 2, cos_t, sin_t,
-             pos);
+             pos, pos0);
   CU_LAUNCHED("rope");
   return 0;
+}
+extern "C" int dsv3_cuda_rope(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride,
+                              int64_t rope_dim, const float *cos_t, const float *sin_t, const int32_t *pos,
+                              cudaStream_t st) {
+  return rope_launch(x, ntok, nvec, tok_stride, vec_stride, rope_dim, cos_t, sin_t, pos, 0, st);
+}
+extern "C" int dsv3_cuda_rope_seq(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride, int64_t vec_stride,
+                                  int64_t rope_dim, const float *cos_t, const float *sin_t, int64_t pos0, cudaStream_t st) {
+  return rope_launch(x, ntok, nvec, tok_stride, vec_stride, rope_dim, cos_t, sin_t, NULL, pos0, st);
 }
 
 __global__ void silu_mul_kernel(float *out, const float *g, const float *u, int64_t n) {

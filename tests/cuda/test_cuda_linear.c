@@ -152,6 +152,23 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
     t_host(y, dy, (size_t)(T * N) * 4);
     e = rel_abs(y, ref, rabs, (size_t)(T * N));
     CHECK(e < 1e-2, "gemm %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    /* linear_xb with xb = bf16(x) gives linear's bits exactly (the GEMM reads the same bf16 x) */
+    {
+      uint16_t *dxb = NULL;
+      float *y1 = t_xmalloc((size_t)(T * N) * 4);
+      CU(cudaMalloc((void **)&dxb, (size_t)(T * K) * 2));
+      OK(dsv3_cuda_f32_to_bf16(dxb, dx, T * K, 0));
+      CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_linear(ctx, dy, dx, T, &w.d, 1));
+      t_host(y, dy, (size_t)(T * N) * 4);
+      CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
+      OK(dsv3_cuda_linear_xb(ctx, dy, dx, dxb, T, &w.d, 1));
+      t_host(y1, dy, (size_t)(T * N) * 4);
+      CHECK(memcmp(y, y1, (size_t)(T * N) * 4) == 0, "linear_xb %s N=%lld K=%lld T=%lld: differs from linear", dn, (long long)N,
+            (long long)K, (long long)T);
+      cudaFree(dxb);
+      free(y1);
+    }
     CU(cudaMemcpy(dy, y0, (size_t)(T * N) * 4, cudaMemcpyHostToDevice));
     OK(dsv3_cuda_linear(ctx, dy, dx, T, &w.d, 1));
     t_host(y, dy, (size_t)(T * N) * 4);

@@ -269,16 +269,37 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
   uint16_t *dkv = t_dev(kv, kvn * 2), *dpe = t_dev(pe, pen * 2), *dW = t_dev(W, (size_t)(HW * C) * 2);
   float *dq = t_dev(q, (size_t)(nq * H * qk) * 4);
   float *dout = t_poison(on * 4), *got = t_xmalloc(on * 4);
+  /* RoPE tables at random angles and q with its rope part rotated back by them: the prefill
+   * rotating it at positions pos0 + i (rep 4) must see q again */
+  const int64_t half = R / 2, npos = pos0 + nq;
+  float *cs = t_xmalloc((size_t)(npos * half + 1) * 4), *sn = t_xmalloc((size_t)(npos * half + 1) * 4);
+  float *qu = t_xmalloc((size_t)(nq * H * qk) * 4);
+  memcpy(qu, q, (size_t)(nq * H * qk) * 4);
+  for (int64_t i = 0; i < npos * half; i++) {
+    const double th = 6.283185307179586 * rand() / RAND_MAX;
+    cs[i] = (float)cos(th), sn[i] = (float)sin(th);
+  }
+  for (int64_t t = 0; t < nq; t++)
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t p = 0; p < half; p++) {
+        float *x = qu + (t * H + h) * qk + nope + 2 * p;
+        const float c = cs[(pos0 + t) * half + p], s = sn[(pos0 + t) * half + p], a = x[0], b = x[1];
+        x[0] = a * c + b * s, x[1] = b * c - a * s;
+      }
+  float *dcs = t_dev(cs, (size_t)(npos * half + 1) * 4), *dsn = t_dev(sn, (size_t)(npos * half + 1) * 4);
   const size_t def = dsv3_cuda_mla_prefill_score_bytes;
   const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg;
   /* 0: small score budget, 1: default (the wgmma kernel where it applies), 2: the fused kernel
-   * off, 3: the mma.sync fused kernel */
-  for (int rep = 0; rep < 4; rep++) {
+   * off, 3: the mma.sync fused kernel, 4: the default with q's RoPE applied inside */
+  for (int rep = 0; rep < 5; rep++) {
     dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
     dsv3_cuda_mla_fused = rep == 2 ? 0 : keep_fused;
     dsv3_cuda_mla_wg = rep == 3 ? 0 : keep_wg;
     CU(cudaMemset(dout, 0xff, on * 4));
-    OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale));
+    if (rep == 4 && R == 0) continue;
+    if (rep == 4) CU(cudaMemcpy(dq, qu, (size_t)(nq * H * qk) * 4, cudaMemcpyHostToDevice));
+    OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale, rep == 4 ? dcs : NULL,
+                             rep == 4 ? dsn : NULL));
     t_host(got, dout, on * 4);
     double e = t_rel_d(got, ref, on), wt = 0;
     int64_t wi = 0;
@@ -294,13 +315,13 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
     if (rep)
       printf("mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld pos0=%lld nq=%lld%s: rel err %.3g, worst token %.3g\n",
              (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)pos0, (long long)nq,
-             !dsv3_cuda_mla_fused ? " (fused off)" : !dsv3_cuda_mla_wg ? " (wgmma off)" : "", e, wt);
+             !dsv3_cuda_mla_fused ? " (fused off)" : !dsv3_cuda_mla_wg ? " (wgmma off)" : rep == 4 ? " (rope inside)" : "", e, wt);
   }
   dsv3_cuda_mla_prefill_score_bytes = def;
   dsv3_cuda_mla_fused = keep_fused;
   dsv3_cuda_mla_wg = keep_wg;
-  cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout);
-  free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got);
+  cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout), cudaFree(dcs), cudaFree(dsn);
+  free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got), free(cs), free(sn), free(qu);
 }
 
 /* nope = 16 and V = 24 (not a size the fused kernel is built for: the score-matrix path) */
@@ -311,12 +332,12 @@ static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, in
 
 static void test_prefill_args(dsv3_cuda_ctx *ctx) {
   /* positions beyond the cache are refused before anything is touched */
-  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 10, 7, 3, 16, 8, 16, 40, 16, 0.1f);
+  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 10, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL);
   CHECK(rc == -1 && strstr(dsv3_error(), "outside the cache"), "mla prefill past max_seq: rc %d, error '%s'", rc,
         dsv3_error());
-  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, -1, 0, 7, 3, 16, 8, 16, 40, 16, 0.1f);
+  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, -1, 0, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL);
   CHECK(rc == -1 && strstr(dsv3_error(), "bad sequence"), "mla prefill seq -1: rc %d, error '%s'", rc, dsv3_error());
-  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 3, 0, 3, 16, 8, 16, 40, 16, 0.1f) == 0,
+  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 3, 0, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL) == 0,
         "mla prefill of 0 queries: %s", dsv3_error());
 }
 

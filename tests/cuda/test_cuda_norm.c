@@ -41,6 +41,28 @@ static void test_rmsnorm(int64_t T, int64_t D, dsv3_dtype wdt) {
   e = t_rel(out, ref, n);
   CHECK(e < 1e-6, "add_rmsnorm T=%lld D=%lld: rel err %.3g", (long long)T, (long long)D, e);
   CHECK(t_rel(xg, xs, n) == 0, "add_rmsnorm T=%lld D=%lld: residual sum differs", (long long)T, (long long)D);
+  /* the same with the bf16 copy (plain and fused): out's bits unchanged, outb = bf16(out) */
+  for (int add = 0; add < 2; add++) {
+    uint16_t *dob = NULL, *ob = t_xmalloc(n * 2);
+    float *o2 = t_xmalloc(n * 4);
+    CU(cudaMalloc((void **)&dob, n * 2));
+    CU(cudaMemset(dob, 0xff, n * 2));
+    CU(cudaMemcpy(dx, x, n * 4, cudaMemcpyHostToDevice));
+    if (add) OK(dsv3_cuda_add_rmsnorm(dout, dx, dy, dw, wdt, T, D, 1e-6f, 0));
+    else OK(dsv3_cuda_rmsnorm(dout, dx, dw, wdt, T, D, 1e-6f, 0));
+    t_host(out, dout, n * 4);
+    CU(cudaMemcpy(dx, x, n * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dout, 0xff, n * 4));
+    OK(dsv3_cuda_rmsnorm_bf16(dout, dob, dx, add ? dy : NULL, dw, wdt, T, D, 1e-6f, 0));
+    t_host(o2, dout, n * 4);
+    t_host(ob, dob, n * 2);
+    CHECK(memcmp(out, o2, n * 4) == 0, "rmsnorm_bf16 add %d T=%lld D=%lld: out differs", add, (long long)T, (long long)D);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += ob[i] != dsv3_f32_to_bf16(o2[i]);
+    CHECK(bad == 0, "rmsnorm_bf16 add %d T=%lld D=%lld: %zu bf16 values differ from bf16(out)", add, (long long)T, (long long)D, bad);
+    cudaFree(dob);
+    free(ob), free(o2);
+  }
   /* plain add, silu_mul */
   CU(cudaMemcpy(dx, x, n * 4, cudaMemcpyHostToDevice));
   OK(dsv3_cuda_add(dx, dy, (int64_t)n, 0));
