@@ -569,6 +569,10 @@ static void bench_moe_prefill(void) {
   double s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
   row_bw("moe prefill grouped", shape, s, bytes);
   row_fl("moe prefill grouped", shape, s, flops);
+  dsv3_cuda_moe_tma = 0; /* the wgmma kernel's weights by cp.async */
+  s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
+  dsv3_cuda_moe_tma = 1;
+  row_bw("moe prefill grp(cp.async)", shape, s, bytes);
   dsv3_cuda_moe_wgmma = 0; /* the mma.sync kernel */
   s = timeit(f_moe_grouped, &a, quick ? 3 : 10);
   dsv3_cuda_moe_wgmma = 1;
@@ -578,6 +582,7 @@ static void bench_moe_prefill(void) {
   cudaFree(a.idx), cudaFree(a.w), cudaFree(a.x), cudaFree(a.y), cudaFree(a.tab);
   free(idx);
   free_experts(a.host, E);
+  dsv3_cuda_moe_forget_tables(ctx);
 }
 static void f_route(void *v, int it) {
   (void)it;

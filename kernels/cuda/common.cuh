@@ -64,7 +64,9 @@ struct dsv3_cuda_ctx {
   uint64_t scr_moves; /* scratch reallocations so far (dsv3_cuda_ctx_scratch_moves) */
   int sms;
   int sm90; /* compute capability 9.x: the sm_90a SASS (wgmma) runs */
+  struct dsv3_tmap_set *tmaps; /* the MoE experts' TMA tensor maps, one set an expert table (moe.cu) */
 };
+void dsv3_moe_tmaps_free(struct dsv3_tmap_set *s);
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
 

@@ -246,6 +246,12 @@ extern int dsv3_cuda_moe_wg_ks;
 int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
                           const float *weight, int64_t topk, const dsv3_cuda_expert *experts, int64_t n_experts,
                           dsv3_dtype wdt, int64_t dim, int64_t inter, int accumulate);
+/* The wgmma kernel loads FP8 expert weights by TMA where dim and inter are multiples of 128:
+ * the tensor maps are built on the first call with a table and kept in ctx, keyed by the
+ * table's address.  After freeing or rewriting a table that ctx has seen, call
+ * dsv3_cuda_moe_forget_tables.  dsv3_cuda_moe_tma = 0 (or DSV3_MOE_TMA=0): cp.async loads. */
+extern int dsv3_cuda_moe_tma;
+void dsv3_cuda_moe_forget_tables(dsv3_cuda_ctx *ctx);
 /* A dense MLP (also the shared experts): y (+)= W2 (silu(W1 x) * W3 x).  Decode sizes use a
  * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear (W1 and W3
  * reading dsv3_cuda_mlp_xb's xb, where given, instead of converting x each). */

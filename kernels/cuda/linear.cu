@@ -89,6 +89,7 @@ extern "C" void dsv3_cuda_ctx_free(dsv3_cuda_ctx *c) {
   if (!c) return;
   for (int i = 0; i < DSV3_SCR_N; i++) cudaFree(c->scr[i]);
   dsv3_fp8_state_free(c->fp8);
+  dsv3_moe_tmaps_free(c->tmaps);
   if (c->cublas) cublasDestroy((cublasHandle_t)c->cublas);
   cudaFree(c->workspace);
   free(c);

@@ -3,6 +3,8 @@
  * then the weighted sum), and two prefill paths that group tokens by expert: a grouped
  * tensor-core GEMM over all experts in one launch per projection, and a loop of
  * per-expert GEMMs for shapes it does not cover. */
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -418,6 +420,7 @@ struct GroupedArgs {
   int N, K;
   const int32_t *xrow;    /* wgmma kernel, W1 and W3: x holds one row a token, xrow[j] the token of pair row j (NULL:
                              x holds one row a pair row) */
+  const uint8_t *tmaps;   /* wgmma kernel, NULL or 128-byte CUtensorMaps [expert][W1, W2, W3] (moe_tmaps) */
 };
 
 /* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
@@ -558,6 +561,7 @@ struct GroupedTile {
   const float *Xinv;   /* FP8 only */
   const int32_t *Xrow; /* NULL, or the tile's rows' tokens: their rows of X and Xinv */
   float *Y;
+  const void *tmap; /* NULL, or the weight matrix's tensor map (the wgmma kernel's TMA loads) */
   int row0, cnt;
 };
 __device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &t, int bm) {
@@ -572,6 +576,7 @@ __device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &
   t.Xinv = a.xinv ? (a.xrow ? a.xinv : a.xinv + tl.y) : nullptr;
   t.Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
   t.row0 = blockIdx.x * bm, t.cnt = tl.z;
+  t.tmap = a.tmaps ? a.tmaps + ((int64_t)tl.x * 3 + m - 1) * 128 : nullptr;
   if (!t.W) {
     if (m == 2)
       for (int i = threadIdx.x; i < t.cnt * bm; i += blockDim.x)
@@ -640,7 +645,7 @@ using WgA = WgCfg<256, 64, 6, 4>;
 using WgB = WgCfg<256, 128, 3, 2>;
 template <int NT, class C>
 __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const GroupedTile &tl, const float *Sw, int N,
-                                                int K) {
+                                                int K, uint64_t *full) {
   constexpr int M = C::M, KS = C::KS, ST = C::ST, T = C::T, XC = C::XC, CW = C::CW;
   const uint8_t *W = tl.W;
   const uint16_t *X = tl.X;
@@ -669,13 +674,24 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     xsrc[j] = X + (int64_t)(tl.Xrow ? (t < cnt ? tl.Xrow[t] : 0) : t) * K + xb * 64 + xc * 8;
   }
   const int xoff = xb * GW_N * 64 + xt * 64 + (xc ^ (xt & 7)) * 8;
+  /* the weight tile: one TMA box of M rows x KS bytes (tl.tmap: its 128-byte swizzle is the
+   * layout below, rows past N zero) completing on full[st], or cp.async by every thread */
   auto load = [&](int st, int kt) {
     const int k0 = kt * KS;
     uint8_t *wd = sw + st * M * KS + wdoff;
+    if (tl.tmap) {
+      if (threadIdx.x == 0) {
+        /* the stage's previous reads (generic proxy) before the TMA's writes (async proxy) */
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        mbar_expect_tx(full + st, M * KS);
+        tma_load_2d(sw + st * M * KS, tl.tmap, k0, row0, full + st);
+      }
+    } else {
 #pragma unroll
-    for (int j = 0; j < CW * M / T; j++) {
-      const bool ok = row0 + tr + WR * j < N;
-      cp_async16(wd + j * WR * KS, ok ? wsrc + (int64_t)j * WR * K + k0 : W, ok ? 16 : 0);
+      for (int j = 0; j < CW * M / T; j++) {
+        const bool ok = row0 + tr + WR * j < N;
+        cp_async16(wd + j * WR * KS, ok ? wsrc + (int64_t)j * WR * K + k0 : W, ok ? 16 : 0);
+      }
     }
 #pragma unroll
     for (int j = 0; j < (NT * 8 + XR - 1) / XR; j++)
@@ -699,6 +715,7 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
     const float sck = scn;
     if (kt + 1 < nk) scn = __ldg(Sw + (((kt + 1) * KS) >> 7));
     asm volatile("cp.async.wait_group %0;" ::"n"(PD - 1));
+    if (tl.tmap) mbar_wait(full + kt % ST, (kt / ST) & 1);
     /* the cp.async writes (generic proxy) before wgmma's reads (async proxy) */
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     /* PD = ST - 2: the stage the next load overwrites, two back, was last read by a step that the
@@ -766,12 +783,20 @@ __global__ void __launch_bounds__(C::T, 1) grouped_wg_kernel(GroupedArgs a) {
   uint16_t *sx = (uint16_t *)(sw + C::ST * C::M * C::KS); /* [ST][XC][GW_N][64] f16 */
   /* the warpgroup's 64 rows sit in one scale row (clamped: rows past N compute unused zeros) */
   const float *Sw = tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 7) * 64, N - 1) >> 7) * ((K + 127) >> 7);
-  if (tl.cnt <= 8) grouped_main_wg<1, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 16) grouped_main_wg<2, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 32) grouped_main_wg<4, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 64) grouped_main_wg<8, C>(sw, sx, tl, Sw, N, K);
-  else if (tl.cnt <= 96) grouped_main_wg<12, C>(sw, sx, tl, Sw, N, K);
-  else grouped_main_wg<16, C>(sw, sx, tl, Sw, N, K);
+  __shared__ uint64_t full[C::ST]; /* TMA: a stage's weights are in */
+  if (tl.tmap) {
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < C::ST; s++) mbar_init(full + s, 1);
+      mbar_init_fence();
+    }
+    __syncthreads();
+  }
+  if (tl.cnt <= 8) grouped_main_wg<1, C>(sw, sx, tl, Sw, N, K, full);
+  else if (tl.cnt <= 16) grouped_main_wg<2, C>(sw, sx, tl, Sw, N, K, full);
+  else if (tl.cnt <= 32) grouped_main_wg<4, C>(sw, sx, tl, Sw, N, K, full);
+  else if (tl.cnt <= 64) grouped_main_wg<8, C>(sw, sx, tl, Sw, N, K, full);
+  else if (tl.cnt <= 96) grouped_main_wg<12, C>(sw, sx, tl, Sw, N, K, full);
+  else grouped_main_wg<16, C>(sw, sx, tl, Sw, N, K, full);
 }
 int dsv3_cuda_moe_wgmma = 1;
 
@@ -873,9 +898,10 @@ static int grouped_wg_go(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t
   k<<<grid, C::T, C::smem, st>>>(a);
   return 0;
 }
-static int grouped_wg_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_t st) {
-  if (dsv3_cuda_moe_wg_ks == 128 && a.K % 128 == 0 ? grouped_wg_go<WgB>(a, maxt, z, st) : grouped_wg_go<WgA>(a, maxt, z, st))
-    return -1;
+static int grouped_wg_launch(GroupedArgs a, int64_t maxt, int z, cudaStream_t st) {
+  const bool b = dsv3_cuda_moe_wg_ks == 128 && a.K % 128 == 0;
+  if (!b) a.tmaps = nullptr; /* the tensor maps' box is WgB's stage */
+  if (b ? grouped_wg_go<WgB>(a, maxt, z, st) : grouped_wg_go<WgA>(a, maxt, z, st)) return -1;
   CU_LAUNCHED("moe grouped");
   return 0;
 }
@@ -887,6 +913,86 @@ static int grouped_launch(const GroupedArgs &a, int64_t maxt, int z, cudaStream_
   grouped_kernel<FP8><<<grid, GB_THREADS, smem, st>>>(a);
   CU_LAUNCHED("moe grouped");
   return 0;
+}
+
+/* TMA tensor maps of the experts' FP8 weight matrices, built on the first call with an expert
+ * table (its device copy read back once; the table must not change under the same pointer):
+ * [expert][W1, W2, W3], each a 2-D uint8 map of [rows, K] with WgB's box (K slices of 128 bytes
+ * x 256 rows, the 128-byte swizzle of its weight stage; rows past the matrix read as zero).
+ * NULL (the cp.async loads) where the driver has no cuTensorMapEncodeTiled, while a graph is
+ * being captured, or with DSV3_MOE_TMA=0. */
+struct dsv3_tmap_set {
+  const void *key;
+  int64_t E, dim, inter;
+  void *dev;
+  dsv3_tmap_set *next;
+};
+void dsv3_moe_tmaps_free(dsv3_tmap_set *s) {
+  while (s) {
+    dsv3_tmap_set *n = s->next;
+    cudaFree(s->dev);
+    free(s);
+    s = n;
+  }
+}
+int dsv3_cuda_moe_tma = 1;
+extern "C" void dsv3_cuda_moe_forget_tables(dsv3_cuda_ctx *ctx) {
+  dsv3_moe_tmaps_free(ctx->tmaps);
+  ctx->tmaps = nullptr;
+}
+static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    void *p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+    (void)cudaGetLastError();
+  }
+  return fn;
+}
+static const uint8_t *moe_tmaps(dsv3_cuda_ctx *ctx, const dsv3_cuda_expert *experts, int64_t E, int64_t dim, int64_t inter) {
+  for (dsv3_tmap_set *s = ctx->tmaps; s; s = s->next)
+    if (s->key == experts && s->E == E && s->dim == dim && s->inter == inter) return (const uint8_t *)s->dev;
+  const char *env = getenv("DSV3_MOE_TMA");
+  PFN_cuTensorMapEncodeTiled_v12000 enc = tmap_encoder();
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(ctx->stream, &cs);
+  if (!dsv3_cuda_moe_tma || (env && !strcmp(env, "0")) || !enc || cs != cudaStreamCaptureStatusNone) return nullptr;
+  dsv3_cuda_expert *tab = (dsv3_cuda_expert *)malloc((size_t)E * sizeof *tab);
+  CUtensorMap *maps = (CUtensorMap *)calloc((size_t)E * 3, sizeof(CUtensorMap));
+  dsv3_tmap_set *set = (dsv3_tmap_set *)calloc(1, sizeof *set);
+  bool ok = tab && maps && set &&
+            cudaMemcpyAsync(tab, experts, (size_t)E * sizeof *tab, cudaMemcpyDeviceToHost, ctx->stream) == cudaSuccess &&
+            cudaStreamSynchronize(ctx->stream) == cudaSuccess;
+  for (int64_t e = 0; ok && e < E; e++)
+    for (int m = 0; ok && m < 3; m++) {
+      const void *w = m == 0 ? tab[e].w1 : m == 1 ? tab[e].w2 : tab[e].w3;
+      if (!w) continue; /* another rank's expert: its tiles never load */
+      const cuuint64_t rows = m == 1 ? dim : inter, cols = m == 1 ? inter : dim;
+      const cuuint64_t gdim[2] = {cols, rows}, gstride[1] = {cols};
+      const cuuint32_t box[2] = {(cuuint32_t)WgB::KS, (cuuint32_t)WgB::M}, estr[2] = {1, 1};
+      ok = ((uintptr_t)w & 15) == 0 &&
+           enc(maps + e * 3 + m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)w, gdim, gstride, box, estr,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    }
+  if (ok && cudaMalloc(&set->dev, (size_t)E * 3 * sizeof(CUtensorMap)) == cudaSuccess &&
+      cudaMemcpy(set->dev, maps, (size_t)E * 3 * sizeof(CUtensorMap), cudaMemcpyHostToDevice) == cudaSuccess) {
+    set->key = experts, set->E = E, set->dim = dim, set->inter = inter, set->next = ctx->tmaps;
+    ctx->tmaps = set;
+  } else {
+    if (set) cudaFree(set->dev);
+    free(set);
+    set = nullptr;
+  }
+  (void)cudaGetLastError();
+  free(tab);
+  free(maps);
+  return set ? (const uint8_t *)set->dev : nullptr;
 }
 
 extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const int32_t *idx,
@@ -933,13 +1039,14 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   else if (fp8) x_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)xs, xinv, x, dim, (int)dim, src, false);
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
-  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim, wgm ? src : nullptr};
+  const uint8_t *tm = wgm && dim % 128 == 0 && inter % 128 == 0 ? moe_tmaps(ctx, experts, E, dim, inter) : nullptr;
+  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim, wgm ? src : nullptr, tm};
   if (wgm ? grouped_wg_launch(a, maxt, 2, st) : fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st))
     return -1;
   if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter, wgm);
   else grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
-  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter, nullptr};
+  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter, nullptr, tm};
   if (wgm ? grouped_wg_launch(b, maxt, 1, st) : fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st))
     return -1;
   return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);

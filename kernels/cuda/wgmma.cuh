@@ -37,6 +37,30 @@ static __device__ __forceinline__ void wg_hold(uint32_t (&a)[4]) {
   asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
 }
 
+/* mbarriers and TMA (cp.async.bulk.tensor) for a CTA's own shared memory */
+static __device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+static __device__ __forceinline__ void mbar_init(uint64_t *b, int count) {
+  WG_ASM("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+/* the inits visible to the async proxy (TMA) before any use */
+static __device__ __forceinline__ void mbar_init_fence() { WG_ASM("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+static __device__ __forceinline__ void mbar_expect_tx(uint64_t *b, int bytes) {
+  WG_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void mbar_wait(uint64_t *b, int parity) {
+  WG_ASM("{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}" ::"r"(smem_u32(b)),
+         "r"(parity)
+         : "memory");
+}
+/* the box of a 2-D tensor map (a CUtensorMap in global memory) at (c0 innermost, c1) into dst,
+ * completing on b (its bytes announced by mbar_expect_tx) */
+static __device__ __forceinline__ void tma_load_2d(void *dst, const void *tmap, int c0, int c1, uint64_t *b) {
+  WG_ASM("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+             smem_u32(dst)),
+         "l"(tmap), "r"(c0), "r"(c1), "r"(smem_u32(b))
+         : "memory");
+}
+
 /* d (+)= A (64 x 16, registers) * B (16 x 8NT, shared memory, K-major, descriptor), f32
  * accumulators, f16 (BF = false) or bf16 (BF = true) operands; acc = 0: d = A * B.  Warp w of
  * the warpgroup holds rows 16 w + g and 16 w + g + 8 (g = lane / 4, q = lane % 4): a = those rows
