@@ -424,7 +424,7 @@ static void f_mla(void *v, int it) {
   mla_arg *a = v;
   if (a->tc)
     OK(dsv3_cuda_mla_prefill(ctx, a->o, a->qf, a->wkvb, a->kv, a->pe, 0, 0, a->nq, a->H, 128, a->R, 128, a->C, a->max_seq,
-                             0.07f, NULL, NULL));
+                             0.07f, NULL, NULL, NULL));
   else
     OK(dsv3_cuda_mla_attention(ctx, a->ol, a->ql, a->q, a->H * a->R, a->R, a->kv, a->pe, a->seq, a->len, a->nq, a->H,
                                a->C, a->R, a->max_seq, a->max_len, 0.07f));

@@ -58,6 +58,7 @@ struct dsv3_gpu {
   int64_t cap;
   float *x, *h, *y, *qa, *q, *kva, *ql, *ol, *o, *glog, *wts, *logits;
   uint16_t *hb; /* h in bf16 (prefill chunks: the norms write it for the GEMMs that read h) */
+  uint16_t *ob; /* o in bf16 (prefill chunks: the attention writes it for o_proj) */
   int32_t *idx, *tok, *seqb, *pos, *len; /* tok .. len: rows of in [4][cap] */
   int32_t *in;                           /* the step's inputs on the device, one copy from hin */
   int32_t *hin, *hids;                   /* pinned host: inputs [4][cap], sampled ids [cap] */
@@ -180,14 +181,14 @@ static void drop_graphs(dsv3_gpu *g) {
 
 static void free_acts(dsv3_gpu *g) {
   void *ps[] = {g->x, g->h, g->y, g->qa, g->q, g->kva, g->ql, g->ol, g->o, g->glog, g->wts, g->logits,
-                g->idx, g->in, g->lgall, g->lgrow, g->ids, g->hb};
+                g->idx, g->in, g->lgall, g->lgrow, g->ids, g->hb, g->ob};
   for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) cudaFree(ps[i]);
   cudaFreeHost(g->hin), cudaFreeHost(g->hids);
   g->x = g->h = g->y = g->qa = g->q = g->kva = g->ql = g->ol = g->o = g->glog = g->wts = g->logits = NULL;
   g->idx = g->tok = g->seqb = g->pos = g->len = g->in = g->hin = g->hids = NULL;
   g->lgall = g->lgrow = NULL;
   g->ids = NULL;
-  g->hb = NULL;
+  g->hb = g->ob = NULL;
   drop_graphs(g); /* they point at the old buffers */
   memset(g->warm, 0, sizeof g->warm);
   g->cap = 0;
@@ -209,6 +210,7 @@ static int ensure_acts(dsv3_gpu *g, int64_t n) {
   } b[] = {{(void **)&g->x, cap * D * 4},
            {(void **)&g->h, cap * D * 4},
            {(void **)&g->hb, cap * D * 2},
+           {(void **)&g->ob, cap * H * c->v_head_dim * 2},
            {(void **)&g->y, cap * D * 4},
            {(void **)&g->qa, cap * (c->q_lora_rank > 0 ? c->q_lora_rank : 1) * 4},
            {(void **)&g->q, cap * H * qk * 4},
@@ -410,10 +412,31 @@ int dsv3_gpu_load(const dsv3_model *m, int64_t max_batch, int device, dsv3_gpu *
     L->pe = p;
     g->cbytes += cb + pb;
   }
-  (void)H, (void)nope;
   if (cudaDeviceSynchronize() != cudaSuccess) {
     dsv3_error_set("cuda: upload: %s", cudaGetErrorString(cudaGetLastError()));
     goto fail;
+  }
+  {
+    /* BF16 copies of the FP8 projection and dense / shared MLP weights for the prompt GEMMs
+     * (dequantised once, not in every prefill chunk; dsv3_cuda_weight_cache), in the memory a
+     * prefill chunk leaves free: its activations and scratch estimated per token (x, h, y, q,
+     * o, ql, ol, the MoE's pair rows, the MLA keys and values, the dense MLP's hidden rows) for
+     * PREFILL_CHUNK tokens, plus 2 GB.  DSV3_GPU_WCACHE=0: none. */
+    const char *wce = getenv("DSV3_GPU_WCACHE");
+    const int64_t K = c->num_experts_per_tok > 0 ? c->num_experts_per_tok : 1, V = c->v_head_dim;
+    const uint64_t per_tok = (uint64_t)(4 * (4 * D + H * (nope + R) + 2 * H * C + H * V + 2 * c->intermediate_size) +
+                                        K * (4 * D + 10 * c->moe_intermediate_size) + 2 * H * (nope + V));
+    const uint64_t reserve = per_tok * PREFILL_CHUNK + (2ull << 30);
+    uint64_t want = 0;
+    for (int64_t l = 0; l < m->n_layers; l++) {
+      const glayer *L = &g->L[l];
+      const dsv3_wmat *ws[] = {&L->wq, &L->wq_a, &L->wq_b, &L->wkv_a, &L->wo, &L->w1, &L->w2, &L->w3, &L->sw1, &L->sw2, &L->sw3};
+      for (size_t i = 0; i < sizeof ws / sizeof *ws; i++)
+        if (ws[i]->rows && ws[i]->dtype == DSV3_F8_E4M3) want += (uint64_t)ws[i]->rows * (uint64_t)ws[i]->cols * 2;
+    }
+    size_t fr = 0, tot = 0;
+    if (!(wce && !strcmp(wce, "0")) && want && cudaMemGetInfo(&fr, &tot) == cudaSuccess && fr > reserve)
+      dsv3_cuda_weight_cache(g->ctx, (size_t)(fr - reserve < want ? fr - reserve : want));
   }
   *out = g;
   return 0;
@@ -493,7 +516,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     if (!qfused && g->prefill_seq < 0) TRY(dsv3_cuda_rope(g->q + nope, n, H, H * qk, qk, R, g->cos_t, g->sin_t, g->pos, st));
     if (g->prefill_seq >= 0) { /* a prompt chunk: the non-absorbed form on the tensor cores, o directly */
       TRY(dsv3_cuda_mla_prefill(ctx, g->o, g->q, L->wkvb, L->kv, L->pe, g->prefill_seq, g->prefill_pos0, n, H, nope, R, Vh,
-                                C, g->max_seq, m->softmax_scale, g->cos_t, g->sin_t));
+                                C, g->max_seq, m->softmax_scale, g->cos_t, g->sin_t, g->ob));
     } else {
       if (!qfused) TRY(dsv3_cuda_mla_absorb_q(g->ql, g->q, L->wkvb, n, H, nope, R, Vh, C, st));
       if (par) CUDA_TRY("kv stream join", cudaStreamWaitEvent(st, g->ev_join, 0));
@@ -502,7 +525,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
                                     R, g->max_seq, max_len, m->softmax_scale));
       TRY(dsv3_cuda_mla_absorb_o(g->o, g->ol, L->wkvb, n, H, nope, Vh, C, st));
     }
-    TRY(dsv3_cuda_linear(ctx, g->y, g->o, n, &L->wo, 0));
+    TRY(dsv3_cuda_linear_xb(ctx, g->y, g->o, g->prefill_seq >= 0 ? g->ob : NULL, n, &L->wo, 0));
     TRY(allreduce(g, g->y, n * D));
   mlp:
     TRY(dsv3_cuda_rmsnorm_bf16(g->h, hb, g->x, g->y, L->ffn_norm.data, L->ffn_norm.dtype, n, D, eps, st));

@@ -65,6 +65,9 @@ struct dsv3_cuda_ctx {
   int sms;
   int sm90; /* compute capability 9.x: the sm_90a SASS (wgmma) runs */
   struct dsv3_tmap_set *tmaps; /* the MoE experts' TMA tensor maps, one set an expert table (moe.cu) */
+  struct dsv3_wcache_ent *wc;  /* BF16 copies of FP8 weights for the GEMMs (dsv3_cuda_weight_cache) */
+  int wc_n, wc_cap;
+  size_t wc_budget, wc_used;
 };
 void dsv3_moe_tmaps_free(struct dsv3_tmap_set *s);
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */

@@ -81,6 +81,13 @@ int dsv3_cuda_gemv(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, c
 int dsv3_cuda_gemv_mma(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 int dsv3_cuda_gemv_tcore(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
 int dsv3_cuda_gemm(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w, int accumulate);
+/* BF16 copies of FP8 weights for dsv3_cuda_gemm (which otherwise dequantises a matrix into
+ * scratch at every call): up to `budget` bytes of device memory, a matrix kept on its first
+ * GEMM while it fits (not while a graph is being captured), found again by its data and scale
+ * addresses and shape; the same bits as the dequantisation into scratch.  0 (the default)
+ * frees them: call it so after freeing or rewriting weights that ctx has seen. */
+void dsv3_cuda_weight_cache(dsv3_cuda_ctx *ctx, size_t budget);
+size_t dsv3_cuda_weight_cache_used(const dsv3_cuda_ctx *ctx);
 /* y = x * W^T with W already bf16 [rows, cols] (e.g. from dsv3_cuda_dequant) and x bf16. */
 int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t *xb, int64_t ntok, const uint16_t *wb,
                         int64_t rows, int64_t cols, int accumulate);
@@ -134,6 +141,8 @@ int dsv3_cuda_rope_seq(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride,
                        const float *cos_t, const float *sin_t, int64_t pos0, cudaStream_t st);
 /* out[i] = silu(g[i]) * u[i] */
 int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st);
+/* The same with outb (NULL or n bf16) receiving out rounded to bf16 as well. */
+int dsv3_cuda_silu_mul_bf16(float *out, uint16_t *outb, const float *g, const float *u, int64_t n, cudaStream_t st);
 /* y[i] += x[i] */
 int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st);
 
@@ -176,7 +185,8 @@ int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, cons
  * already written), query i sees rows [0, pos0 + i + 1).  q: [nq, H, nope + R] (the wq_b
  * output), its rope part rotated already (cos_t = sin_t = NULL) or rotated here by the tables
  * (dsv3_rope_tables) at position pos0 + i: folded into the wgmma kernel's q loads, else in q
- * itself (dsv3_cuda_rope_seq); Wkvb: the bf16 kv_b_proj [H * (nope + V), C]; writes o [nq, H, V]
+ * itself (dsv3_cuda_rope_seq); ob: NULL, or o rounded to bf16 as well (o_proj's GEMM input);
+ * Wkvb: the bf16 kv_b_proj [H * (nope + V), C]; writes o [nq, H, V]
  * (the o_proj input: no absorb step).  The keys and values are materialised in bf16
  * (kv_b of the cache rows, as the official attn_impl="naive"), queries and probabilities
  * rounded to bf16, accumulation and softmax in fp32: relative error ~3e-3 against float64.
@@ -185,7 +195,8 @@ int dsv3_cuda_mla_attention(dsv3_cuda_ctx *ctx, float *ol, const float *ql, cons
  * values (L x H x (nope + V) x 2 bytes) and queries (allocated on first use: not capturable). */
 int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
                           const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope, int64_t R,
-                          int64_t V, int64_t C, int64_t max_seq, float scale, const float *cos_t, const float *sin_t);
+                          int64_t V, int64_t C, int64_t max_seq, float scale, const float *cos_t, const float *sin_t,
+                          uint16_t *ob);
 extern size_t dsv3_cuda_mla_prefill_score_bytes;
 /* 1 (default): for the head sizes it is built for (DeepSeek-V3's nope + rope = 192 with v 128,
  * dsv3-tiny's 64 with 32), one fused flash-style kernel instead of the scores in scratch (same

@@ -90,6 +90,7 @@ extern "C" void dsv3_cuda_ctx_free(dsv3_cuda_ctx *c) {
   for (int i = 0; i < DSV3_SCR_N; i++) cudaFree(c->scr[i]);
   dsv3_fp8_state_free(c->fp8);
   dsv3_moe_tmaps_free(c->tmaps);
+  dsv3_cuda_weight_cache(c, 0);
   if (c->cublas) cublasDestroy((cublasHandle_t)c->cublas);
   cudaFree(c->workspace);
   free(c);
@@ -365,13 +366,60 @@ extern "C" int dsv3_cuda_gemm_bf16(dsv3_cuda_ctx *ctx, float *y, const uint16_t 
   return 0;
 }
 
+struct dsv3_wcache_ent {
+  const void *data;
+  const float *scale;
+  int64_t rows, cols;
+  uint16_t *bf;
+};
+extern "C" void dsv3_cuda_weight_cache(dsv3_cuda_ctx *c, size_t budget) {
+  if (!budget) {
+    for (int i = 0; i < c->wc_n; i++) cudaFree(c->wc[i].bf);
+    free(c->wc);
+    c->wc = NULL, c->wc_n = c->wc_cap = 0, c->wc_used = 0;
+  }
+  c->wc_budget = budget;
+}
+extern "C" size_t dsv3_cuda_weight_cache_used(const dsv3_cuda_ctx *c) { return c->wc_used; }
+/* w's BF16 copy from the cache, made now if it fits; NULL: dequantise into scratch */
+static const uint16_t *wcache_get(dsv3_cuda_ctx *c, const dsv3_wmat *w) {
+  for (int i = 0; i < c->wc_n; i++) {
+    const dsv3_wcache_ent &e = c->wc[i];
+    if (e.data == w->data && e.scale == w->scale && e.rows == w->rows && e.cols == w->cols) return e.bf;
+  }
+  const size_t bytes = (size_t)(w->rows * w->cols) * 2;
+  if (c->wc_used + bytes > c->wc_budget) return NULL;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(c->stream, &cs);
+  if (cs != cudaStreamCaptureStatusNone) return NULL;
+  if (c->wc_n == c->wc_cap) {
+    const int cap = c->wc_cap ? 2 * c->wc_cap : 64;
+    dsv3_wcache_ent *n = (dsv3_wcache_ent *)realloc(c->wc, (size_t)cap * sizeof *n);
+    if (!n) return NULL;
+    c->wc = n, c->wc_cap = cap;
+  }
+  uint16_t *bf = NULL;
+  if (cudaMalloc(&bf, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    c->wc_budget = c->wc_used; /* no more tries */
+    return NULL;
+  }
+  if (dsv3_cuda_dequant(bf, w, c->stream)) {
+    cudaFree(bf);
+    return NULL;
+  }
+  c->wc[c->wc_n++] = dsv3_wcache_ent{w->data, w->scale, w->rows, w->cols, bf};
+  c->wc_used += bytes;
+  return bf;
+}
+
 /* xb: NULL, or x already in bf16 */
 static int gemm_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok, const dsv3_wmat *w,
                    int accumulate) {
   if (check_w("gemm", w)) return -1;
   if (ntok <= 0) return 0;
   const uint16_t *wb = (const uint16_t *)w->data;
-  if (w->dtype != DSV3_BF16) {
+  if (w->dtype != DSV3_BF16 && !(wb = wcache_get(ctx, w))) {
     uint16_t *s = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_W, (size_t)(w->rows * w->cols) * 2);
     if (!s || dsv3_cuda_dequant(s, w, ctx->stream)) return -1;
     wb = s;
@@ -435,9 +483,12 @@ extern "C" int dsv3_cuda_mlp_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, co
       return -1;
   } else {
     float *u = h + ntok * I;
-    if (dsv3_cuda_linear_xb(ctx, h, x, xb, ntok, w1, 0) || dsv3_cuda_linear_xb(ctx, u, x, xb, ntok, w3, 0) ||
-        dsv3_cuda_silu_mul(h, h, u, ntok * I, ctx->stream))
-      return -1;
+    if (dsv3_cuda_linear_xb(ctx, h, x, xb, ntok, w1, 0) || dsv3_cuda_linear_xb(ctx, u, x, xb, ntok, w3, 0)) return -1;
+    /* the hidden rows in bf16 as well, for W2's BF16 GEMM (in the GEMM's own conversion slot,
+     * taken after W1 and W3 are done with it: a larger request may move it) */
+    uint16_t *hb = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_X, (size_t)(ntok * I) * 2);
+    if (!hb || dsv3_cuda_silu_mul_bf16(h, hb, h, u, ntok * I, ctx->stream)) return -1;
+    return dsv3_cuda_linear_xb(ctx, y, h, hb, ntok, w2, accumulate);
   }
   return dsv3_cuda_linear(ctx, y, h, ntok, w2, accumulate);
 }

@@ -1077,6 +1077,7 @@ struct MlaWgArgs {
   const uint16_t *VT; /* bf16 [H, V, ldL]: key-contiguous rows, keys past the sequence zero */
   const uint16_t *pe; /* bf16 [keys, R] (the sequence's first cache row) */
   const float *cos_t, *sin_t; /* NULL, or RoPE tables: q's rope part rotated here at pos0 + i */
+  uint16_t *ob;               /* NULL, or o in bf16 as well [nq, H, V] */
   int64_t ldL;
   int H, nq, pos0;
   float scale_log2;
@@ -1224,10 +1225,13 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
     const int qi = q0 + wg * 64 + wi * 16 + g + 8 * r;
     if (qi >= a.nq) continue;
     const float inv = 1.f / lr;
-    float *dst = a.o + ((int64_t)qi * H + h) * MW_V + 2 * t4;
+    const int64_t off = ((int64_t)qi * H + h) * MW_V + 2 * t4;
 #pragma unroll
-    for (int n = 0; n < MW_V / 8; n++)
-      *reinterpret_cast<float2 *>(dst + 8 * n) = make_float2(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+    for (int n = 0; n < MW_V / 8; n++) {
+      const float v0 = o[4 * n + 2 * r] * inv, v1 = o[4 * n + 2 * r + 1] * inv;
+      *reinterpret_cast<float2 *>(a.o + off + 8 * n) = make_float2(v0, v1);
+      if (a.ob) *reinterpret_cast<uint32_t *>(a.ob + off + 8 * n) = pack_bf16(v0, v1);
+    }
   }
 #endif
 }
@@ -1268,7 +1272,7 @@ static int heads_gemm(dsv3_cuda_ctx *ctx, const char *what, cublasOperation_t ta
 extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, const uint16_t *wkvb, const uint16_t *kv_cache,
                                      const uint16_t *pe_cache, int64_t seq, int64_t pos0, int64_t nq, int64_t H, int64_t nope,
                                      int64_t R, int64_t V, int64_t C, int64_t max_seq, float scale, const float *cos_t,
-                                     const float *sin_t) {
+                                     const float *sin_t, uint16_t *ob) {
   CU_ARG("mla prefill", H > 0 && H < (1 << 20) && C > 0 && R >= 0 && nope > 0 && V > 0 && H * (nope + V + R) < (1 << 30),
          "bad shape (heads %lld, kv_lora_rank %lld, nope %lld, rope %lld, v %lld)", (long long)H, (long long)C,
          (long long)nope, (long long)R, (long long)V);
@@ -1315,7 +1319,7 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, con
                    V * ldL, H, CUDA_R_16BF))
       return -1;
     if (ldL > L) CU_TRY("mla prefill", cudaMemset2DAsync(VT + L, (size_t)ldL * 2, 0, (size_t)(ldL - L) * 2, (size_t)(H * V), st));
-    MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, cos_t, sin_t, ldL, (int)H, (int)nq, (int)pos0, sl2};
+    MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, cos_t, sin_t, ob, ldL, (int)H, (int)nq, (int)pos0, sl2};
     CU_TRY("mla prefill (wgmma)",
            cudaFuncSetAttribute(mla_prefill_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MW_SMEM));
     mla_prefill_wg_kernel<<<dim3((unsigned)cdiv(nq, MW_Q), (unsigned)H), 256, MW_SMEM, st>>>(wa);
@@ -1335,7 +1339,8 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, con
   if (cos_t && R > 0 && dsv3_cuda_rope_seq(q + nope, nq, H, H * qk, qk, R, cos_t, sin_t, pos0, st)) return -1;
   if (fused) { /* the kernel rounds q to bf16 itself (a conversion pass: 111 us a layer at 2048 tokens) */
     MlaFusedArgs fa = {o, q, KV, pe_cache + base * R, HW, (int)H, (int)nope, (int)nq, (int)pos0, sl2};
-    return qk == 192 ? mla_fused_launch<192, 128>(fa, st) : mla_fused_launch<64, 32>(fa, st);
+    if (qk == 192 ? mla_fused_launch<192, 128>(fa, st) : mla_fused_launch<64, 32>(fa, st)) return -1;
+    return ob ? dsv3_cuda_f32_to_bf16(ob, o, nq * H * V, st) : 0;
   }
   if (dsv3_cuda_f32_to_bf16(Q, q, nq * H * qk, st)) return -1;
   for (int64_t t0 = 0; t0 < nq; t0 += tq) {
@@ -1356,5 +1361,5 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, con
                    H))
       return -1;
   }
-  return 0;
+  return ob ? dsv3_cuda_f32_to_bf16(ob, o, nq * H * V, st) : 0;
 }

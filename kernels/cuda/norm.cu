@@ -230,12 +230,15 @@ extern "C" int dsv3_cuda_rope_seq(float *x, int64_t ntok, int64_t nvec, int64_t 
   return rope_launch(x, ntok, nvec, tok_stride, vec_stride, rope_dim, cos_t, sin_t, NULL, pos0, st);
 }
 
-__global__ void silu_mul_kernel(float *out, const float *g, const float *u, int64_t n) {
+/* outb non-NULL: out rounded to bf16 there too (the down projection's GEMM input) */
+__global__ void silu_mul_kernel(float *out, uint16_t *outb, const float *g, const float *u, int64_t n) {
   pdl_wait();
   pdl_trigger();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float a = g[i];
-    out[i] = a / (1.0f + __expf(-a)) * u[i];
+    const float v = a / (1.0f + __expf(-a)) * u[i];
+    out[i] = v;
+    if (outb) outb[i] = f2bf16(v);
   }
 }
 __global__ void add_kernel(float *y, const float *x, int64_t n) {
@@ -245,11 +248,15 @@ __global__ void add_kernel(float *y, const float *x, int64_t n) {
     y[i] += x[i];
 }
 
-extern "C" int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st) {
+extern "C" int dsv3_cuda_silu_mul_bf16(float *out, uint16_t *outb, const float *g, const float *u, int64_t n,
+                                       cudaStream_t st) {
   if (n <= 0) return 0;
-  launch_pdl(silu_mul_kernel, grid_for(n), 256, 0, st, out, g, u, n);
+  launch_pdl(silu_mul_kernel, grid_for(n), 256, 0, st, out, outb, g, u, n);
   CU_LAUNCHED("silu_mul");
   return 0;
+}
+extern "C" int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st) {
+  return dsv3_cuda_silu_mul_bf16(out, NULL, g, u, n, st);
 }
 extern "C" int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st) {
   if (n <= 0) return 0;

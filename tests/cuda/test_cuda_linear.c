@@ -152,6 +152,25 @@ static void test_linear(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t N, int64_t K,
     t_host(y, dy, (size_t)(T * N) * 4);
     e = rel_abs(y, ref, rabs, (size_t)(T * N));
     CHECK(e < 1e-2, "gemm %s N=%lld K=%lld T=%lld: rel err %.3g", dn, (long long)N, (long long)K, (long long)T, e);
+    /* with the BF16 weight cache: the same bits on the call that fills it and on one that
+     * reads it; a budget below the matrix keeps nothing */
+    {
+      float *y1 = t_xmalloc((size_t)(T * N) * 4);
+      const size_t wbytes = (size_t)(N * K) * 2;
+      for (int pass = 0; pass < 3; pass++) {
+        dsv3_cuda_weight_cache(ctx, pass == 2 ? wbytes - 1 : (size_t)1 << 30);
+        CU(cudaMemset(dy, 0xff, (size_t)(T * N) * 4));
+        OK(dsv3_cuda_gemm(ctx, dy, dx, T, &w.d, 0));
+        t_host(y1, dy, (size_t)(T * N) * 4);
+        CHECK(memcmp(y, y1, (size_t)(T * N) * 4) == 0, "gemm %s N=%lld K=%lld T=%lld weight cache pass %d: differs", dn,
+              (long long)N, (long long)K, (long long)T, pass);
+        const size_t used = dsv3_cuda_weight_cache_used(ctx), expect = dt == DSV3_BF16 || pass == 2 ? 0 : wbytes;
+        CHECK(used == expect, "gemm %s weight cache pass %d: %zu bytes kept, expected %zu", dn, pass, used, expect);
+        if (pass == 1) dsv3_cuda_weight_cache(ctx, 0);
+      }
+      dsv3_cuda_weight_cache(ctx, 0);
+      free(y1);
+    }
     /* linear_xb with xb = bf16(x) gives linear's bits exactly (the GEMM reads the same bf16 x) */
     {
       uint16_t *dxb = NULL;

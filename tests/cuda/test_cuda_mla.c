@@ -298,8 +298,22 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
     CU(cudaMemset(dout, 0xff, on * 4));
     if (rep == 4 && R == 0) continue;
     if (rep == 4) CU(cudaMemcpy(dq, qu, (size_t)(nq * H * qk) * 4, cudaMemcpyHostToDevice));
+    /* rep 1 and 3 (each fused kernel where it applies) write o in bf16 too: bf16(o) exactly */
+    uint16_t *dob = NULL;
+    if (rep == 1 || rep == 3) CU(cudaMalloc((void **)&dob, on * 2));
     OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale, rep == 4 ? dcs : NULL,
-                             rep == 4 ? dsn : NULL));
+                             rep == 4 ? dsn : NULL, dob));
+    if (dob) {
+      uint16_t *ob = t_xmalloc(on * 2);
+      float *of = t_xmalloc(on * 4);
+      t_host(ob, dob, on * 2);
+      t_host(of, dout, on * 4);
+      size_t bad = 0;
+      for (size_t i = 0; i < on; i++) bad += ob[i] != dsv3_f32_to_bf16(of[i]);
+      CHECK(bad == 0, "mla prefill rep %d nq=%lld: %zu bf16 o values differ from bf16(o)", rep, (long long)nq, bad);
+      cudaFree(dob);
+      free(ob), free(of);
+    }
     t_host(got, dout, on * 4);
     double e = t_rel_d(got, ref, on), wt = 0;
     int64_t wi = 0;
@@ -332,12 +346,12 @@ static void test_prefill(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t R, in
 
 static void test_prefill_args(dsv3_cuda_ctx *ctx) {
   /* positions beyond the cache are refused before anything is touched */
-  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 10, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL);
+  int rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 10, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL, NULL);
   CHECK(rc == -1 && strstr(dsv3_error(), "outside the cache"), "mla prefill past max_seq: rc %d, error '%s'", rc,
         dsv3_error());
-  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, -1, 0, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL);
+  rc = dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, -1, 0, 7, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL, NULL);
   CHECK(rc == -1 && strstr(dsv3_error(), "bad sequence"), "mla prefill seq -1: rc %d, error '%s'", rc, dsv3_error());
-  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 3, 0, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL) == 0,
+  CHECK(dsv3_cuda_mla_prefill(ctx, NULL, NULL, NULL, NULL, NULL, 0, 3, 0, 3, 16, 8, 16, 40, 16, 0.1f, NULL, NULL, NULL) == 0,
         "mla prefill of 0 queries: %s", dsv3_error());
 }
 
