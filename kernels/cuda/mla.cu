@@ -898,6 +898,48 @@ __global__ void __launch_bounds__(256) mla_prefill_softmax_kernel(uint16_t *P, c
  *   straight into A fragments as bf16 (V by ldmatrix.trans).
  * The same roundings as the unfused path (bf16 Q, K, V, P; float32 scores, sums and O), with
  * the scores never written: that path moved ~6 bytes a (query, key, head) through HBM. */
+/* The causal mask and the online softmax (log2 domain) of one key tile, for a thread's two
+ * query rows g and g + 8 at positions qpos0 and qpos0 + 8 (the mma.sync and wgmma accumulator
+ * layout): s[4n + 2r + e] is row r's score of key k0 + 8n + 2 t4 + e (scaled, masked and
+ * turned into exp2(x - max) here), o[4n + 2r + e] its output accumulators (rescaled), m and l
+ * its running max and this lane's share of the sum (the row's 4 lanes are summed at the end).
+ * edge: the tile has keys past some row's position. */
+template <int NS, int NO>
+__device__ __forceinline__ void mla_softmax_tile(float *s, float *o, float (&m)[2], float (&l)[2], float scale_log2, bool edge,
+                                                 int k0, int qpos0, int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int qp = qpos0 + 8 * r;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        float v = s[4 * n + 2 * r + e] * scale_log2;
+        if (edge && k0 + 8 * n + 2 * t4 + e > qp) v = -INFINITY;
+        s[4 * n + 2 * r + e] = v;
+        mx = fmaxf(mx, v);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mn = fmaxf(m[r], mx); /* key 0 is always visible: finite from the first tile */
+    const float corr = exp2f(m[r] - mn);
+    m[r] = mn;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const float p = exp2f(s[4 * n + 2 * r + e] - mn);
+        s[4 * n + 2 * r + e] = p;
+        sum += p;
+      }
+    l[r] = l[r] * corr + sum;
+#pragma unroll
+    for (int n = 0; n < NO; n++) o[4 * n + 2 * r] *= corr, o[4 * n + 2 * r + 1] *= corr;
+  }
+}
+
 enum { MF_Q = 64, MF_K = 64 };
 struct MlaFusedArgs {
   float *o;                /* [nq, H, VD] */
@@ -992,38 +1034,7 @@ __global__ void __launch_bounds__(128) mla_prefill_fused_kernel(MlaFusedArgs a) 
         mma16816(s[n + 1], qf[ks], b[2], b[3]);
       }
     /* mask (keys past a row's position; rows past nq see keys < kend only) and online softmax */
-    const bool edge = k0 + MF_K - 1 > qpos0;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int qp = qpos0 + 8 * r;
-      float mx = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < MF_K / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          float v = s[n][2 * r + e] * a.scale_log2;
-          if (edge && k0 + 8 * n + 2 * t4 + e > qp) v = -INFINITY;
-          s[n][2 * r + e] = v;
-          mx = fmaxf(mx, v);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mn = fmaxf(m[r], mx); /* key 0 is always visible: finite from the first tile */
-      const float corr = exp2f(m[r] - mn);
-      m[r] = mn;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < MF_K / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float p = exp2f(s[n][2 * r + e] - mn);
-          s[n][2 * r + e] = p;
-          sum += p;
-        }
-      l[r] = l[r] * corr + sum; /* this lane's share; the 4 lanes of the row are summed at the end */
-#pragma unroll
-      for (int n = 0; n < VD / 8; n++) o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
-    }
+    mla_softmax_tile<MF_K / 8, VD / 8>(&s[0][0], &o[0][0], m, l, a.scale_log2, k0 + MF_K - 1 > qpos0, k0, qpos0, t4);
     /* O += P . V, P from the score accumulators as bf16 A fragments */
 #pragma unroll
     for (int kk = 0; kk < MF_K / 16; kk++) {
@@ -1169,38 +1180,7 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
     wg_wait<0>();
     wg_hold(s);
     /* mask (keys past a row's position; rows past nq see keys < kend only) and online softmax */
-    const bool edge = k0 + MW_K - 1 > qpos0;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int qp = qpos0 + 8 * r;
-      float mx = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < MW_K / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          float v = s[4 * n + 2 * r + e] * a.scale_log2;
-          if (edge && k0 + 8 * n + 2 * t4 + e > qp) v = -INFINITY;
-          s[4 * n + 2 * r + e] = v;
-          mx = fmaxf(mx, v);
-        }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mn = fmaxf(m[r], mx); /* key 0 is always visible: finite from the first tile */
-      const float corr = exp2f(m[r] - mn);
-      m[r] = mn;
-      float sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < MW_K / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const float p = exp2f(s[4 * n + 2 * r + e] - mn);
-          s[4 * n + 2 * r + e] = p;
-          sum += p;
-        }
-      l[r] = l[r] * corr + sum; /* this lane's share; the 4 lanes of the row are summed at the end */
-#pragma unroll
-      for (int n = 0; n < MW_V / 8; n++) o[4 * n + 2 * r] *= corr, o[4 * n + 2 * r + 1] *= corr;
-    }
+    mla_softmax_tile<MW_K / 8, MW_V / 8>(s, o, m, l, a.scale_log2, k0 + MW_K - 1 > qpos0, k0, qpos0, t4);
     /* O += P . V */
 #pragma unroll
     for (int kk = 0; kk < MW_K / 16; kk++) {

@@ -233,26 +233,21 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
       /* FP8 with dim and inter multiples of 64 ran the wgmma kernel on sm_90: the mma.sync one
        * too (same roundings, same bound) */
       if (dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0) {
-        if (D % 128 == 0 && I % 128 == 0) { /* that was the TMA loads: the cp.async ones too */
-          dsv3_cuda_moe_tma = 0;
+        /* v 0: where that was the TMA loads (dims multiples of 128), the cp.async ones; v 1: the
+         * mma.sync kernel */
+        for (int v = D % 128 == 0 && I % 128 == 0 ? 0 : 1; v < 2; v++) {
+          const char *what = v ? "mma.sync" : "cp.async";
+          if (v) dsv3_cuda_moe_wgmma = 0;
+          else dsv3_cuda_moe_tma = 0;
           CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
           OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1));
-          dsv3_cuda_moe_tma = 1;
+          dsv3_cuda_moe_wgmma = dsv3_cuda_moe_tma = 1;
           t_host(got, dy, (size_t)(T * D) * 4);
           eg = t_rel(got, ref, (size_t)(T * D));
-          printf("moe grouped (cp.async) %s T=%lld: rel err %.3g\n", dn, (long long)T, eg);
-          CHECK(eg < 1e-2, "moe grouped (cp.async) %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E,
+          printf("moe grouped (%s) %s T=%lld: rel err %.3g\n", what, dn, (long long)T, eg);
+          CHECK(eg < 1e-2, "moe grouped (%s) %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", what, dn, (long long)E,
                 (long long)K, (long long)D, (long long)I, (long long)T, eg);
         }
-        dsv3_cuda_moe_wgmma = 0;
-        CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
-        OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1));
-        dsv3_cuda_moe_wgmma = 1;
-        t_host(got, dy, (size_t)(T * D) * 4);
-        eg = t_rel(got, ref, (size_t)(T * D));
-        printf("moe grouped (mma.sync) %s T=%lld: rel err %.3g\n", dn, (long long)T, eg);
-        CHECK(eg < 1e-2, "moe grouped (mma.sync) %s E=%lld K=%lld D=%lld I=%lld T=%lld: rel err %.3g", dn, (long long)E,
-              (long long)K, (long long)D, (long long)I, (long long)T, eg);
       }
     } else {
       CHECK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1) != 0 &&
