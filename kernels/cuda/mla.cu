@@ -1116,7 +1116,7 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
     for (int r = 0; r < 4; r++) {
       const int qi = q0 + wg * 64 + wi * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
       float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * H + h) * MW_QK + k) : make_float2(0.f, 0.f);
-      if (k >= MW_NOPE && a.cos_t) {
+      if (k >= MW_NOPE && a.cos_t && qi < a.nq) { /* (rows past nq: zeros, their positions maybe past the tables) */
         const int64_t row = (int64_t)(a.pos0 + qi) * (MW_R / 2) + (k - MW_NOPE) / 2;
         const float c = a.cos_t[row], s = a.sin_t[row], x0 = v.x, x1 = v.y;
         v.x = x0 * c - x1 * s, v.y = x0 * s + x1 * c;
