@@ -245,7 +245,8 @@ int dsv3_cuda_moe_prefill(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t 
  * (nothing copied to the host, no synchronisation; scratch from ctx).  `experts` is the device
  * table (NULL weights: another rank's expert, which contributes zero; a pair whose index is
  * outside [0, n_experts) contributes zero too); x is rounded to bf16 and the gate/up products
- * to bf16 before the down projection, as dsv3_cuda_gemm.  Needs FP8 or BF16 experts with dim
+ * to bf16 before the down projection, as dsv3_cuda_gemm, and the experts' outputs to bf16
+ * before the weighted sum (dsv3_cuda_moe_ys_bf16).  Needs FP8 or BF16 experts with dim
  * and inter multiples of 16 (dsv3_cuda_moe_grouped_ok). */
 int dsv3_cuda_moe_grouped_ok(dsv3_dtype wdt, int64_t dim, int64_t inter);
 /* 1 (default): FP8 experts on sm_90 run the grouped GEMM on wgmma (moe.cu, grouped_wg_kernel);
@@ -262,6 +263,10 @@ int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t 
  * table's address.  After freeing or rewriting a table that ctx has seen, call
  * dsv3_cuda_moe_forget_tables.  dsv3_cuda_moe_tma = 0 (or DSV3_MOE_TMA=0): cp.async loads. */
 extern int dsv3_cuda_moe_tma;
+/* 1 (default): the grouped path's expert outputs (W2 products) are rounded to bf16 before the
+ * weighted sum, as the official bf16 experts return them (half the bytes written and read);
+ * 0 (or DSV3_MOE_YS_BF16=0 at context creation): float32. */
+extern int dsv3_cuda_moe_ys_bf16;
 void dsv3_cuda_moe_forget_tables(dsv3_cuda_ctx *ctx);
 /* A dense MLP (also the shared experts): y (+)= W2 (silu(W1 x) * W3 x).  Decode sizes use a
  * fused gate/up GEMV (graph-capturable); prefill sizes go through dsv3_cuda_linear (W1 and W3

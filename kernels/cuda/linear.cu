@@ -43,6 +43,8 @@ extern "C" int dsv3_cuda_ctx_new(cudaStream_t stream, dsv3_cuda_ctx **out) {
   if (f8 && (!strcmp(f8, "0") || !strcmp(f8, "1"))) dsv3_cuda_fp8_gemm = atoi(f8);
   const char *wg = getenv("DSV3_MOE_WGMMA"); /* the grouped MoE prefill on wgmma (moe.cu): 0, 1 */
   if (wg && (!strcmp(wg, "0") || !strcmp(wg, "1"))) dsv3_cuda_moe_wgmma = atoi(wg);
+  const char *yb = getenv("DSV3_MOE_YS_BF16"); /* the grouped MoE's expert outputs in bf16: 0, 1 */
+  if (yb && (!strcmp(yb, "0") || !strcmp(yb, "1"))) dsv3_cuda_moe_ys_bf16 = atoi(yb);
   const char *wk = getenv("DSV3_MOE_WG_KS"); /* its slices of each weight row, bytes: 64, 128 */
   if (wk && (!strcmp(wk, "64") || !strcmp(wk, "128"))) dsv3_cuda_moe_wg_ks = atoi(wk);
   const char *tc = getenv("DSV3_CUDA_GEMV_TC"); /* the tensor-core GEMV (gemv.cuh): 0, 1, 2 */

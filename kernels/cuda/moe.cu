@@ -148,8 +148,17 @@ extern "C" int dsv3_cuda_route_shared(const dsv3_route_params *p, const float *l
 }
 
 /* ---------------------------------------------------------------- weighted sum */
-/* y[t, d] (+)= sum_k w[t, k] * part[row(t*topk + k), d]; row = perm-inverse or identity */
-__global__ void moe_combine_kernel(float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int topk,
+/* y[t, d] (+)= sum_k w[t, k] * part[row(t*topk + k), d]; row = perm-inverse or identity; part
+ * float32 or bf16 (the grouped path's expert outputs) */
+__device__ __forceinline__ float part_at(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float part_at(const uint16_t *p, int64_t i) { return bf16f(p[i]); }
+__device__ __forceinline__ float4 part4_at(const float *p, int64_t i) { return reinterpret_cast<const float4 *>(p)[i]; }
+__device__ __forceinline__ float4 part4_at(const uint16_t *p, int64_t i) {
+  const uint2 u = reinterpret_cast<const uint2 *>(p)[i];
+  return make_float4(bf16_lo(u.x), bf16_hi(u.x), bf16_lo(u.y), bf16_hi(u.y));
+}
+template <class P>
+__global__ void moe_combine_kernel(float *y, const P *part, const float *w, const int32_t *inv, int64_t ntok, int topk,
                                    int64_t D, int accumulate) {
   pdl_wait();
   pdl_trigger();
@@ -159,7 +168,7 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
     float acc = 0.f;
     for (int k = 0; k < topk; k++) {
       int64_t pr = t * topk + k, row = inv ? inv[pr] : pr;
-      if (row >= 0) acc = fmaf(w[pr], part[row * D + d], acc); /* row < 0: expert index out of range */
+      if (row >= 0) acc = fmaf(w[pr], part_at(part, row * D + d), acc); /* row < 0: expert index out of range */
     }
     y[i] = accumulate ? y[i] + acc : acc;
   }
@@ -168,8 +177,9 @@ __global__ void moe_combine_kernel(float *y, const float *part, const float *w, 
 /* the same sums, 4 columns a thread (D % 4 == 0, 16-byte aligned rows) and 32-bit index math
  * (ntok * D / 4 < 2^31): 218 -> ~120 us for 2048 tokens of 7168 at top-8 on an H200, the bytes
  * of the pairs' rows taking ~110 */
-__global__ void moe_combine4_kernel(float4 *y, const float4 *part, const float *w, const int32_t *inv, int n4, int topk,
-                                    int D4, int accumulate) {
+template <class P>
+__global__ void moe_combine4_kernel(float4 *y, const P *part, const float *w, const int32_t *inv, int n4, int topk, int D4,
+                                    int accumulate) {
   pdl_wait();
   pdl_trigger();
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
@@ -178,7 +188,7 @@ __global__ void moe_combine4_kernel(float4 *y, const float4 *part, const float *
     for (int k = 0; k < topk; k++) {
       const int64_t pr = (int64_t)t * topk + k, row = inv ? inv[pr] : pr;
       if (row >= 0) { /* row < 0: expert index out of range */
-        const float4 v = part[row * D4 + d];
+        const float4 v = part4_at(part, row * D4 + d);
         const float wk = w[pr];
         acc.x = fmaf(wk, v.x, acc.x), acc.y = fmaf(wk, v.y, acc.y);
         acc.z = fmaf(wk, v.z, acc.z), acc.w = fmaf(wk, v.w, acc.w);
@@ -192,19 +202,20 @@ __global__ void moe_combine4_kernel(float4 *y, const float4 *part, const float *
   }
 }
 
-static int combine(cudaStream_t st, float *y, const float *part, const float *w, const int32_t *inv, int64_t ntok, int64_t topk,
+template <class P>
+static int combine(cudaStream_t st, float *y, const P *part, const float *w, const int32_t *inv, int64_t ntok, int64_t topk,
                    int64_t D, int accumulate) {
   int64_t n = ntok * D;
   /* prefill sizes only: a decode step's few rows ran slower on a quarter of the threads (batch 1
    * 1.30 -> 1.31-1.33 ms a step) */
   if (ntok > 64 && D % 4 == 0 && n / 4 < (1ll << 31) - 65536 * 256 && ((uintptr_t)y & 15) == 0 &&
-      ((uintptr_t)part & 15) == 0) {
-    launch_pdl(moe_combine4_kernel, grid_for(n / 4), 256, 0, st, (float4 *)y, (const float4 *)part, w, inv, (int)(n / 4),
-               (int)topk, (int)(D / 4), accumulate);
+      ((uintptr_t)part & (4 * sizeof(P) - 1)) == 0) {
+    launch_pdl(moe_combine4_kernel<P>, grid_for(n / 4), 256, 0, st, (float4 *)y, part, w, inv, (int)(n / 4), (int)topk,
+               (int)(D / 4), accumulate);
     CU_LAUNCHED("moe combine");
     return 0;
   }
-  launch_pdl(moe_combine_kernel, grid_for(n), 256, 0, st, y, part, w, inv, ntok, (int)topk, D, accumulate);
+  launch_pdl(moe_combine_kernel<P>, grid_for(n), 256, 0, st, y, part, w, inv, ntok, (int)topk, D, accumulate);
   CU_LAUNCHED("moe combine");
   return 0;
 }
@@ -421,6 +432,7 @@ struct GroupedArgs {
   const int32_t *xrow;    /* wgmma kernel, W1 and W3: x holds one row a token, xrow[j] the token of pair row j (NULL:
                              x holds one row a pair row) */
   const uint8_t *tmaps;   /* wgmma kernel, NULL or 128-byte CUtensorMaps [expert][W1, W2, W3] (moe_tmaps) */
+  uint16_t *yb;           /* W2: NULL, or y's rows in bf16 instead (the combine reads half the bytes) */
 };
 
 /* FP8: the weights enter the mma as f16(e4m3 * scale * 2^ew), 2^ew putting the warp's largest
@@ -453,7 +465,7 @@ __device__ __forceinline__ void grouped_cvt(uint32_t u0, uint32_t u1, __half2 sc
  * accumulators of a warp are independent between two dependent mma. */
 template <bool FP8, int NT>
 __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const uint8_t *W, const float *Sw, const uint16_t *X,
-                                             const float *Xinv, float *Y, int N, int K, int row0, int cnt) {
+                                             const float *Xinv, float *Y, uint16_t *Yb, int N, int K, int row0, int cnt) {
   constexpr int WROW = FP8 ? GB_K : 2 * GB_K; /* bytes of a weight row per stage */
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int nk = (K + GB_K - 1) / GB_K;
@@ -547,7 +559,10 @@ __device__ __forceinline__ void grouped_main(uint8_t *sw, uint16_t *sx, const ui
 #pragma unroll
       for (int c = 0; c < 4; c++) {
         const int row = row0 + warp * 32 + mt * 16 + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * q + (c & 1);
-        if (row < N && t < cnt) Y[(int64_t)t * N + row] = FP8 ? ldexpf(acc[mt][nt][c] * Xinv[t], -ew) : acc[mt][nt][c];
+        if (row >= N || t >= cnt) continue;
+        const float v = FP8 ? ldexpf(acc[mt][nt][c] * Xinv[t], -ew) : acc[mt][nt][c];
+        if (Yb) Yb[(int64_t)t * N + row] = f2bf16(v);
+        else Y[(int64_t)t * N + row] = v;
       }
 }
 
@@ -561,6 +576,7 @@ struct GroupedTile {
   const float *Xinv;   /* FP8 only */
   const int32_t *Xrow; /* NULL, or the tile's rows' tokens: their rows of X and Xinv */
   float *Y;
+  uint16_t *Yb; /* NULL, or the output in bf16 instead of Y */
   const void *tmap; /* NULL, or the weight matrix's tensor map (the wgmma kernel's TMA loads) */
   int row0, cnt;
 };
@@ -575,12 +591,17 @@ __device__ __forceinline__ bool grouped_tile(const GroupedArgs &a, GroupedTile &
   t.X = a.xrow ? a.x : a.x + (int64_t)tl.y * a.K;
   t.Xinv = a.xinv ? (a.xrow ? a.xinv : a.xinv + tl.y) : nullptr;
   t.Y = (m == 3 ? a.y3 : a.y) + (int64_t)tl.y * a.N;
+  t.Yb = m == 2 && a.yb ? a.yb + (int64_t)tl.y * a.N : nullptr;
   t.row0 = blockIdx.x * bm, t.cnt = tl.z;
   t.tmap = a.tmaps ? a.tmaps + ((int64_t)tl.x * 3 + m - 1) * 128 : nullptr;
   if (!t.W) {
     if (m == 2)
       for (int i = threadIdx.x; i < t.cnt * bm; i += blockDim.x)
-        if (t.row0 + i % bm < a.N) t.Y[(int64_t)(i / bm) * a.N + t.row0 + i % bm] = 0.f;
+        if (t.row0 + i % bm < a.N) {
+          const int64_t o = (int64_t)(i / bm) * a.N + t.row0 + i % bm;
+          if (t.Yb) t.Yb[o] = 0;
+          else t.Y[o] = 0.f;
+        }
     return false;
   }
   return true;
@@ -596,10 +617,10 @@ __global__ void __launch_bounds__(GB_THREADS, FP8 ? 2 : 1) grouped_kernel(Groupe
   uint16_t *sx = (uint16_t *)(gsm + GB_ST * GB_M * (FP8 ? GB_K : 2 * GB_K)); /* [GB_ST][GB_N][GB_K] */
   /* this warp's scale row (clamped: a warp past the last row computes zeros it never stores) */
   const float *Sw = FP8 ? tl.S + (int64_t)(min(tl.row0 + (int)(threadIdx.x >> 5) * 32, N - 1) >> 7) * ((K + 127) >> 7) : tl.S;
-  if (tl.cnt <= 8) grouped_main<FP8, 1>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 16) grouped_main<FP8, 2>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else if (tl.cnt <= 32) grouped_main<FP8, 4>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
-  else grouped_main<FP8, 8>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, N, K, tl.row0, tl.cnt);
+  if (tl.cnt <= 8) grouped_main<FP8, 1>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, tl.Yb, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 16) grouped_main<FP8, 2>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, tl.Yb, N, K, tl.row0, tl.cnt);
+  else if (tl.cnt <= 32) grouped_main<FP8, 4>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, tl.Yb, N, K, tl.row0, tl.cnt);
+  else grouped_main<FP8, 8>(sw, sx, tl.W, Sw, tl.X, tl.Xinv, tl.Y, tl.Yb, N, K, tl.row0, tl.cnt);
 }
 
 /* ---------------------------------------------------------------- grouped prefill, wgmma
@@ -765,7 +786,10 @@ __device__ __forceinline__ void grouped_main_wg(uint8_t *sw, uint16_t *sx, const
 #pragma unroll
     for (int c = 0; c < 4; c++) {
       const int row = row0 + wg * 64 + wi * 16 + g + (c >= 2 ? 8 : 0), t = j * 8 + 2 * q + (c & 1);
-      if (row < N && t < cnt) Y[(int64_t)t * N + row] = ldexpf(acc[j * 4 + c] * Xinv[tl.Xrow ? tl.Xrow[t] : t], -ew);
+      if (row >= N || t >= cnt) continue;
+      const float v = ldexpf(acc[j * 4 + c] * Xinv[tl.Xrow ? tl.Xrow[t] : t], -ew);
+      if (tl.Yb) tl.Yb[(int64_t)t * N + row] = f2bf16(v);
+      else Y[(int64_t)t * N + row] = v;
     }
 }
 
@@ -799,6 +823,7 @@ __global__ void __launch_bounds__(C::T, 1) grouped_wg_kernel(GroupedArgs a) {
   else grouped_main_wg<16, C>(sw, sx, tl, Sw, N, K, full);
 }
 int dsv3_cuda_moe_wgmma = 1;
+int dsv3_cuda_moe_ys_bf16 = 1;
 
 __global__ void grouped_count_kernel(int *cnt, const int32_t *idx, int64_t np, int E) {
   for (int64_t p = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; p < np; p += (int64_t)gridDim.x * blockDim.x)
@@ -1040,14 +1065,18 @@ extern "C" int dsv3_cuda_moe_grouped(dsv3_cuda_ctx *ctx, float *y, const float *
   else grouped_gather_kernel<<<grid_for(np * dim / 8), 256, 0, st>>>(xs, x, src, np, dim);
   CU_LAUNCHED("moe grouped: planning");
   const uint8_t *tm = wgm && dim % 128 == 0 && inter % 128 == 0 ? moe_tmaps(ctx, experts, E, dim, inter) : nullptr;
-  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim, wgm ? src : nullptr, tm};
+  GroupedArgs a = {gg, uu, xs, xinv, experts, tiles, ntiles, 1, (int)inter, (int)dim, wgm ? src : nullptr, tm, nullptr};
   if (wgm ? grouped_wg_launch(a, maxt, 2, st) : fp8 ? grouped_launch<true>(a, maxt, 2, st) : grouped_launch<false>(a, maxt, 2, st))
     return -1;
   if (fp8) grouped_silu_f16_kernel<<<(unsigned)np, 512, 0, st>>>((__half *)hs, hinv, gg, uu, (int)inter, wgm);
   else grouped_silu_kernel<<<grid_for(np * inter), 256, 0, st>>>(hs, gg, uu, np * inter);
   CU_LAUNCHED("moe grouped: silu");
-  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter, nullptr, tm};
+  /* the experts' outputs in bf16 (as the official bf16 experts return them): the down GEMM
+   * writes and the combine reads half the bytes */
+  uint16_t *ysb = dsv3_cuda_moe_ys_bf16 ? (uint16_t *)ys : nullptr;
+  GroupedArgs b = {ys, NULL, hs, hinv, experts, tiles, ntiles, 2, (int)dim, (int)inter, nullptr, tm, ysb};
   if (wgm ? grouped_wg_launch(b, maxt, 1, st) : fp8 ? grouped_launch<true>(b, maxt, 1, st) : grouped_launch<false>(b, maxt, 1, st))
     return -1;
-  return combine(st, y, ys, weight, inv, ntok, topk, dim, accumulate);
+  return ysb ? combine(st, y, (const uint16_t *)ysb, weight, inv, ntok, topk, dim, accumulate)
+             : combine(st, y, (const float *)ys, weight, inv, ntok, topk, dim, accumulate);
 }

@@ -210,7 +210,8 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
     }
     dsv3_cuda_gemv_max_tokens = keep;
     dsv3_cuda_mma_max_tokens = keep_mma;
-    /* the grouped tensor-core path (bf16 activations as the GEMM path): accumulate, overwrite
+    /* the grouped tensor-core path (bf16 activations as the GEMM path, and the experts' outputs
+     * rounded to bf16: 2^-9 more per term of the sum, the same 1e-2): accumulate, overwrite
      * (nothing of the poison left), and with the odd experts on another rank */
     if (dsv3_cuda_moe_grouped_ok(dt, D, I)) {
       CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
@@ -234,14 +235,15 @@ static void test_experts(dsv3_cuda_ctx *ctx, dsv3_dtype dt, int64_t E, int64_t K
        * too (same roundings, same bound) */
       if (dt == DSV3_F8_E4M3 && D % 64 == 0 && I % 64 == 0) {
         /* v 0: where that was the TMA loads (dims multiples of 128), the cp.async ones; v 1: the
-         * mma.sync kernel */
-        for (int v = D % 128 == 0 && I % 128 == 0 ? 0 : 1; v < 2; v++) {
-          const char *what = v ? "mma.sync" : "cp.async";
-          if (v) dsv3_cuda_moe_wgmma = 0;
+         * mma.sync kernel; v 2: float32 expert outputs */
+        for (int v = D % 128 == 0 && I % 128 == 0 ? 0 : 1; v < 3; v++) {
+          const char *what = v == 2 ? "f32 outputs" : v ? "mma.sync" : "cp.async";
+          if (v == 2) dsv3_cuda_moe_ys_bf16 = 0;
+          else if (v) dsv3_cuda_moe_wgmma = 0;
           else dsv3_cuda_moe_tma = 0;
           CU(cudaMemcpy(dy, y0, (size_t)(T * D) * 4, cudaMemcpyHostToDevice));
           OK(dsv3_cuda_moe_grouped(ctx, dy, dx, T, di, dw, K, dtab, E, dt, D, I, 1));
-          dsv3_cuda_moe_wgmma = dsv3_cuda_moe_tma = 1;
+          dsv3_cuda_moe_wgmma = dsv3_cuda_moe_tma = dsv3_cuda_moe_ys_bf16 = 1;
           t_host(got, dy, (size_t)(T * D) * 4);
           eg = t_rel(got, ref, (size_t)(T * D));
           printf("moe grouped (%s) %s T=%lld: rel err %.3g\n", what, dn, (long long)T, eg);
