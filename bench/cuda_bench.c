@@ -465,12 +465,14 @@ static void bench_mla(const char *name, int64_t nseq, int64_t L, int prefill) {
   CU(cudaMalloc((void **)&a.len, (size_t)a.nq * 4));
   CU(cudaMemcpy(a.seq, seq, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(a.len, len, (size_t)a.nq * 4, cudaMemcpyHostToDevice));
-  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg;
+  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg, keep_ws = dsv3_cuda_mla_ws;
   dsv3_cuda_mla_fused = prefill == 3 ? 0 : keep_fused;
   dsv3_cuda_mla_wg = prefill == 4 ? 0 : keep_wg;
+  dsv3_cuda_mla_ws = prefill == 5 ? 0 : keep_ws;
   double s = timeit(f_mla, &a, prefill ? 2 : (quick ? 5 : 20));
   dsv3_cuda_mla_fused = keep_fused;
   dsv3_cuda_mla_wg = keep_wg;
+  dsv3_cuda_mla_ws = keep_ws;
   char shape[80];
   snprintf(shape, sizeof shape, "H=128 %s=%lld len=%lld%s", prefill ? "prefill" : "batch", (long long)(prefill ? L : nseq),
            (long long)L, prefill ? " causal" : "");
@@ -751,6 +753,7 @@ int main(int argc, char **argv) {
   bench_mla("mla prefill(tc)", 1, 2048, 3);
   bench_mla("mla prefill(fused)", 1, 2048, 2);
   bench_mla("mla prefill(mma.sync)", 1, 2048, 4);
+  bench_mla("mla prefill(wgmma in step)", 1, 2048, 5);
   bench_moe();
   bench_moe_prefill();
   bench_small();

@@ -70,6 +70,13 @@ struct dsv3_cuda_ctx {
   size_t wc_budget, wc_used;
 };
 void dsv3_moe_tmaps_free(struct dsv3_tmap_set *s);
+/* A 2-D TMA tensor map (a CUtensorMap, 128 bytes, 64-byte aligned, at map) of rows x cols
+ * elements of esize bytes (1: uint8, 2: bf16) at base, rows row_bytes apart, with a box of
+ * box_cols x box_rows and the 128-byte swizzle (box_cols * esize == 128); elements past the
+ * matrix read as zero.  0, or -1 where the driver has no cuTensorMapEncodeTiled or refuses the
+ * shape (the caller falls back to its cp.async path). */
+int dsv3_tmap_2d(void *map, int esize, const void *base, uint64_t cols, uint64_t rows, uint64_t row_bytes,
+                 uint32_t box_cols, uint32_t box_rows);
 /* Scratch slot `slot` of at least `bytes` bytes (NULL after dsv3_error_set on failure). */
 void *dsv3_cuda_scratch(dsv3_cuda_ctx *ctx, int slot, size_t bytes);
 

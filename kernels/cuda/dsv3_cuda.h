@@ -206,6 +206,10 @@ extern int dsv3_cuda_mla_fused;
 /* 1 (default): DeepSeek-V3's heads (128 + 64, 128) on an sm_90 device take the fused kernel on
  * warpgroup MMA (wgmma); 0 (or DSV3_MLA_WG=0): the mma.sync one. */
 extern int dsv3_cuda_mla_wg;
+/* 1 (default): that wgmma kernel warp-specialised (a TMA producer warp, the two warpgroups
+ * taking turns at the tensor cores); 0 (or DSV3_MLA_WS=0): the one whose warpgroups move in
+ * step.  Both give the same results. */
+extern int dsv3_cuda_mla_ws;
 /* Absorb o: o[t, h, v] = sum_c ol[t, h, c] * Wkvb[h * (nope + V) + nope + v, c]; o: [ntok, H, V]. */
 int dsv3_cuda_mla_absorb_o(float *o, const float *ol, const uint16_t *wkvb, int64_t ntok, int64_t H, int64_t nope,
                            int64_t V, int64_t C, cudaStream_t st);

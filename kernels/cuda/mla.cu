@@ -10,6 +10,7 @@
  * once per warp and reused for HW heads).  Prefill chunks take the non-absorbed form on
  * cuBLAS (dsv3_cuda_mla_prefill, below). */
 #include <cublas_v2.h>
+#include <cuda.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1094,6 +1095,24 @@ struct MlaWgArgs {
   float scale_log2;
 };
 enum { MW_STAGE = (MW_K * MW_QK + MW_V * MW_K) * 2, MW_SMEM = MW_ST * MW_STAGE + 1024 }; /* 40 KB a stage, + alignment */
+/* the wgmma A fragments of q (bf16) for query rows q (g) and q + 8 of head h; a rope pair (k,
+ * k + 1) rotated as dsv3_cuda_rope where a.cos_t is set; rows past nq zeros (their positions
+ * may lie past the tables) */
+__device__ __forceinline__ void mla_q_frags(uint32_t (&qf)[MW_QK / 16][4], const MlaWgArgs &a, int q, int h, int t4) {
+#pragma unroll
+  for (int ks = 0; ks < MW_QK / 16; ks++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      const int qi = q + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
+      float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * a.H + h) * MW_QK + k) : make_float2(0.f, 0.f);
+      if (k >= MW_NOPE && a.cos_t && qi < a.nq) {
+        const int64_t row = (int64_t)(a.pos0 + qi) * (MW_R / 2) + (k - MW_NOPE) / 2;
+        const float c = a.cos_t[row], s = a.sin_t[row], x0 = v.x, x1 = v.y;
+        v.x = x0 * c - x1 * s, v.y = x0 * s + x1 * c;
+      }
+      qf[ks][r] = pack_bf16(v.x, v.y);
+    }
+}
 __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
 #if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
   __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
@@ -1108,21 +1127,8 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
   const int ntile = (kend + MW_K - 1) / MW_K;
   const int wlast = a.pos0 + q0 + wg * 64 + 63; /* the warpgroup's last query position */
 
-  /* Q fragments: rows g, g + 8 of this warp; a rope pair (k, k + 1) rotated as dsv3_cuda_rope */
   uint32_t qf[MW_QK / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < MW_QK / 16; ks++)
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-      const int qi = q0 + wg * 64 + wi * 16 + g + (r & 1) * 8, k = ks * 16 + (r >> 1) * 8 + 2 * t4;
-      float2 v = qi < a.nq ? *reinterpret_cast<const float2 *>(a.Q + ((int64_t)qi * H + h) * MW_QK + k) : make_float2(0.f, 0.f);
-      if (k >= MW_NOPE && a.cos_t && qi < a.nq) { /* (rows past nq: zeros, their positions maybe past the tables) */
-        const int64_t row = (int64_t)(a.pos0 + qi) * (MW_R / 2) + (k - MW_NOPE) / 2;
-        const float c = a.cos_t[row], s = a.sin_t[row], x0 = v.x, x1 = v.y;
-        v.x = x0 * c - x1 * s, v.y = x0 * s + x1 * c;
-      }
-      qf[ks][r] = pack_bf16(v.x, v.y);
-    }
+  mla_q_frags(qf, a, q0 + wg * 64 + wi * 16 + g, h, t4);
   float o[MW_V / 2]; /* O accumulators: [n tile j][4] */
 #pragma unroll
   for (int i = 0; i < MW_V / 2; i++) o[i] = 0.f;
@@ -1217,6 +1223,146 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
 }
 int dsv3_cuda_mla_wg = 1;
 
+/* The same attention, warp-specialised (the wgmma kernel above waits at a block barrier every
+ * tile, so its two warpgroups compute and exponentiate in step and the tensor cores idle
+ * through every softmax): a third warpgroup (one thread of it; its registers handed to the
+ * other two by setmaxnreg) stages the tiles by TMA (K's two 64-column blocks, the
+ * rope keys and V^T, 40 KB a tile, the same swizzled layout) into MS_ST buffers, each with a
+ * "full" mbarrier (the TMA's bytes) and an "empty" one (the 8 consumer warps done with it).
+ * The two warpgroups take turns at the tensor cores (named barriers 1 and 2, FlashAttention-3's
+ * ping-pong): in its turn a warpgroup issues S = Q . K^T of tile it and O += P . V of tile
+ * it - 1, hands the turn over, waits for its products and then runs tile it's softmax while the
+ * other's products run.  Same roundings and results as mla_prefill_wg_kernel. */
+enum { MS_ST = 4, MS_SMEM = MS_ST * MW_STAGE + 1024, MS_T = 384 };
+struct MlaTmaps {
+  CUtensorMap k, pe, vt; /* K [L][H * 128], pe [L][64], V^T [H * 128][ldL]: bf16, 64 x 64 (V^T: 64 x 128) boxes */
+};
+__global__ void __launch_bounds__(MS_T, 1) mla_prefill_ws_kernel(MlaWgArgs a, const __grid_constant__ MlaTmaps tm) {
+#if !(defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
+  __trap(); /* the compute_90 PTX has no wgmma: the host launches this kernel on sm_90 only */
+#else
+  extern __shared__ __align__(16) uint8_t ms_smem_raw[];
+  uint8_t *sm = ms_smem_raw + ((1024 - ((unsigned)__cvta_generic_to_shared(ms_smem_raw) & 1023)) & 1023);
+  __shared__ uint64_t full[MS_ST], empty[MS_ST];
+  const int qt = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
+  const int h = blockIdx.y, q0 = qt * MW_Q;
+  const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int H = a.H;
+  const int kend = a.pos0 + min(q0 + MW_Q, a.nq); /* keys the block's last query sees */
+  const int ntile = (kend + MW_K - 1) / MW_K;
+  if (tid == 0) {
+    for (int s = 0; s < MS_ST; s++) mbar_init(full + s, 1), mbar_init(empty + s, 8);
+    mbar_init_fence();
+  }
+  __syncthreads(); /* the last block-wide barrier */
+  if (wg == 2) { /* the producer warpgroup: one thread; its registers go to the consumers */
+    WG_ASM("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (tid == 256)
+      for (int it = 0; it < ntile; it++) {
+        const int s = it % MS_ST, k0 = it * MW_K;
+        if (it >= MS_ST) mbar_wait(empty + s, (it / MS_ST - 1) & 1); /* tile it - MS_ST released */
+        uint8_t *d = sm + s * MW_STAGE;
+        mbar_expect_tx(full + s, MW_STAGE);
+        tma_load_2d(d, &tm.k, h * MW_NOPE, k0, full + s);
+        tma_load_2d(d + MW_K * 64 * 2, &tm.k, h * MW_NOPE + 64, k0, full + s);
+        tma_load_2d(d + 2 * MW_K * 64 * 2, &tm.pe, 0, k0, full + s);
+        tma_load_2d(d + MW_K * MW_QK * 2, &tm.vt, k0, h * MW_V, full + s);
+      }
+    return;
+  }
+  WG_ASM("setmaxnreg.inc.sync.aligned.u32 232;");
+  const int wlast = a.pos0 + q0 + wg * 64 + 63; /* the warpgroup's last query position */
+  const int nt_w = min(ntile, wlast / MW_K + 1); /* its tiles: a prefix (the rest wholly masked) */
+  uint32_t qf[MW_QK / 16][4];
+  mla_q_frags(qf, a, q0 + wg * 64 + wi * 16 + g, h, t4);
+  float o[MW_V / 2];
+#pragma unroll
+  for (int i = 0; i < MW_V / 2; i++) o[i] = 0.f;
+  float s[MW_K / 2];
+  uint32_t pa[MW_K / 16][4]; /* P of the previous tile (bf16 A fragments) */
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const int qpos0 = a.pos0 + q0 + wg * 64 + wi * 16 + g;
+  /* turns: warpgroup w waits on barrier 1 + w, then passes the turn on barrier 2 - w; warpgroup
+   * 0 first (one extra arrival, taken back by its sync after the last turn).  Both take ntile + 1
+   * turns: a tile's S (with the previous tile's P . V) in each, the last P . V in the last, and
+   * for warpgroup 0 an empty turn where it skips the last tile.  (The wgmmas are not inside
+   * branches: ptxas would serialise them.) */
+  auto s_mma = [&](const uint8_t *ks) {
+#pragma unroll
+    for (int kk = 0; kk < MW_QK / 16; kk++)
+      Wg<MW_K / 8, true>::mma(s, qf[kk], wg_desc(ks + (kk >> 2) * MW_K * 64 * 2) + (uint64_t)(((kk & 3) * 32) >> 4), kk);
+  };
+  auto pv_mma = [&](int tile) { /* O += P . V of tile `tile` */
+    const uint8_t *vp = sm + (tile % MS_ST) * MW_STAGE + MW_K * MW_QK * 2;
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) Wg<MW_V / 8, true>::mma(o, pa[kk], wg_desc(vp) + (uint64_t)((kk * 32) >> 4), 1);
+  };
+  auto softmax = [&](int it) { /* tile it's scores to P (pa), O and the sums rescaled */
+    wg_hold(s);
+    wg_hold(o);
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
+    const int k0 = it * MW_K;
+    mla_softmax_tile<MW_K / 8, MW_V / 8>(s, o, m, l, a.scale_log2, k0 + MW_K - 1 > qpos0, k0, qpos0, t4);
+#pragma unroll
+    for (int kk = 0; kk < MW_K / 16; kk++) {
+      pa[kk][0] = pack_bf16(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  };
+  if (wg == 1) named_arrive(1, 256);
+  mbar_wait(full, 0);
+  named_sync(1 + wg, 256);
+  wg_fence();
+  s_mma(sm);
+  wg_commit();
+  named_arrive(2 - wg, 256);
+  wg_wait<0>();
+  softmax(0);
+  for (int it = 1; it < nt_w; it++) {
+    const int st = it % MS_ST;
+    mbar_wait(full + st, (it / MS_ST) & 1);
+    named_sync(1 + wg, 256);
+    wg_fence();
+    s_mma(sm + st * MW_STAGE);
+    pv_mma(it - 1);
+    wg_commit();
+    named_arrive(2 - wg, 256);
+    wg_wait<0>();
+    if (lane == 0) mbar_arrive(empty + (it - 1) % MS_ST); /* this warp is done with tile it - 1 */
+    softmax(it);
+  }
+  for (int it = nt_w; it < ntile; it++) named_sync(1 + wg, 256), named_arrive(2 - wg, 256);
+  named_sync(1 + wg, 256);
+  wg_fence();
+  pv_mma(nt_w - 1);
+  wg_commit();
+  named_arrive(2 - wg, 256);
+  wg_wait<0>();
+  wg_hold(o);
+#pragma unroll
+  for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
+  if (wg == 0) named_sync(1, 256);
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int qi = q0 + wg * 64 + wi * 16 + g + 8 * r;
+    if (qi >= a.nq) continue;
+    const float inv = 1.f / lr;
+    const int64_t off = ((int64_t)qi * H + h) * MW_V + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < MW_V / 8; n++) {
+      const float v0 = o[4 * n + 2 * r] * inv, v1 = o[4 * n + 2 * r + 1] * inv;
+      *reinterpret_cast<float2 *>(a.o + off + 8 * n) = make_float2(v0, v1);
+      if (a.ob) *reinterpret_cast<uint32_t *>(a.ob + off + 8 * n) = pack_bf16(v0, v1);
+    }
+  }
+#endif
+}
+int dsv3_cuda_mla_ws = 1;
+
 template <int QK, int VD>
 static int mla_fused_launch(const MlaFusedArgs &a, cudaStream_t st) {
   const size_t smem = mla_fused_smem<QK, VD>();
@@ -1300,6 +1446,19 @@ extern "C" int dsv3_cuda_mla_prefill(dsv3_cuda_ctx *ctx, float *o, float *q, con
       return -1;
     if (ldL > L) CU_TRY("mla prefill", cudaMemset2DAsync(VT + L, (size_t)ldL * 2, 0, (size_t)(ldL - L) * 2, (size_t)(H * V), st));
     MlaWgArgs wa = {o, q, Kb, VT, pe_cache + base * R, cos_t, sin_t, ob, ldL, (int)H, (int)nq, (int)pos0, sl2};
+    /* the warp-specialised kernel where its TMA maps encode (DSV3_MLA_WS=0: the one above) */
+    const char *wse = getenv("DSV3_MLA_WS");
+    MlaTmaps tm;
+    if (dsv3_cuda_mla_ws && !(wse && !strcmp(wse, "0")) &&
+        !dsv3_tmap_2d(&tm.k, 2, Kb, (uint64_t)(H * nope), (uint64_t)L, (uint64_t)(H * nope) * 2, 64, MW_K) &&
+        !dsv3_tmap_2d(&tm.pe, 2, pe_cache + base * R, (uint64_t)R, (uint64_t)L, (uint64_t)R * 2, 64, MW_K) &&
+        !dsv3_tmap_2d(&tm.vt, 2, VT, (uint64_t)ldL, (uint64_t)(H * V), (uint64_t)ldL * 2, 64, MW_V)) {
+      CU_TRY("mla prefill (wgmma, warp-specialised)",
+             cudaFuncSetAttribute(mla_prefill_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MS_SMEM));
+      mla_prefill_ws_kernel<<<dim3((unsigned)cdiv(nq, MW_Q), (unsigned)H), MS_T, MS_SMEM, st>>>(wa, tm);
+      CU_LAUNCHED("mla prefill (wgmma, warp-specialised)");
+      return 0;
+    }
     CU_TRY("mla prefill (wgmma)",
            cudaFuncSetAttribute(mla_prefill_wg_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, MW_SMEM));
     mla_prefill_wg_kernel<<<dim3((unsigned)cdiv(nq, MW_Q), (unsigned)H), 256, MW_SMEM, st>>>(wa);

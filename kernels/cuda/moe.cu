@@ -979,6 +979,18 @@ static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder() {
   }
   return fn;
 }
+int dsv3_tmap_2d(void *map, int esize, const void *base, uint64_t cols, uint64_t rows, uint64_t row_bytes,
+                 uint32_t box_cols, uint32_t box_rows) {
+  PFN_cuTensorMapEncodeTiled_v12000 enc = tmap_encoder();
+  if (!enc || ((uintptr_t)base & 15) || (row_bytes & 15) || box_cols * (uint32_t)esize != 128) return -1;
+  const cuuint64_t gdim[2] = {cols, rows}, gstride[1] = {row_bytes};
+  const cuuint32_t box[2] = {box_cols, box_rows}, estr[2] = {1, 1};
+  return enc((CUtensorMap *)map, esize == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+             (void *)base, gdim, gstride, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS
+             ? 0
+             : -1;
+}
 static const uint8_t *moe_tmaps(dsv3_cuda_ctx *ctx, const dsv3_cuda_expert *experts, int64_t E, int64_t dim, int64_t inter) {
   for (dsv3_tmap_set *s = ctx->tmaps; s; s = s->next)
     if (s->key == experts && s->E == E && s->dim == dim && s->inter == inter) return (const uint8_t *)s->dev;
@@ -997,13 +1009,8 @@ static const uint8_t *moe_tmaps(dsv3_cuda_ctx *ctx, const dsv3_cuda_expert *expe
     for (int m = 0; ok && m < 3; m++) {
       const void *w = m == 0 ? tab[e].w1 : m == 1 ? tab[e].w2 : tab[e].w3;
       if (!w) continue; /* another rank's expert: its tiles never load */
-      const cuuint64_t rows = m == 1 ? dim : inter, cols = m == 1 ? inter : dim;
-      const cuuint64_t gdim[2] = {cols, rows}, gstride[1] = {cols};
-      const cuuint32_t box[2] = {(cuuint32_t)WgB::KS, (cuuint32_t)WgB::M}, estr[2] = {1, 1};
-      ok = ((uintptr_t)w & 15) == 0 &&
-           enc(maps + e * 3 + m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)w, gdim, gstride, box, estr,
-               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+      const uint64_t rows = m == 1 ? dim : inter, cols = m == 1 ? inter : dim;
+      ok = dsv3_tmap_2d(maps + e * 3 + m, 1, w, cols, rows, cols, WgB::KS, WgB::M) == 0;
     }
   if (ok && cudaMalloc(&set->dev, (size_t)E * 3 * sizeof(CUtensorMap)) == cudaSuccess &&
       cudaMemcpy(set->dev, maps, (size_t)E * 3 * sizeof(CUtensorMap), cudaMemcpyHostToDevice) == cudaSuccess) {

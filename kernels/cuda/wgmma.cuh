@@ -52,6 +52,17 @@ static __device__ __forceinline__ void mbar_wait(uint64_t *b, int parity) {
          "r"(parity)
          : "memory");
 }
+static __device__ __forceinline__ void mbar_arrive(uint64_t *b) {
+  WG_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+/* named barrier id of n threads: wait for all n (bar.sync), or count this warp in and go on
+ * (bar.arrive) */
+static __device__ __forceinline__ void named_sync(int id, int n) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+static __device__ __forceinline__ void named_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
 /* the box of a 2-D tensor map (a CUtensorMap in global memory) at (c0 innermost, c1) into dst,
  * completing on b (its bytes announced by mbar_expect_tx) */
 static __device__ __forceinline__ void tma_load_2d(void *dst, const void *tmap, int c0, int c1, uint64_t *b) {

@@ -288,21 +288,23 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
       }
   float *dcs = t_dev(cs, (size_t)(npos * half + 1) * 4), *dsn = t_dev(sn, (size_t)(npos * half + 1) * 4);
   const size_t def = dsv3_cuda_mla_prefill_score_bytes;
-  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg;
-  /* 0: small score budget, 1: default (the wgmma kernel where it applies), 2: the fused kernel
-   * off, 3: the mma.sync fused kernel, 4: the default with q's RoPE applied inside */
-  for (int rep = 0; rep < 5; rep++) {
+  const int keep_fused = dsv3_cuda_mla_fused, keep_wg = dsv3_cuda_mla_wg, keep_ws = dsv3_cuda_mla_ws;
+  /* 0: small score budget, 1: default (the warp-specialised wgmma kernel where it applies), 2:
+   * the fused kernel off, 3: the mma.sync fused kernel, 4: the default with q's RoPE applied
+   * inside, 5: the wgmma kernel whose warpgroups move in step (RoPE inside) */
+  for (int rep = 0; rep < 6; rep++) {
     dsv3_cuda_mla_prefill_score_bytes = rep ? def : budget;
     dsv3_cuda_mla_fused = rep == 2 ? 0 : keep_fused;
     dsv3_cuda_mla_wg = rep == 3 ? 0 : keep_wg;
+    dsv3_cuda_mla_ws = rep == 5 ? 0 : keep_ws;
     CU(cudaMemset(dout, 0xff, on * 4));
-    if (rep == 4 && R == 0) continue;
-    if (rep == 4) CU(cudaMemcpy(dq, qu, (size_t)(nq * H * qk) * 4, cudaMemcpyHostToDevice));
+    if (rep >= 4 && R == 0) continue;
+    if (rep >= 4) CU(cudaMemcpy(dq, qu, (size_t)(nq * H * qk) * 4, cudaMemcpyHostToDevice));
     /* rep 1 and 3 (each fused kernel where it applies) write o in bf16 too: bf16(o) exactly */
     uint16_t *dob = NULL;
-    if (rep == 1 || rep == 3) CU(cudaMalloc((void **)&dob, on * 2));
-    OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale, rep == 4 ? dcs : NULL,
-                             rep == 4 ? dsn : NULL, dob));
+    if (rep == 1 || rep == 3 || rep == 5) CU(cudaMalloc((void **)&dob, on * 2));
+    OK(dsv3_cuda_mla_prefill(ctx, dout, dq, dW, dkv, dpe, sq, pos0, nq, H, nope, R, V, C, max_seq, scale, rep >= 4 ? dcs : NULL,
+                             rep >= 4 ? dsn : NULL, dob));
     if (dob) {
       uint16_t *ob = t_xmalloc(on * 2);
       float *of = t_xmalloc(on * 4);
@@ -329,11 +331,17 @@ static void test_prefill_dims(dsv3_cuda_ctx *ctx, int64_t H, int64_t C, int64_t 
     if (rep)
       printf("mla prefill H=%lld C=%lld nope=%lld R=%lld V=%lld pos0=%lld nq=%lld%s: rel err %.3g, worst token %.3g\n",
              (long long)H, (long long)C, (long long)nope, (long long)R, (long long)V, (long long)pos0, (long long)nq,
-             !dsv3_cuda_mla_fused ? " (fused off)" : !dsv3_cuda_mla_wg ? " (wgmma off)" : rep == 4 ? " (rope inside)" : "", e, wt);
+             !dsv3_cuda_mla_fused ? " (fused off)"
+             : !dsv3_cuda_mla_wg ? " (wgmma off)"
+             : rep == 5          ? " (wgmma in step, rope inside)"
+             : rep == 4          ? " (rope inside)"
+                                 : "",
+             e, wt);
   }
   dsv3_cuda_mla_prefill_score_bytes = def;
   dsv3_cuda_mla_fused = keep_fused;
   dsv3_cuda_mla_wg = keep_wg;
+  dsv3_cuda_mla_ws = keep_ws;
   cudaFree(dkv), cudaFree(dpe), cudaFree(dW), cudaFree(dq), cudaFree(dout), cudaFree(dcs), cudaFree(dsn);
   free(kv), free(pe), free(W), free(ql), free(q), free(seq), free(len), free(rol), free(ref), free(got), free(cs), free(sn), free(qu);
 }
@@ -420,6 +428,7 @@ int main(void) {
   test_prefill_dims(ctx, 2, 512, 64, 2, 512, 0, 77, 200, 1 << 20, 128, 128);
   /* 16 key tiles, queries starting mid-tile, L = 1001 keys (V^T's rows padded to 1008) */
   test_prefill_dims(ctx, 2, 512, 64, 1, 1024, 0, 301, 700, 1 << 22, 128, 128);
+  test_prefill_dims(ctx, 2, 512, 64, 1, 256, 0, 64, 1, 1 << 22, 128, 128); /* one query: one block, its second warpgroup idle */
   test_prefill_dims(ctx, 4, 128, 32, 3, 256, 2, 5, 70, 1 << 18, 32, 32);
   test_prefill_dims(ctx, 4, 128, 32, 1, 256, 0, 0, 1, 1 << 18, 32, 32);
   dsv3_cuda_ctx_free(ctx);
