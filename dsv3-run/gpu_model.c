@@ -77,6 +77,7 @@ struct dsv3_gpu {
   /* a prefill chunk (> DSV3_GPU_GRAPH_MAX tokens of one sequence at consecutive positions):
    * its sequence and first position, for dsv3_cuda_mla_prefill; -1 otherwise */
   int prefill_seq, prefill_pos0;
+  int64_t norm_r0; /* the final norm's first row: 0, or (a prompt chunk) the last row or none when no head reads the rest */
   /* graphs by token count */
   int graphs_on;
   cudaGraphExec_t graph[DSV3_GPU_GRAPH_MAX + 1];
@@ -463,6 +464,14 @@ static int allreduce(dsv3_gpu *g, float *buf, int64_t count) {
 #endif
 }
 
+/* h in float32 from the norm before layer L's attention, or (NULL) its bf16 copy alone: a
+ * prompt chunk whose kv_a and q projections all read the bf16 rows (dsv3_cuda_linear_xb_only) */
+static float *attn_h(dsv3_gpu *g, const glayer *L, const uint16_t *hb, int64_t n) {
+  const int q_xb = g->m->cfg.q_lora_rank > 0 ? dsv3_cuda_linear_xb_only(g->ctx, n, &L->wq_a)
+                                             : dsv3_cuda_linear_xb_only(g->ctx, n, &L->wq);
+  return hb && q_xb && dsv3_cuda_linear_xb_only(g->ctx, n, &L->wkv_a) ? NULL : g->h;
+}
+
 static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
   const dsv3_model *m = g->m;
   const dsv3_config *c = &m->cfg;
@@ -478,7 +487,8 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
   }
   uint16_t *hb = g->prefill_seq >= 0 ? g->hb : NULL; /* bf16 h for a prompt chunk's GEMMs */
-  TRY(dsv3_cuda_rmsnorm_bf16(g->h, hb, g->x, NULL, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n, D, eps, st));
+  TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[0], hb, n), hb, g->x, NULL, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n,
+                             D, eps, st));
   const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
   /* a timing aid (bench/cuda_decode, docs/cuda.md): DSV3_GPU_SKIP's bit 1 leaves out every
    * layer's attention block, bit 2 its MLP / MoE, bit 4 the attention kernels alone (over the
@@ -550,8 +560,14 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
       if (L->sw1.rows && !shared) TRY(dsv3_cuda_mlp_xb(ctx, g->y, g->h, hb, n, &L->sw1, &L->sw2, &L->sw3, 1));
     }
     TRY(allreduce(g, g->y, n * D)); /* the MLP's row-parallel part, or local experts + shared part */
-    const gvec *nn = l + 1 < m->n_layers ? &g->L[l + 1].attn_norm : &g->norm;
-    TRY(dsv3_cuda_rmsnorm_bf16(g->h, l + 1 < m->n_layers ? hb : NULL, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
+    if (l + 1 < m->n_layers) {
+      const gvec *nn = &g->L[l + 1].attn_norm;
+      TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[l + 1], hb, n), hb, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
+    } else if (g->norm_r0 < n) { /* the final norm: of the rows the head reads (chunk) */
+      const int64_t r0 = g->norm_r0;
+      TRY(dsv3_cuda_rmsnorm_bf16(g->h + r0 * D, NULL, g->x + r0 * D, g->y + r0 * D, g->norm.data, g->norm.dtype, n - r0, D,
+                                 eps, st));
+    }
   }
   return 0;
 }
@@ -610,6 +626,7 @@ static int chunk(dsv3_gpu *g, int64_t n, const int32_t *tok, const int32_t *seq,
   }
   g->prefill_seq = prefill ? seq[0] : -1;
   g->prefill_pos0 = prefill ? pos[0] : -1;
+  g->norm_r0 = prefill && !all_logits ? (want_head ? n - 1 : n) : 0;
   cudaStream_t st = g->st;
   int rc = -1;
   if (cudaMemcpyAsync(g->in, g->hin, (size_t)(n < cap ? 3 * cap + n : 4 * cap) * 4, cudaMemcpyHostToDevice, st) !=

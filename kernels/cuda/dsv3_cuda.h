@@ -54,7 +54,10 @@ int dsv3_cuda_device_count(void);
 int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, int64_t ntok, const dsv3_wmat *w,
                      int accumulate);
 /* The same with xb (NULL, or x rounded to bf16: dsv3_cuda_rmsnorm_bf16) as the BF16 GEMM's
- * input in place of its conversion of x; the other paths read x. */
+ * input in place of its conversion of x; the other paths read x.  dsv3_cuda_linear_xb_only:
+ * whether, for ntok tokens of w, it takes that GEMM (x itself never read: its producer may
+ * write xb alone). */
+int dsv3_cuda_linear_xb_only(const dsv3_cuda_ctx *ctx, int64_t ntok, const dsv3_wmat *w);
 int dsv3_cuda_linear_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok, const dsv3_wmat *w,
                         int accumulate);
 extern int dsv3_cuda_gemv_max_tokens; /* default 2; DSV3_CUDA_GEMV_MAX=1..8 at context creation */
@@ -121,7 +124,8 @@ int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, d
                           int64_t dim, float eps, cudaStream_t st);
 /* Either of the two (y NULL: dsv3_cuda_rmsnorm, else dsv3_cuda_add_rmsnorm), with outb (NULL
  * or [ntok, dim] bf16) receiving out rounded to bf16 as well: the input of the GEMMs that
- * read it (dsv3_cuda_linear_xb), written in the same pass. */
+ * read it (dsv3_cuda_linear_xb), written in the same pass.  out NULL: outb alone (dim % 4 == 0
+ * up to 8192 and aligned pointers, else an error). */
 int dsv3_cuda_rmsnorm_bf16(float *out, uint16_t *outb, float *x, const float *y, const void *w, dsv3_dtype wdt,
                            int64_t ntok, int64_t dim, float eps, cudaStream_t st);
 /* out[t] = E[ids[t]] as float32 (E: [vocab, dim] of dtype edt); an id outside [0, vocab)
@@ -141,7 +145,7 @@ int dsv3_cuda_rope_seq(float *x, int64_t ntok, int64_t nvec, int64_t tok_stride,
                        const float *cos_t, const float *sin_t, int64_t pos0, cudaStream_t st);
 /* out[i] = silu(g[i]) * u[i] */
 int dsv3_cuda_silu_mul(float *out, const float *g, const float *u, int64_t n, cudaStream_t st);
-/* The same with outb (NULL or n bf16) receiving out rounded to bf16 as well. */
+/* The same with outb (NULL or n bf16) receiving out rounded to bf16 as well (out NULL: outb alone). */
 int dsv3_cuda_silu_mul_bf16(float *out, uint16_t *outb, const float *g, const float *u, int64_t n, cudaStream_t st);
 /* y[i] += x[i] */
 int dsv3_cuda_add(float *y, const float *x, int64_t n, cudaStream_t st);

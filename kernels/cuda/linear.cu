@@ -442,21 +442,33 @@ extern "C" int dsv3_cuda_linear(dsv3_cuda_ctx *ctx, float *y, const float *x, in
                                 int accumulate) {
   return dsv3_cuda_linear_xb(ctx, y, x, NULL, ntok, w, accumulate);
 }
-extern "C" int dsv3_cuda_linear_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok,
-                                   const dsv3_wmat *w, int accumulate) {
-  if (dsv3_cuda_tc_tokens(ntok, 8) && tc_ok(w, x)) return dsv3_cuda_gemv_tcore(ctx, y, x, ntok, w, accumulate);
-  if (ntok <= dsv3_cuda_gemv_max_tokens) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+/* the kernel linear_xb takes (x's alignment decides the tensor-core GEMV; NULL counts as aligned) */
+enum { LIN_TC, LIN_GEMV, LIN_MMA, LIN_FP8, LIN_GEMM };
+static int linear_path(const dsv3_cuda_ctx *ctx, int64_t ntok, const dsv3_wmat *w, const float *x) {
+  if (dsv3_cuda_tc_tokens(ntok, 8) && tc_ok(w, x)) return LIN_TC;
+  if (ntok <= dsv3_cuda_gemv_max_tokens) return LIN_GEMV;
   /* the mma tiles are 16 rows: narrow matrices would leave SMs idle, the GEMV does better */
-  if (ntok <= dsv3_cuda_mma_max_tokens && cdiv(w->rows, 16) >= ctx->sms)
-    return dsv3_cuda_gemv_mma(ctx, y, x, ntok, w, accumulate);
+  if (ntok <= dsv3_cuda_mma_max_tokens && cdiv(w->rows, 16) >= ctx->sms) return LIN_MMA;
   /* and up to 8 tokens (one GEMV token tile) the GEMV rather than dequantise + cuBLAS, also with
    * the mma path off (DSV3_CUDA_MMA=0) */
-  if (ntok <= dsv3_cuda_mma_max_tokens || ntok <= 8) return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  if (ntok <= dsv3_cuda_mma_max_tokens || ntok <= 8) return LIN_GEMV;
   /* dequantise + BF16 (the official gemm_impl = "bf16"), or with dsv3_cuda_fp8_gemm the
    * official fp8_gemm (activations quantised per token and 128 columns) where cuBLASLt's block
    * scaling covers the shape */
-  if (dsv3_cuda_fp8_gemm) return dsv3_cuda_gemm_fp8(ctx, y, x, ntok, w, accumulate);
-  return gemm_xb(ctx, y, x, xb, ntok, w, accumulate);
+  return dsv3_cuda_fp8_gemm ? LIN_FP8 : LIN_GEMM;
+}
+extern "C" int dsv3_cuda_linear_xb_only(const dsv3_cuda_ctx *ctx, int64_t ntok, const dsv3_wmat *w) {
+  return linear_path(ctx, ntok, w, NULL) == LIN_GEMM;
+}
+extern "C" int dsv3_cuda_linear_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, const uint16_t *xb, int64_t ntok,
+                                   const dsv3_wmat *w, int accumulate) {
+  switch (linear_path(ctx, ntok, w, x)) {
+  case LIN_TC: return dsv3_cuda_gemv_tcore(ctx, y, x, ntok, w, accumulate);
+  case LIN_GEMV: return dsv3_cuda_gemv(ctx, y, x, ntok, w, accumulate);
+  case LIN_MMA: return dsv3_cuda_gemv_mma(ctx, y, x, ntok, w, accumulate);
+  case LIN_FP8: return dsv3_cuda_gemm_fp8(ctx, y, x, ntok, w, accumulate);
+  default: return gemm_xb(ctx, y, x, xb, ntok, w, accumulate);
+  }
 }
 
 /* ---------------------------------------------------------------- dense MLP */
@@ -489,7 +501,9 @@ extern "C" int dsv3_cuda_mlp_xb(dsv3_cuda_ctx *ctx, float *y, const float *x, co
     /* the hidden rows in bf16 as well, for W2's BF16 GEMM (in the GEMM's own conversion slot,
      * taken after W1 and W3 are done with it: a larger request may move it) */
     uint16_t *hb = (uint16_t *)dsv3_cuda_scratch(ctx, DSV3_SCR_GEMM_X, (size_t)(ntok * I) * 2);
-    if (!hb || dsv3_cuda_silu_mul_bf16(h, hb, h, u, ntok * I, ctx->stream)) return -1;
+    /* (the float32 rows only where W2's kernel reads them) */
+    if (!hb || dsv3_cuda_silu_mul_bf16(dsv3_cuda_linear_xb_only(ctx, ntok, w2) ? NULL : h, hb, h, u, ntok * I, ctx->stream))
+      return -1;
     return dsv3_cuda_linear_xb(ctx, y, h, hb, ntok, w2, accumulate);
   }
   return dsv3_cuda_linear(ctx, y, h, ntok, w2, accumulate);

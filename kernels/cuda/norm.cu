@@ -105,14 +105,14 @@ __global__ void __launch_bounds__(RMS4_THREADS) rmsnorm4_kernel(float *out, uint
   }
   ss = block_sum(ss);
   const float r = rsqrtf(ss / (float)dim + eps);
-  float4 *o = reinterpret_cast<float4 *>(out + t * dim);
+  float4 *o = out ? reinterpret_cast<float4 *>(out + t * dim) : nullptr;
   uint2 *ob = outb ? reinterpret_cast<uint2 *>(outb + t * dim) : nullptr;
 #pragma unroll
   for (int j = 0; j < RMS4_PV; j++) {
     const int i = threadIdx.x + j * RMS4_THREADS;
     if (i >= n4) continue;
     const float4 a = make_float4(v[j].x * r * wv[j].x, v[j].y * r * wv[j].y, v[j].z * r * wv[j].z, v[j].w * r * wv[j].w);
-    o[i] = a;
+    if (o) o[i] = a;
     if (ob) ob[i] = make_uint2(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w));
   }
 }
@@ -134,7 +134,9 @@ extern "C" int dsv3_cuda_rmsnorm_bf16(float *out, uint16_t *outb, float *x, cons
   if (check_vec_dt(op, wdt)) return -1;
   if (ntok <= 0 || dim <= 0) return 0;
   CU_ARGV(op, ntok < (1ll << 31), "too many tokens");
-  if (rms4_ok(out, x, y, w, wdt, dim) && ((uintptr_t)outb & 7) == 0) {
+  const bool fast = rms4_ok(out, x, y, w, wdt, dim) && ((uintptr_t)outb & 7) == 0;
+  CU_ARGV(op, out || (outb && fast), "no float32 output: needs the bf16 one and dim %% 4 == 0 up to %d", 4 * RMS4_THREADS * RMS4_PV);
+  if (fast) {
     if (y) launch_pdl(rmsnorm4_kernel<true>, (unsigned)ntok, RMS4_THREADS, 0, st, out, outb, x, y, w, wdt, (int)dim, eps);
     else launch_pdl(rmsnorm4_kernel<false>, (unsigned)ntok, RMS4_THREADS, 0, st, out, outb, x, y, w, wdt, (int)dim, eps);
   } else {
@@ -237,7 +239,7 @@ __global__ void silu_mul_kernel(float *out, uint16_t *outb, const float *g, cons
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float a = g[i];
     const float v = a / (1.0f + __expf(-a)) * u[i];
-    out[i] = v;
+    if (out) out[i] = v;
     if (outb) outb[i] = f2bf16(v);
   }
 }

@@ -60,6 +60,21 @@ static void test_rmsnorm(int64_t T, int64_t D, dsv3_dtype wdt) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += ob[i] != dsv3_f32_to_bf16(o2[i]);
     CHECK(bad == 0, "rmsnorm_bf16 add %d T=%lld D=%lld: %zu bf16 values differ from bf16(out)", add, (long long)T, (long long)D, bad);
+    /* the bf16 copy alone (out NULL): the same bits, where the 16-byte kernel covers the shape;
+     * refused otherwise */
+    CU(cudaMemcpy(dx, x, n * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dob, 0xff, n * 2));
+    if (dsv3_cuda_rmsnorm_bf16(NULL, dob, dx, add ? dy : NULL, dw, wdt, T, D, 1e-6f, 0) == 0) {
+      CU(cudaDeviceSynchronize());
+      uint16_t *ob2 = t_xmalloc(n * 2);
+      t_host(ob2, dob, n * 2);
+      CHECK(memcmp(ob, ob2, n * 2) == 0, "rmsnorm_bf16 add %d T=%lld D=%lld: the bf16 rows alone differ", add, (long long)T,
+            (long long)D);
+      free(ob2);
+    } else {
+      CHECK(D % 4 != 0 || D > 8192, "rmsnorm_bf16 add %d T=%lld D=%lld: bf16 rows alone refused: %s", add, (long long)T,
+            (long long)D, dsv3_error());
+    }
     cudaFree(dob);
     free(ob), free(o2);
   }
