@@ -429,6 +429,8 @@ int main(void) {
   /* 16 key tiles, queries starting mid-tile, L = 1001 keys (V^T's rows padded to 1008) */
   test_prefill_dims(ctx, 2, 512, 64, 1, 1024, 0, 301, 700, 1 << 22, 128, 128);
   test_prefill_dims(ctx, 2, 512, 64, 1, 256, 0, 64, 1, 1 << 22, 128, 128); /* one query: one block, its second warpgroup idle */
+  /* 48 heads x 4 query blocks (192 blocks: more than an SM each, the fill a 128-head layer has) */
+  test_prefill_dims(ctx, 48, 128, 64, 1, 512, 0, 5, 400, 1 << 22, 128, 128);
   test_prefill_dims(ctx, 4, 128, 32, 3, 256, 2, 5, 70, 1 << 18, 32, 32);
   test_prefill_dims(ctx, 4, 128, 32, 1, 256, 0, 0, 1, 1 << 18, 32, 32);
   dsv3_cuda_ctx_free(ctx);
