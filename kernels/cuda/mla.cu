@@ -1095,6 +1095,27 @@ struct MlaWgArgs {
   float scale_log2;
 };
 enum { MW_STAGE = (MW_K * MW_QK + MW_V * MW_K) * 2, MW_SMEM = MW_ST * MW_STAGE + 1024 }; /* 40 KB a stage, + alignment */
+/* o / l of query rows q (g) and q + 8 of head h (a row's sum spread over its 4 lanes) into
+ * a.o, and in bf16 into a.ob where set; rows past nq not stored */
+__device__ __forceinline__ void mla_wg_store(const MlaWgArgs &a, const float (&o)[MW_V / 2], const float (&l)[2], int q, int h,
+                                             int t4) {
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int qi = q + 8 * r;
+    if (qi >= a.nq) continue;
+    const float inv = 1.f / lr;
+    const int64_t off = ((int64_t)qi * a.H + h) * MW_V + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < MW_V / 8; n++) {
+      const float v0 = o[4 * n + 2 * r] * inv, v1 = o[4 * n + 2 * r + 1] * inv;
+      *reinterpret_cast<float2 *>(a.o + off + 8 * n) = make_float2(v0, v1);
+      if (a.ob) *reinterpret_cast<uint32_t *>(a.ob + off + 8 * n) = pack_bf16(v0, v1);
+    }
+  }
+}
 /* the wgmma A fragments of q (bf16) for query rows q (g) and q + 8 of head h; a rope pair (k,
  * k + 1) rotated as dsv3_cuda_rope where a.cos_t is set; rows past nq zeros (their positions
  * may lie past the tables) */
@@ -1203,22 +1224,7 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
     for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
   }
   asm volatile("cp.async.wait_group 0;");
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float lr = l[r];
-    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
-    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-    const int qi = q0 + wg * 64 + wi * 16 + g + 8 * r;
-    if (qi >= a.nq) continue;
-    const float inv = 1.f / lr;
-    const int64_t off = ((int64_t)qi * H + h) * MW_V + 2 * t4;
-#pragma unroll
-    for (int n = 0; n < MW_V / 8; n++) {
-      const float v0 = o[4 * n + 2 * r] * inv, v1 = o[4 * n + 2 * r + 1] * inv;
-      *reinterpret_cast<float2 *>(a.o + off + 8 * n) = make_float2(v0, v1);
-      if (a.ob) *reinterpret_cast<uint32_t *>(a.ob + off + 8 * n) = pack_bf16(v0, v1);
-    }
-  }
+  mla_wg_store(a, o, l, q0 + wg * 64 + wi * 16 + g, h, t4);
 #endif
 }
 int dsv3_cuda_mla_wg = 1;
@@ -1247,7 +1253,6 @@ __global__ void __launch_bounds__(MS_T, 1) mla_prefill_ws_kernel(MlaWgArgs a, co
   const int qt = gridDim.x - 1 - blockIdx.x; /* the longest rows first */
   const int h = blockIdx.y, q0 = qt * MW_Q;
   const int tid = threadIdx.x, wg = tid >> 7, wi = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int H = a.H;
   const int kend = a.pos0 + min(q0 + MW_Q, a.nq); /* keys the block's last query sees */
   const int ntile = (kend + MW_K - 1) / MW_K;
   if (tid == 0) {
@@ -1343,22 +1348,7 @@ __global__ void __launch_bounds__(MS_T, 1) mla_prefill_ws_kernel(MlaWgArgs a, co
 #pragma unroll
   for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
   if (wg == 0) named_sync(1, 256);
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float lr = l[r];
-    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
-    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
-    const int qi = q0 + wg * 64 + wi * 16 + g + 8 * r;
-    if (qi >= a.nq) continue;
-    const float inv = 1.f / lr;
-    const int64_t off = ((int64_t)qi * H + h) * MW_V + 2 * t4;
-#pragma unroll
-    for (int n = 0; n < MW_V / 8; n++) {
-      const float v0 = o[4 * n + 2 * r] * inv, v1 = o[4 * n + 2 * r + 1] * inv;
-      *reinterpret_cast<float2 *>(a.o + off + 8 * n) = make_float2(v0, v1);
-      if (a.ob) *reinterpret_cast<uint32_t *>(a.ob + off + 8 * n) = pack_bf16(v0, v1);
-    }
-  }
+  mla_wg_store(a, o, l, q0 + wg * 64 + wi * 16 + g, h, t4);
 #endif
 }
 int dsv3_cuda_mla_ws = 1;
