@@ -464,12 +464,16 @@ static int allreduce(dsv3_gpu *g, float *buf, int64_t count) {
 #endif
 }
 
-/* h in float32 from the norm before layer L's attention, or (NULL) its bf16 copy alone: a
- * prompt chunk whose kv_a and q projections all read the bf16 rows (dsv3_cuda_linear_xb_only) */
-static float *attn_h(dsv3_gpu *g, const glayer *L, const uint16_t *hb, int64_t n) {
+/* h in float32 from the norm before layer L's attention (y: the residual it adds, or NULL), or
+ * (NULL) its bf16 copy alone: a prompt chunk whose kv_a and q projections all read the bf16
+ * rows (dsv3_cuda_linear_xb_only), where the norm can write them alone */
+static float *attn_h(dsv3_gpu *g, const glayer *L, const uint16_t *hb, const float *y, int64_t n) {
   const int q_xb = g->m->cfg.q_lora_rank > 0 ? dsv3_cuda_linear_xb_only(g->ctx, n, &L->wq_a)
                                              : dsv3_cuda_linear_xb_only(g->ctx, n, &L->wq);
-  return hb && q_xb && dsv3_cuda_linear_xb_only(g->ctx, n, &L->wkv_a) ? NULL : g->h;
+  return hb && q_xb && dsv3_cuda_linear_xb_only(g->ctx, n, &L->wkv_a) &&
+                 dsv3_cuda_rmsnorm_bf16_only_ok(g->x, y, L->attn_norm.data, L->attn_norm.dtype, g->m->cfg.hidden_size)
+             ? NULL
+             : g->h;
 }
 
 static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
@@ -487,7 +491,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(dsv3_cuda_embed(g->x, g->tok, n, g->embed.data, g->embed.dtype, c->vocab_size, D, st));
   }
   uint16_t *hb = g->prefill_seq >= 0 ? g->hb : NULL; /* bf16 h for a prompt chunk's GEMMs */
-  TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[0], hb, n), hb, g->x, NULL, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n,
+  TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[0], hb, NULL, n), hb, g->x, NULL, g->L[0].attn_norm.data, g->L[0].attn_norm.dtype, n,
                              D, eps, st));
   const int par = g->ctx2 && g->prefill_seq < 0 && n <= DSV3_GPU_GRAPH_MAX; /* the kv path beside the q path */
   /* a timing aid (bench/cuda_decode, docs/cuda.md): DSV3_GPU_SKIP's bit 1 leaves out every
@@ -562,7 +566,7 @@ static int layers(dsv3_gpu *g, int64_t n, int64_t max_len) {
     TRY(allreduce(g, g->y, n * D)); /* the MLP's row-parallel part, or local experts + shared part */
     if (l + 1 < m->n_layers) {
       const gvec *nn = &g->L[l + 1].attn_norm;
-      TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[l + 1], hb, n), hb, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
+      TRY(dsv3_cuda_rmsnorm_bf16(attn_h(g, &g->L[l + 1], hb, g->y, n), hb, g->x, g->y, nn->data, nn->dtype, n, D, eps, st));
     } else if (g->norm_r0 < n) { /* the final norm: of the rows the head reads (chunk) */
       const int64_t r0 = g->norm_r0;
       TRY(dsv3_cuda_rmsnorm_bf16(g->h + r0 * D, NULL, g->x + r0 * D, g->y + r0 * D, g->norm.data, g->norm.dtype, n - r0, D,

@@ -124,10 +124,11 @@ int dsv3_cuda_add_rmsnorm(float *out, float *x, const float *y, const void *w, d
                           int64_t dim, float eps, cudaStream_t st);
 /* Either of the two (y NULL: dsv3_cuda_rmsnorm, else dsv3_cuda_add_rmsnorm), with outb (NULL
  * or [ntok, dim] bf16) receiving out rounded to bf16 as well: the input of the GEMMs that
- * read it (dsv3_cuda_linear_xb), written in the same pass.  out NULL: outb alone (dim % 4 == 0
- * up to 8192 and aligned pointers, else an error). */
+ * read it (dsv3_cuda_linear_xb), written in the same pass.  out NULL: outb alone, where
+ * dsv3_cuda_rmsnorm_bf16_only_ok (dim % 4 == 0 up to 8192, aligned pointers; an error else). */
 int dsv3_cuda_rmsnorm_bf16(float *out, uint16_t *outb, float *x, const float *y, const void *w, dsv3_dtype wdt,
                            int64_t ntok, int64_t dim, float eps, cudaStream_t st);
+int dsv3_cuda_rmsnorm_bf16_only_ok(const float *x, const float *y, const void *w, dsv3_dtype wdt, int64_t dim);
 /* out[t] = E[ids[t]] as float32 (E: [vocab, dim] of dtype edt); an id outside [0, vocab)
  * gives a row of NaN (the host validates ids; NaN makes a stray one visible). */
 int dsv3_cuda_embed(float *out, const int32_t *ids, int64_t ntok, const void *E, dsv3_dtype edt, int64_t vocab,

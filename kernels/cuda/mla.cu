@@ -1116,6 +1116,14 @@ __device__ __forceinline__ void mla_wg_store(const MlaWgArgs &a, const float (&o
     }
   }
 }
+/* a tile's probabilities (the S accumulators after the softmax) as the bf16 A fragments of P . V */
+__device__ __forceinline__ void mla_pack_p(uint32_t (&pa)[MW_K / 16][4], const float (&s)[MW_K / 2]) {
+#pragma unroll
+  for (int kk = 0; kk < MW_K / 16; kk++) {
+    pa[kk][0] = pack_bf16(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+    pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
 /* the wgmma A fragments of q (bf16) for query rows q (g) and q + 8 of head h; a rope pair (k,
  * k + 1) rotated as dsv3_cuda_rope where a.cos_t is set; rows past nq zeros (their positions
  * may lie past the tables) */
@@ -1209,11 +1217,7 @@ __global__ void __launch_bounds__(256, 1) mla_prefill_wg_kernel(MlaWgArgs a) {
     /* mask (keys past a row's position; rows past nq see keys < kend only) and online softmax */
     mla_softmax_tile<MW_K / 8, MW_V / 8>(s, o, m, l, a.scale_log2, k0 + MW_K - 1 > qpos0, k0, qpos0, t4);
     /* O += P . V */
-#pragma unroll
-    for (int kk = 0; kk < MW_K / 16; kk++) {
-      pa[kk][0] = pack_bf16(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
+    mla_pack_p(pa, s);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < MW_K / 16; kk++) Wg<MW_V / 8, true>::mma(o, pa[kk], wg_desc(vs) + (uint64_t)((kk * 32) >> 4), 1);
@@ -1309,11 +1313,7 @@ __global__ void __launch_bounds__(MS_T, 1) mla_prefill_ws_kernel(MlaWgArgs a, co
     for (int kk = 0; kk < MW_K / 16; kk++) wg_hold(pa[kk]);
     const int k0 = it * MW_K;
     mla_softmax_tile<MW_K / 8, MW_V / 8>(s, o, m, l, a.scale_log2, k0 + MW_K - 1 > qpos0, k0, qpos0, t4);
-#pragma unroll
-    for (int kk = 0; kk < MW_K / 16; kk++) {
-      pa[kk][0] = pack_bf16(s[8 * kk], s[8 * kk + 1]), pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]), pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-    }
+    mla_pack_p(pa, s);
   };
   if (wg == 1) named_arrive(1, 256);
   mbar_wait(full, 0);
